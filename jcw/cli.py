@@ -1,0 +1,28 @@
+"""`jcw SUBCOMMAND ...`: each package registers its own subcommands here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from profiler import cli as profiler_cli
+from profiler.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jcw", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    profiler_cli.register(sub)
+    return parser
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        print("jcw: interrupted; finished rows are saved, re-run to resume", file=sys.stderr)
+        return 130
+    except UserError as err:
+        print(f"jcw {args.command}: error: {err}", file=sys.stderr)
+        return 2
+

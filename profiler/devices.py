@@ -1,0 +1,147 @@
+"""The device inventory (devices.yaml): loading, schema validation, and the Device record."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from profiler.errors import UserError
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
+_PATH = r"^[A-Za-z0-9_./~+-]+$"  # remote paths: no spaces, quotes or shell metacharacters
+
+_COMMON = {
+    "description": {"type": "string"},
+    "transport": {"enum": ["local", "ssh", "adb"]},
+    "runtime": {"enum": ["litert", "onnxruntime"]},
+    "xnnpack": {"type": "boolean"},
+    "threads": {"type": "integer", "minimum": 1, "maximum": 64},
+    "cpus": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+    "block": {"enum": ["1x4", "4x1", "unstructured"]},
+    "warmup": {"type": "integer", "minimum": 0},
+    "repeats": {"type": "integer", "minimum": 1},
+    "rounds": {"type": "integer", "minimum": 1},
+    "max_cv": {"type": "number", "exclusiveMinimum": 0},
+}
+_BY_TRANSPORT = {
+    "local": ({}, []),
+    "ssh": (
+        {
+            "host": {"type": "string", "pattern": r"^[A-Za-z0-9.:_-]+$"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "user": {"type": "string", "pattern": r"^[A-Za-z0-9._-]+$"},
+            "key_file": {"type": "string"},
+            "passphrase_env": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+            "trust_unknown_host": {"type": "boolean"},
+            "known_hosts": {"type": "string"},
+            "work_dir": {"type": "string", "pattern": _PATH},
+            "python": {"type": "string", "pattern": _PATH},
+            "connect_timeout": {"type": "number", "exclusiveMinimum": 0},
+            "command_timeout": {"type": "number", "exclusiveMinimum": 0},
+        },
+        ["host", "user", "work_dir"],
+    ),
+    "adb": (
+        {
+            "serial": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]+$"},
+            "benchmark_model": {"type": "string", "pattern": _PATH},
+            "work_dir": {"type": "string", "pattern": _PATH},
+            "cpu_mask": {"type": "string", "pattern": r"^[0-9a-fA-F]+$"},
+            "cooldown_s": {"type": "number", "minimum": 0},
+            "adb": {"type": "string"},
+        },
+        ["serial", "benchmark_model"],
+    ),
+}
+
+
+def _schema(transport: str) -> dict:
+    props, required = _BY_TRANSPORT[transport]
+    return {
+        "type": "object",
+        "properties": {**_COMMON, **props},
+        "required": ["transport", "runtime", *required],
+        "additionalProperties": False,
+        "if": {"properties": {"runtime": {"const": "onnxruntime"}}},
+        "then": {"not": {"required": ["xnnpack"]}},
+    }
+
+
+@dataclass(frozen=True)
+class Device:
+    """One entry of devices.yaml; `options` keeps the transport-specific fields."""
+
+    name: str
+    transport: str
+    runtime: str
+    xnnpack: bool = True
+    threads: int = 1
+    block: str = "1x4"
+    cpus: tuple[int, ...] = ()
+    warmup: int = 3
+    repeats: int = 10
+    rounds: int = 3
+    max_cv: float = 0.1
+    description: str = ""
+    options: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def flavour(self) -> str:
+        """How kernels are lowered for this device: "xnnpack", "builtin" or "onnx"."""
+        if self.runtime == "onnxruntime":
+            return "onnx"
+        return "xnnpack" if self.xnnpack else "builtin"
+
+
+def _describe(err: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in err.absolute_path)
+    if err.validator == "additionalProperties":
+        return f"unknown field: {err.message}"
+    if err.validator == "required":
+        return f"missing field: {err.message}"
+    if err.validator == "not":
+        return "field 'xnnpack': only for runtime 'litert'"
+    return f"field '{where}': {err.message}"
+
+
+def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
+    """Read and validate a devices file; every error names the file, the device and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such devices file (pass --devices FILE)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("devices"), dict) or not data["devices"]:
+        raise UserError(f"{path}: expected a top-level mapping 'devices:' of device names to entries")
+    devices = {}
+    for name, entry in data["devices"].items():
+        where = f"{path}: device '{name}'"
+        if not isinstance(name, str) or not re.match(_NAME, name):
+            raise UserError(f"{where}: device names may hold only letters, digits, '.', '_' and '-'")
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected a mapping of fields")
+        transport = entry.get("transport")
+        if transport not in _BY_TRANSPORT:
+            raise UserError(f"{where}: field 'transport' must be one of {', '.join(_BY_TRANSPORT)}")
+        errors = sorted(jsonschema.Draft202012Validator(_schema(transport)).iter_errors(entry), key=str)
+        if errors:
+            raise UserError(f"{where}: {_describe(errors[0])}")
+        common = {k: v for k, v in entry.items() if k in _COMMON}
+        if "cpus" in common:
+            common["cpus"] = tuple(common["cpus"])
+        options = {k: v for k, v in entry.items() if k not in _COMMON}
+        devices[name] = Device(name=name, options=options, **common)
+    return devices
+
+
+def get_device(name: str, path: str | Path = "devices.yaml") -> Device:
+    devices = load_devices(path)
+    if name not in devices:
+        raise UserError(f"{path}: unknown device '{name}'; known devices: {', '.join(devices)}")
+    return devices[name]
