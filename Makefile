@@ -24,7 +24,7 @@ profile: install
 	.venv/bin/jcw profile $(foreach d,$(DEVICE),--device $(d)) $(if $(PLAN),--plan $(PLAN)) --out $(OUT)
 
 bench: install
-	$(PY) bench/profiler_bench.py
+	set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
 
 lint: install
 	$(PY) -m ruff check .
