@@ -1,0 +1,138 @@
+"""Profiling: a plan of kernels -> batches of models -> a device -> rows in the device's results table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+from tqdm import tqdm
+
+from profiler.devices import Device, get_device
+from profiler.errors import UserError
+from profiler.harness import BatchModel, job_file, write_batch
+from profiler.kernel import KernelSpec
+from profiler.plan import load_plan
+from profiler.store import ResultsStore
+from profiler.transports import DeviceError, open_transport
+
+BATCH_SIZE = 16
+
+
+@dataclass
+class ProfileResult:
+    device: str
+    measured: int = 0
+    skipped: int = 0
+    failed: list[tuple[KernelSpec, str]] = field(default_factory=list)
+    error: str = ""
+
+
+def runner_settings(device: Device) -> dict:
+    """What the runner needs to know of the device entry."""
+    return {
+        "runtime": device.runtime, "xnnpack": device.xnnpack, "threads": device.threads, "cpus": list(device.cpus),
+        "warmup": device.warmup, "repeats": device.repeats, "rounds": device.rounds, "max_cv": device.max_cv,
+    }
+
+
+def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) -> tuple[list[dict], list]:
+    """Rows for the results table (kernel time = model time - baseline time) and failed kernels."""
+    runtime = next((r["runtime"] for r in records if r.get("event") == "start"), "?")
+    by_id = {r["id"]: r for r in records if "id" in r}
+    stamp, toolkit = datetime.now(UTC).isoformat(timespec="seconds"), version("jcw-toolkit")
+    rows, failed = [], []
+    for m in models:
+        if m.spec is None:
+            continue
+        rec, base = by_id.get(m.id), by_id.get(m.baseline)
+        problem = next((r.get("error") for r in (rec, base) if r and "error" in r), None)
+        if rec is None or base is None or problem:
+            failed.append((m.spec, problem or "no result from the runner"))
+            continue
+        rows.append({
+            "device": device.name, "runtime": runtime, "flavour": device.flavour, **m.spec.to_row(),
+            "latency_ms": max(rec["median_ms"] - base["median_ms"], 1e-4), "iqr_ms": rec["iqr_ms"],
+            "cv": rec["cv"], "model_ms": rec["median_ms"], "baseline_ms": base["median_ms"], "runs": rec["runs"],
+            "timestamp": stamp, "version": toolkit,
+        })
+    return rows, failed
+
+
+def profile_device(
+    device: Device, specs: list[KernelSpec], store: ResultsStore, batch_size: int = BATCH_SIZE,
+    progress: tqdm | None = None,
+) -> ProfileResult:
+    """Measure the kernels of `specs` not yet in `store`, a batch per round trip; rows are saved per batch."""
+    done = store.measured()
+    todo = [s for s in specs if s.key() not in done]
+    result = ProfileResult(device.name, skipped=len(specs) - len(todo))
+    if progress is not None:
+        progress.reset(total=len(specs))
+        progress.update(result.skipped)
+    transport = open_transport(device)
+    try:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            with tempfile.TemporaryDirectory(prefix=f"jcw-{device.name}-") as tmp:
+                models = write_batch(batch, device.flavour, Path(tmp), seed=start)
+                job_file(models, Path(tmp), runner_settings(device))
+                records = list(transport.run(Path(tmp)))
+            rows, failed = batch_rows(device, models, records)
+            store.append(rows)
+            result.measured += len(rows)
+            result.failed += failed
+            if progress is not None:
+                progress.update(len(batch))
+    finally:
+        transport.close()
+    return result
+
+
+def _profile_one(device: Device, specs_for, out: Path, position: int, lock: threading.Lock) -> ProfileResult:
+    with lock:
+        bar = tqdm(desc=device.name, unit="kernel", position=position, leave=True, file=sys.stderr)
+    try:
+        store = ResultsStore(out / f"{device.name}.csv")
+        return profile_device(device, specs_for(device), store, progress=bar)
+    except UserError as err:
+        return ProfileResult(device.name, error=str(err))
+    finally:
+        bar.close()
+
+
+def profile_cli(args: argparse.Namespace) -> int:
+    """`jcw profile`: each device gets a worker (devices on this machine share one) and its own table."""
+    devices = [get_device(name, args.devices) for name in dict.fromkeys(args.device)]
+    out = Path(args.out)
+    plans = {d.block: load_plan(args.plan, d.block) for d in devices}
+    lock = threading.Lock()
+    local = [d for d in devices if d.transport == "local"]
+    remote = [d for d in devices if d.transport != "local"]
+    positions = {d.name: i for i, d in enumerate(devices)}
+
+    def run_group(group: list[Device]) -> list[ProfileResult]:
+        return [_profile_one(d, lambda d: plans[d.block], out, positions[d.name], lock) for d in group]
+
+    groups = ([local] if local else []) + [[d] for d in remote]
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        results = [r for rs in pool.map(run_group, groups) for r in rs]
+    status = 0
+    for r in results:
+        table = out / f"{r.device}.csv"
+        if r.error:
+            print(f"{r.device}: stopped: {r.error}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{r.device}: {r.measured} measured, {r.skipped} already in {table}, {len(r.failed)} failed")
+        for spec, error in r.failed:
+            print(f"{r.device}: failed {spec.name()}: {error.strip().splitlines()[-1] if error.strip() else error}",
+                  file=sys.stderr)
+            status = 1
+    return status

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Time a batch of models on this device and print one JSON line per model.
+
+    python3 runner.py BATCH_DIR
+
+Self-contained on purpose: it is copied to devices (SSH boards) and must not import the project.
+It needs the standard library, numpy and one of ai_edge_litert, tflite_runtime or onnxruntime.
+BATCH_DIR/job.json holds the settings (runtime, xnnpack, threads, cpus, warmup, repeats, rounds,
+max_cv, max_extra_rounds, min_sample_ms) and the models [{"id", "file"}].
+
+Protocol: load every model, warm each up, size an inner loop so one sample lasts min_sample_ms,
+then interleave the models over `rounds` rounds of `repeats` samples; models whose spread (CV) is
+above max_cv get extra rounds. A model that fails to load or run is reported with its error and
+the rest go on.
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+
+
+def emit(record):
+    print(json.dumps(record), flush=True)
+
+
+def import_runtime(name):
+    """Return (module, version) of the requested runtime, trying each package that provides it."""
+    candidates = {
+        "litert": ["ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite"],
+        "onnxruntime": ["onnxruntime"],
+    }[name]
+    missing = []
+    for module_name in candidates:
+        try:
+            module = __import__(module_name, fromlist=["_"])
+        except ImportError as err:
+            missing.append(f"{module_name} ({err})")
+            continue
+        top = sys.modules[module_name.split(".")[0]]
+        return module, f"{module_name} {getattr(top, '__version__', '?')}"
+    raise RuntimeError(f"no {name} runtime on this device; tried: {'; '.join(missing)}")
+
+
+def tflite_session(module, path, job):
+    import numpy as np
+
+    kwargs = {"model_path": path, "num_threads": job.get("threads", 1)}
+    if not job.get("xnnpack", True):
+        kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = module.Interpreter(**kwargs)
+    interpreter.allocate_tensors()
+    for detail in interpreter.get_input_details():
+        data = np.random.default_rng(0).standard_normal(detail["shape"]).astype(detail["dtype"])
+        interpreter.set_tensor(detail["index"], data)
+    return interpreter.invoke
+
+
+def onnx_session(module, path, job):
+    import numpy as np
+
+    options = module.SessionOptions()
+    options.intra_op_num_threads = job.get("threads", 1)
+    options.inter_op_num_threads = 1
+    session = module.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feeds = {
+        i.name: np.random.default_rng(0).standard_normal(i.shape).astype(np.float32) for i in session.get_inputs()
+    }
+    return lambda: session.run(None, feeds)
+
+
+def take_samples(run, inner, count):
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        for _ in range(inner):
+            run()
+        samples.append((time.perf_counter_ns() - start) / inner / 1e6)
+    return samples
+
+
+def summarise(samples):
+    median = statistics.median(samples)
+    q = statistics.quantiles(samples, n=4) if len(samples) > 1 else [median] * 3
+    mean = statistics.fmean(samples)
+    cv = statistics.pstdev(samples) / mean if mean > 0 else 0.0
+    return {"median_ms": median, "iqr_ms": q[2] - q[0], "cv": cv}
+
+
+def main(batch_dir):
+    with open(os.path.join(batch_dir, "job.json")) as f:
+        job = json.load(f)
+    if job.get("cpus"):
+        os.sched_setaffinity(0, job["cpus"])
+    module, version = import_runtime(job["runtime"])
+    emit({"event": "start", "runtime": version, "python": platform.python_version(), "host": platform.node()})
+    make_session = onnx_session if job["runtime"] == "onnxruntime" else tflite_session
+
+    runs = {}
+    for model in job["models"]:
+        try:
+            run = make_session(module, os.path.join(batch_dir, model["file"]), job)
+            for _ in range(max(1, job.get("warmup", 3))):
+                run()
+            start = time.perf_counter_ns()
+            run()
+            once_ms = (time.perf_counter_ns() - start) / 1e6
+            runs[model["id"]] = (run, max(1, int(job.get("min_sample_ms", 1.0) / max(once_ms, 1e-3))))
+        except Exception as err:  # one bad model must not stop the batch
+            emit({"id": model["id"], "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
+
+    samples = {mid: [] for mid in runs}
+    rounds = job.get("rounds", 3)
+    pending = list(runs)
+    for round_index in range(rounds + job.get("max_extra_rounds", 3)):
+        for mid in pending:  # interleave: every model once per round
+            run, inner = runs[mid]
+            try:
+                samples[mid] += take_samples(run, inner, job.get("repeats", 10))
+            except Exception as err:
+                emit({"id": mid, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
+                del runs[mid]
+        if round_index + 1 >= rounds:
+            pending = [m for m in runs if summarise(samples[m])["cv"] > job.get("max_cv", 0.1)]
+            if not pending:
+                break
+        else:
+            pending = list(runs)
+    for mid, (_, inner) in runs.items():
+        emit({"id": mid, **summarise(samples[mid]), "runs": len(samples[mid]) * inner, "samples": len(samples[mid])})
+    emit({"event": "end"})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,0 +1,330 @@
+"""A TFLite flatbuffer writer without TensorFlow: dense and sparse constant tensors and the ops JCW needs.
+
+Ops are collected as plain records and serialised once by `to_bytes` with the schema's generated
+builders from the `tflite` package. Sparse tensors use SparsityParameters: CSR over the last
+dimension, or 1x4 blocks for FULLY_CONNECTED weights (TFLite's fast sparse kernel).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import flatbuffers
+import numpy as np
+
+
+def _schema(name: str):
+    """A generated module of the tflite schema (the package re-exports classes under the same names)."""
+    return importlib.import_module(f"tflite.{name}")
+
+
+ActivationFunctionType = _schema("ActivationFunctionType")
+AddOptions = _schema("AddOptions")
+Buffer = _schema("Buffer")
+BuiltinOperator = _schema("BuiltinOperator")
+BuiltinOptions = _schema("BuiltinOptions")
+Conv2DOptions = _schema("Conv2DOptions")
+DensifyOptions = _schema("DensifyOptions")
+DepthwiseConv2DOptions = _schema("DepthwiseConv2DOptions")
+DimensionMetadata = _schema("DimensionMetadata")
+DimensionType = _schema("DimensionType")
+FullyConnectedOptions = _schema("FullyConnectedOptions")
+Int32Vector = _schema("Int32Vector")
+Model = _schema("Model")
+Operator = _schema("Operator")
+OperatorCode = _schema("OperatorCode")
+PadOptions = _schema("PadOptions")
+Padding = _schema("Padding")
+ReducerOptions = _schema("ReducerOptions")
+ReshapeOptions = _schema("ReshapeOptions")
+SparseIndexVector = _schema("SparseIndexVector")
+SparsityParameters = _schema("SparsityParameters")
+SubGraph = _schema("SubGraph")
+Tensor = _schema("Tensor")
+TensorType = _schema("TensorType")
+
+ACTIVATION = {
+    "none": ActivationFunctionType.ActivationFunctionType.NONE,
+    "relu": ActivationFunctionType.ActivationFunctionType.RELU,
+    "relu6": ActivationFunctionType.ActivationFunctionType.RELU6,
+}
+_OP = BuiltinOperator.BuiltinOperator
+_OPT = BuiltinOptions.BuiltinOptions
+_PAD = {"same": Padding.Padding.SAME, "valid": Padding.Padding.VALID}
+
+
+@dataclass
+class Sparsity:
+    """TFLite SparsityParameters: traversal order, block map and per-dimension metadata."""
+
+    traversal_order: list[int]
+    block_map: list[int]
+    # per traversed dimension: ("dense", size) or ("csr", segments, indices)
+    dims: list[tuple]
+
+
+@dataclass
+class _Tensor:
+    name: str
+    shape: tuple[int, ...]
+    dtype: int
+    buffer: int = 0
+    sparsity: Sparsity | None = None
+
+
+@dataclass
+class _Op:
+    code: int
+    inputs: list[int]
+    outputs: list[int]
+    options_type: int
+    options: tuple  # (module, {Field: value})
+
+
+@dataclass
+class TFLiteModel:
+    """A single-subgraph TFLite model under construction; methods add ops and return tensor ids."""
+
+    tensors: list[_Tensor] = field(default_factory=list)
+    buffers: list[bytes] = field(default_factory=lambda: [b""])
+    ops: list[_Op] = field(default_factory=list)
+    inputs: list[int] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+
+    # ---- tensors -------------------------------------------------------------------------------
+    def input(self, name: str, shape: tuple[int, ...]) -> int:
+        tid = self._tensor(name, shape, TensorType.TensorType.FLOAT32)
+        self.inputs.append(tid)
+        return tid
+
+    def constant(self, name: str, array: np.ndarray) -> int:
+        """A dense constant (float32 or int32)."""
+        array = np.ascontiguousarray(array)
+        dtype = TensorType.TensorType.INT32 if array.dtype.kind == "i" else TensorType.TensorType.FLOAT32
+        array = array.astype(np.int32 if array.dtype.kind == "i" else np.float32)
+        self.buffers.append(array.tobytes())
+        return self._tensor(name, array.shape, dtype, buffer=len(self.buffers) - 1)
+
+    def sparse_constant(self, name: str, array: np.ndarray, block4: bool = False) -> int:
+        """A float32 constant stored sparse: CSR on the last dim, or 1x4 blocks of a 2-D matrix."""
+        values, sparsity = (encode_block1x4 if block4 else encode_csr)(np.asarray(array, np.float32))
+        self.buffers.append(values.tobytes())
+        return self._tensor(
+            name, array.shape, TensorType.TensorType.FLOAT32, buffer=len(self.buffers) - 1, sparsity=sparsity
+        )
+
+    def _tensor(self, name, shape, dtype, buffer=0, sparsity=None) -> int:
+        self.tensors.append(_Tensor(name, tuple(int(s) for s in shape), dtype, buffer, sparsity))
+        return len(self.tensors) - 1
+
+    def shape(self, tid: int) -> tuple[int, ...]:
+        return self.tensors[tid].shape
+
+    def _op(self, code, inputs, out_shape, options_type=0, options=(None, {}), name="") -> int:
+        out = self._tensor(name or f"t{len(self.tensors)}", out_shape, TensorType.TensorType.FLOAT32)
+        self.ops.append(_Op(code, list(inputs), [out], options_type, options))
+        return out
+
+    # ---- ops -------------------------------------------------------------------------------------
+    def conv2d(self, x, w, b, stride, padding, activation, out_shape, name="") -> int:
+        opts = {"Padding": _PAD[padding], "StrideW": stride, "StrideH": stride,
+                "FusedActivationFunction": ACTIVATION[activation],
+                "DilationWFactor": 1, "DilationHFactor": 1}
+        return self._op(_OP.CONV_2D, [x, w, b], out_shape, _OPT.Conv2DOptions, (Conv2DOptions, opts), name)
+
+    def depthwise_conv2d(self, x, w, b, stride, padding, activation, out_shape, name="") -> int:
+        opts = {"Padding": _PAD[padding], "StrideW": stride, "StrideH": stride, "DepthMultiplier": 1,
+                "FusedActivationFunction": ACTIVATION[activation],
+                "DilationWFactor": 1, "DilationHFactor": 1}
+        return self._op(_OP.DEPTHWISE_CONV_2D, [x, w, b], out_shape, _OPT.DepthwiseConv2DOptions,
+                        (DepthwiseConv2DOptions, opts), name)
+
+    def fully_connected(self, x, w, b, activation, out_shape, name="") -> int:
+        opts = {"FusedActivationFunction": ACTIVATION[activation], "KeepNumDims": False}
+        return self._op(_OP.FULLY_CONNECTED, [x, w, b], out_shape, _OPT.FullyConnectedOptions,
+                        (FullyConnectedOptions, opts), name)
+
+    def densify(self, sparse, name="") -> int:
+        return self._op(_OP.DENSIFY, [sparse], self.shape(sparse), _OPT.DensifyOptions,
+                        (DensifyOptions, {}), name)
+
+    def pad(self, x, pads: list[tuple[int, int]], name="") -> int:
+        shape = tuple(s + a + b for s, (a, b) in zip(self.shape(x), pads, strict=True))
+        paddings = self.constant(f"{name or 'pad'}/paddings", np.array(pads, np.int32))
+        return self._op(_OP.PAD, [x, paddings], shape, _OPT.PadOptions, (PadOptions, {}), name)
+
+    def mean(self, x, axes: list[int], keep_dims=False, name="") -> int:
+        shape = [s for i, s in enumerate(self.shape(x)) if i not in axes or keep_dims]
+        if keep_dims:
+            shape = [1 if i in axes else s for i, s in enumerate(self.shape(x))]
+        axis = self.constant(f"{name or 'mean'}/axis", np.array(axes, np.int32))
+        return self._op(_OP.MEAN, [x, axis], tuple(shape), _OPT.ReducerOptions,
+                        (ReducerOptions, {"KeepDims": keep_dims}), name)
+
+    def add(self, a, b, activation="none", name="") -> int:
+        return self._op(_OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
+                        (AddOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
+
+    def reshape(self, x, shape: tuple[int, ...], name="") -> int:
+        new_shape = self.constant(f"{name or 'reshape'}/shape", np.array(shape, np.int32))
+        return self._op(_OP.RESHAPE, [x, new_shape], tuple(shape), _OPT.ReshapeOptions,
+                        (ReshapeOptions, {}), name)
+
+    # ---- serialisation --------------------------------------------------------------------------
+    def to_bytes(self, description: str = "jcw") -> bytes:
+        return _serialise(self, description)
+
+
+def encode_csr(dense: np.ndarray) -> tuple[np.ndarray, Sparsity]:
+    """CSR over the last dimension; every leading dimension dense."""
+    rows = dense.reshape(-1, dense.shape[-1])
+    nz_rows, nz_cols = np.nonzero(rows)
+    segments = np.concatenate([[0], np.cumsum(np.bincount(nz_rows, minlength=rows.shape[0]))])
+    dims = [("dense", s) for s in dense.shape[:-1]] + [("csr", segments, nz_cols)]
+    return rows[nz_rows, nz_cols], Sparsity(list(range(dense.ndim)), [], dims)
+
+
+def encode_block1x4(dense: np.ndarray) -> tuple[np.ndarray, Sparsity]:
+    """A (rows, cols) matrix in 1x4 blocks along cols (cols % 4 == 0): blocks kept if any is nonzero."""
+    rows, cols = dense.shape
+    if cols % 4:
+        raise ValueError(f"1x4 block encoding needs columns divisible by 4, got {cols}")
+    blocks = dense.reshape(rows, cols // 4, 4)
+    nz_rows, nz_blocks = np.nonzero(np.any(blocks != 0, axis=2))
+    segments = np.concatenate([[0], np.cumsum(np.bincount(nz_rows, minlength=rows))])
+    dims = [("dense", rows), ("csr", segments, nz_blocks), ("dense", 4)]
+    return blocks[nz_rows, nz_blocks].reshape(-1), Sparsity([0, 1, 2], [1], dims)
+
+
+def _int_vector(b: flatbuffers.Builder, values) -> int:
+    return b.CreateNumpyVector(np.asarray(values, dtype=np.int32))
+
+
+def _table_vector(b: flatbuffers.Builder, start_fn, offsets: list[int]) -> int:
+    start_fn(b, len(offsets))
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
+
+
+def _aligned_bytes(b: flatbuffers.Builder, data: bytes) -> int:
+    """A ubyte vector whose data starts on a 16-byte boundary, as TFLite expects for buffers."""
+    b.StartVector(1, len(data), 16)
+    b.head = b.Head() - len(data)
+    b.Bytes[b.Head():b.Head() + len(data)] = data
+    return b.EndVector()
+
+
+def _sparsity(b: flatbuffers.Builder, sp: Sparsity) -> int:
+    dim_offsets = []
+    for dim in sp.dims:
+        if dim[0] == "dense":
+            DimensionMetadata.Start(b)
+            DimensionMetadata.AddFormat(b, DimensionType.DimensionType.DENSE)
+            DimensionMetadata.AddDenseSize(b, int(dim[1]))
+        else:
+            segs, idx = [], []
+            for arr, out in ((dim[1], segs), (dim[2], idx)):
+                data = _int_vector(b, arr)
+                Int32Vector.Start(b)
+                Int32Vector.AddValues(b, data)
+                out.append(Int32Vector.End(b))
+            DimensionMetadata.Start(b)
+            DimensionMetadata.AddFormat(b, DimensionType.DimensionType.SPARSE_CSR)
+            DimensionMetadata.AddArraySegmentsType(b, SparseIndexVector.SparseIndexVector.Int32Vector)
+            DimensionMetadata.AddArraySegments(b, segs[0])
+            DimensionMetadata.AddArrayIndicesType(b, SparseIndexVector.SparseIndexVector.Int32Vector)
+            DimensionMetadata.AddArrayIndices(b, idx[0])
+        dim_offsets.append(DimensionMetadata.End(b))
+    dims = _table_vector(b, SparsityParameters.StartDimMetadataVector, dim_offsets)
+    order = _int_vector(b, sp.traversal_order)
+    block_map = _int_vector(b, sp.block_map) if sp.block_map else None
+    SparsityParameters.Start(b)
+    SparsityParameters.AddTraversalOrder(b, order)
+    if block_map is not None:
+        SparsityParameters.AddBlockMap(b, block_map)
+    SparsityParameters.AddDimMetadata(b, dims)
+    return SparsityParameters.End(b)
+
+
+def _serialise(model: TFLiteModel, description: str) -> bytes:
+    b = flatbuffers.Builder(1024)
+    codes = sorted({op.code for op in model.ops})
+    code_index = {c: i for i, c in enumerate(codes)}
+
+    buffer_offsets = []
+    for data in model.buffers:
+        vec = _aligned_bytes(b, data) if data else None
+        Buffer.Start(b)
+        if vec is not None:
+            Buffer.AddData(b, vec)
+        buffer_offsets.append(Buffer.End(b))
+
+    tensor_offsets = []
+    for t in model.tensors:
+        name = b.CreateString(t.name)
+        shape = _int_vector(b, t.shape)
+        sparsity = _sparsity(b, t.sparsity) if t.sparsity else None
+        Tensor.Start(b)
+        Tensor.AddShape(b, shape)
+        Tensor.AddType(b, t.dtype)
+        Tensor.AddBuffer(b, t.buffer)
+        Tensor.AddName(b, name)
+        if sparsity is not None:
+            Tensor.AddSparsity(b, sparsity)
+        tensor_offsets.append(Tensor.End(b))
+
+    op_offsets = []
+    for op in model.ops:
+        module, fields = op.options
+        options = None
+        if module is not None:
+            module.Start(b)
+            for key, value in fields.items():
+                getattr(module, f"Add{key}")(b, value)
+            options = module.End(b)
+        inputs = _int_vector(b, op.inputs)
+        outputs = _int_vector(b, op.outputs)
+        Operator.Start(b)
+        Operator.AddOpcodeIndex(b, code_index[op.code])
+        Operator.AddInputs(b, inputs)
+        Operator.AddOutputs(b, outputs)
+        if options is not None:
+            Operator.AddBuiltinOptionsType(b, op.options_type)
+            Operator.AddBuiltinOptions(b, options)
+        op_offsets.append(Operator.End(b))
+
+    tensors = _table_vector(b, SubGraph.StartTensorsVector, tensor_offsets)
+    operators = _table_vector(b, SubGraph.StartOperatorsVector, op_offsets)
+    inputs = _int_vector(b, model.inputs)
+    outputs = _int_vector(b, model.outputs)
+    name = b.CreateString("main")
+    SubGraph.Start(b)
+    SubGraph.AddTensors(b, tensors)
+    SubGraph.AddInputs(b, inputs)
+    SubGraph.AddOutputs(b, outputs)
+    SubGraph.AddOperators(b, operators)
+    SubGraph.AddName(b, name)
+    subgraph = SubGraph.End(b)
+
+    code_offsets = []
+    for code in codes:
+        OperatorCode.Start(b)
+        OperatorCode.AddDeprecatedBuiltinCode(b, min(code, _OP.PLACEHOLDER_FOR_GREATER_OP_CODES))
+        OperatorCode.AddBuiltinCode(b, code)
+        OperatorCode.AddVersion(b, 1)
+        code_offsets.append(OperatorCode.End(b))
+
+    opcodes = _table_vector(b, Model.StartOperatorCodesVector, code_offsets)
+    subgraphs = _table_vector(b, Model.StartSubgraphsVector, [subgraph])
+    buffers = _table_vector(b, Model.StartBuffersVector, buffer_offsets)
+    desc = b.CreateString(description)
+    Model.Start(b)
+    Model.AddVersion(b, 3)
+    Model.AddOperatorCodes(b, opcodes)
+    Model.AddSubgraphs(b, subgraphs)
+    Model.AddDescription(b, desc)
+    Model.AddBuffers(b, buffers)
+    b.Finish(Model.End(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
