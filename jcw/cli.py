@@ -26,3 +26,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jcw {args.command}: error: {err}", file=sys.stderr)
         return 2
 
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ from profiler.harness import BatchModel, job_file, write_batch
 from profiler.kernel import KernelSpec
 from profiler.plan import load_plan
 from profiler.store import ResultsStore
-from profiler.transports import DeviceError, open_transport
+from profiler.transports import open_transport
 
 BATCH_SIZE = 16
 
