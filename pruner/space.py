@@ -1,0 +1,191 @@
+"""The search space: a candidate is an integer vector of grid indices, one per channel group and per prunable layer.
+
+Genes come first for the channel groups (a width ratio each), then for the weight-prunable layers (a
+density each), both in the model's execution order. Per-kind lower bounds follow JCW's ResNet-18 config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from profiler.errors import UserError
+from profiler.kernel import KernelSpec
+from pruner.graph import KINDS, ModelGraph
+
+GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
+WIDTH_BOUNDS = {"first": 0.8, "strided": 0.6, "residual": 0.9, "last": 0.5, "general": 0.5}
+DENSITY_BOUNDS = {"first": 0.8, "strided": 0.8, "residual": 0.3, "last": 0.5, "general": 0.3}
+
+
+class SpaceError(UserError, ValueError):
+    """A search-space setting or a candidate vector that does not fit the space."""
+
+
+def round_channels(channels: int, ratio: float, multiple: int = 4) -> int:
+    """JCW's rounding, ceil(c / m * ratio) * m, at least m and at most c (so ratio 1.0 keeps c)."""
+    return min(channels, max(multiple, math.ceil(round(channels / multiple * ratio, 9)) * multiple))
+
+
+def strictest(kinds: Sequence[str], bounds: Mapping[str, float]) -> tuple[str, float]:
+    """The kind with the highest lower bound among `kinds` (ties: first in KINDS order), and that bound."""
+    kind = max((k for k in KINDS if k in kinds), key=lambda k: (bounds[k], -KINDS.index(k)))
+    return kind, bounds[kind]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A decoded candidate: a width ratio per channel group and a density per weight-prunable layer."""
+
+    widths: tuple[float, ...]
+    densities: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Width and density grids with per-kind lower bounds over an analysed model (see pruner.graph.analyze)."""
+
+    graph: ModelGraph
+    width_grid: tuple[float, ...] = GRID
+    density_grid: tuple[float, ...] = GRID
+    width_bounds: Mapping[str, float] = field(default_factory=lambda: dict(WIDTH_BOUNDS))
+    density_bounds: Mapping[str, float] = field(default_factory=lambda: dict(DENSITY_BOUNDS))
+    multiple: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("width_grid", "density_grid"):
+            grid = tuple(float(v) for v in getattr(self, name))
+            if not grid or list(grid) != sorted(set(grid)) or grid[0] <= 0 or grid[-1] != 1.0:
+                raise SpaceError(f"{name} {grid}: must be strictly increasing in (0, 1] and end at 1.0")
+            object.__setattr__(self, name, grid)
+        for name in ("width_bounds", "density_bounds"):
+            bounds = dict(getattr(self, name))
+            if set(bounds) != set(KINDS) or not all(0.0 <= v <= 1.0 for v in bounds.values()):
+                raise SpaceError(f"{name} {bounds}: needs a value in [0, 1] for each kind {', '.join(KINDS)}")
+            object.__setattr__(self, name, bounds)
+        if not isinstance(self.multiple, int) or self.multiple < 1:
+            raise SpaceError(f"channel multiple {self.multiple!r}: must be a positive integer")
+
+    @cached_property
+    def group_kinds(self) -> tuple[str, ...]:
+        """Each channel group's kind: the strictest of its layers' kinds under the width bounds."""
+        return tuple(strictest(g.kinds, self.width_bounds)[0] for g in self.graph.groups)
+
+    @cached_property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """Each weight-prunable layer's kind: its strictest kind under the density bounds."""
+        return tuple(strictest(layer.kinds, self.density_bounds)[0] for layer in self.graph.prunable)
+
+    @property
+    def n_var(self) -> int:
+        return len(self.graph.groups) + len(self.graph.prunable)
+
+    @cached_property
+    def lower(self) -> np.ndarray:
+        """Smallest allowed grid index per gene (the first grid value at or above the kind's bound)."""
+
+        def first_at_least(grid: tuple[float, ...], bound: float) -> int:
+            return next(i for i, v in enumerate(grid) if v >= bound - 1e-9)
+
+        widths = [first_at_least(self.width_grid, self.width_bounds[k]) for k in self.group_kinds]
+        densities = [first_at_least(self.density_grid, self.density_bounds[k]) for k in self.layer_kinds]
+        return np.array(widths + densities, dtype=int)
+
+    @cached_property
+    def upper(self) -> np.ndarray:
+        """Largest grid index per gene (ratio 1.0: the full width, dense)."""
+        n_w = len(self.graph.groups)
+        return np.array([len(self.width_grid) - 1] * n_w + [len(self.density_grid) - 1] * (self.n_var - n_w))
+
+    def full(self) -> np.ndarray:
+        """The unpruned model as a candidate."""
+        return self.upper.copy()
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """`n` candidates drawn uniformly within the bounds, shape (n, n_var)."""
+        return rng.integers(self.lower, self.upper + 1, size=(n, self.n_var))
+
+    def check(self, x: Sequence[int] | np.ndarray) -> np.ndarray:
+        """`x` as an int vector, or SpaceError when its length, values or bounds are wrong."""
+        arr = np.asarray(x)
+        if arr.shape != (self.n_var,) or not np.all(np.equal(np.round(arr), arr)):
+            raise SpaceError(f"a candidate is {self.n_var} integers; got shape {arr.shape}")
+        arr = arr.astype(int)
+        bad = np.flatnonzero((arr < self.lower) | (arr > self.upper))
+        if bad.size:
+            i = int(bad[0])
+            raise SpaceError(
+                f"gene {i} ({self.gene_names[i]}) = {arr[i]} is outside [{self.lower[i]}, {self.upper[i]}]"
+            )
+        return arr
+
+    @cached_property
+    def gene_names(self) -> tuple[str, ...]:
+        """A readable name per gene: 'width:<root layer>' or 'density:<layer>'."""
+        return tuple(f"width:{g.layers[0]}" for g in self.graph.groups) + tuple(
+            f"density:{layer.name}" for layer in self.graph.prunable
+        )
+
+    def decode(self, x: Sequence[int] | np.ndarray) -> Candidate:
+        """Grid indices to width ratios and densities."""
+        x = self.check(x)
+        n_w = len(self.graph.groups)
+        return Candidate(tuple(self.width_grid[i] for i in x[:n_w]), tuple(self.density_grid[i] for i in x[n_w:]))
+
+    def encode(self, candidate: Candidate) -> np.ndarray:
+        """Width ratios and densities (each on its grid) back to grid indices."""
+
+        def index(grid: tuple[float, ...], values: tuple[float, ...], what: str) -> list[int]:
+            out = []
+            for v in values:
+                hits = [i for i, g in enumerate(grid) if abs(g - v) < 1e-9]
+                if not hits:
+                    raise SpaceError(f"{what} {v} is not on the grid {grid}")
+                out.append(hits[0])
+            return out
+
+        if (len(candidate.widths), len(candidate.densities)) != (len(self.graph.groups), len(self.graph.prunable)):
+            raise SpaceError("candidate has the wrong number of widths or densities for this space")
+        widths = index(self.width_grid, candidate.widths, "width")
+        return self.check(widths + index(self.density_grid, candidate.densities, "density"))
+
+    def channels(self, x: Sequence[int] | np.ndarray) -> tuple[int, ...]:
+        """Channels kept per group."""
+        widths = self.decode(x).widths
+        return tuple(
+            round_channels(g.channels, r, self.multiple) for g, r in zip(self.graph.groups, widths, strict=True)
+        )
+
+    def densities(self, x: Sequence[int] | np.ndarray) -> dict[str, float]:
+        """Density per weight-prunable layer, by layer name."""
+        return dict(zip((layer.name for layer in self.graph.prunable), self.decode(x).densities, strict=True))
+
+    def kernel_specs(self, x: Sequence[int] | np.ndarray, block: str) -> dict[str, KernelSpec]:
+        """The candidate's KernelSpec per conv and linear layer, with the target device's sparsity block."""
+        return self.graph.kernel_specs(self.channels(x), self.densities(x), block)
+
+    def table(self, x: Sequence[int] | np.ndarray) -> pd.DataFrame:
+        """The candidate as a readable table: one row per conv and linear layer."""
+        channels = self.graph.layer_channels(self.channels(x))
+        densities = self.densities(x)
+        rows = []
+        for layer in self.graph.layers:
+            cin, cout = channels[layer.name]
+            kind = strictest(layer.kinds, self.density_bounds)[0]
+            rows.append(
+                {
+                    "layer": layer.name,
+                    "op": layer.op,
+                    "kind": kind,
+                    "cin": cin,
+                    "cout": cout,
+                    "full_cout": layer.cout,
+                    "density": densities.get(layer.name, 1.0),
+                }
+            )
+        return pd.DataFrame(rows)
