@@ -7,10 +7,11 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure kernels on a device and append them to its table")
-    p.add_argument("--device", action="append", required=True, help="device name in devices.yaml (repeatable)")
+    p.add_argument("--device", action="append", required=True, help="a device in devices.yaml (repeatable)")
     p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
     p.add_argument("--plan", help="YAML plan of kernels (default: the built-in default plan)")
     p.add_argument("--out", default="results", help="directory of results tables (default: results/)")
+    p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 32)")
     p.set_defaults(run=run)
 
 

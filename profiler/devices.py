@@ -12,7 +12,8 @@ import yaml
 from profiler.errors import UserError
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
-_PATH = r"^[A-Za-z0-9_./~+-]+$"  # remote paths: no spaces, quotes or shell metacharacters
+_PATH = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # remote paths: no spaces, quotes, shell metacharacters or leading '-'
+_ABS_PATH = r"^/[A-Za-z0-9_./+-]*$"  # absolute paths on a phone (adb does not expand '~')
 
 _COMMON = {
     "description": {"type": "string"},
@@ -47,12 +48,14 @@ _BY_TRANSPORT = {
     ),
     "adb": (
         {
-            "serial": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]+$"},
-            "benchmark_model": {"type": "string", "pattern": _PATH},
-            "work_dir": {"type": "string", "pattern": _PATH},
+            "serial": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"},
+            "benchmark_model": {"type": "string", "pattern": _ABS_PATH},
+            "work_dir": {"type": "string", "pattern": _ABS_PATH},
             "cpu_mask": {"type": "string", "pattern": r"^[0-9a-fA-F]+$"},
             "cooldown_s": {"type": "number", "minimum": 0},
-            "adb": {"type": "string"},
+            "max_temp_c": {"type": "number"},
+            "command_timeout": {"type": "number", "exclusiveMinimum": 0},
+            "adb": {"type": "string", "minLength": 1},
         },
         ["serial", "benchmark_model"],
     ),
@@ -83,7 +86,7 @@ class Device:
     block: str = "1x4"
     cpus: tuple[int, ...] = ()
     warmup: int = 3
-    repeats: int = 10
+    repeats: int = 20
     rounds: int = 3
     max_cv: float = 0.1
     description: str = ""

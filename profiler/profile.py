@@ -22,7 +22,7 @@ from profiler.plan import load_plan
 from profiler.store import ResultsStore
 from profiler.transports import open_transport
 
-BATCH_SIZE = 16
+BATCH_SIZE = 32
 
 
 @dataclass
@@ -95,12 +95,14 @@ def profile_device(
     return result
 
 
-def _profile_one(device: Device, specs_for, out: Path, position: int, lock: threading.Lock) -> ProfileResult:
+def _profile_one(
+    device: Device, specs: list[KernelSpec], out: Path, batch_size: int, position: int, lock: threading.Lock
+) -> ProfileResult:
     with lock:
         bar = tqdm(desc=device.name, unit="kernel", position=position, leave=True, file=sys.stderr)
     try:
         store = ResultsStore(out / f"{device.name}.csv")
-        return profile_device(device, specs_for(device), store, progress=bar)
+        return profile_device(device, specs, store, batch_size, progress=bar)
     except UserError as err:
         return ProfileResult(device.name, error=str(err))
     finally:
@@ -117,8 +119,10 @@ def profile_cli(args: argparse.Namespace) -> int:
     remote = [d for d in devices if d.transport != "local"]
     positions = {d.name: i for i, d in enumerate(devices)}
 
+    batch_size = args.batch_size or BATCH_SIZE
+
     def run_group(group: list[Device]) -> list[ProfileResult]:
-        return [_profile_one(d, lambda d: plans[d.block], out, positions[d.name], lock) for d in group]
+        return [_profile_one(d, plans[d.block], out, batch_size, positions[d.name], lock) for d in group]
 
     groups = ([local] if local else []) + [[d] for d in remote]
     with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:

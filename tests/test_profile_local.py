@@ -90,7 +90,7 @@ def test_killed_run_keeps_finished_rows_and_resume_completes(tmp_path):
     """))
     out = tmp_path / "results"
     table = out / "local-sparse.csv"
-    args = ["profile", "--device", "local-sparse", "--plan", str(plan), "--out", str(out)]
+    args = ["profile", "--device", "local-sparse", "--plan", str(plan), "--out", str(out), "--batch-size", "4"]
     cmd = [sys.executable, "-m", "jcw.cli", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -100,6 +100,6 @@ def test_killed_run_keeps_finished_rows_and_resume_completes(tmp_path):
     proc.wait()
     first = pd.read_csv(table)
     assert 0 < len(first) < 24
-    assert main(["profile", "--device", "local-sparse", "--plan", str(plan), "--out", str(out)]) == 0
+    assert main(args) == 0
     final = pd.read_csv(table)
     assert len(final) == 24 and final.iloc[: len(first)].equals(first)
