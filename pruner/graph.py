@@ -137,7 +137,17 @@ def _trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
 
         return record
 
-    handles = [m.register_forward_hook(hook(name)) for name, m in model.named_modules() if not list(m.children())]
+    entered = ["(none)"]
+
+    def enter(name: str):
+        def record(module, inputs):
+            entered[0] = f"'{name}' ({type(module).__name__})"
+
+        return record
+
+    leaves = [(name, m) for name, m in model.named_modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook(name)) for name, m in leaves]
+    handles += [m.register_forward_pre_hook(enter(name)) for name, m in leaves]
     training = model.training
     try:
         model.eval()
@@ -145,7 +155,9 @@ def _trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
             model(example)
     except Exception as err:  # a model that fails on the example input is the user's to fix
         shape = tuple(example.shape)
-        raise AnalysisError(f"the model's forward pass fails on an input of shape {shape}: {err}") from err
+        raise AnalysisError(
+            f"the model's forward pass fails on an input of shape {shape} at or after module {entered[0]}: {err}"
+        ) from err
     finally:
         model.train(training)
         for h in handles:
@@ -411,13 +423,8 @@ def _validate(model: nn.Module, graph: ModelGraph) -> None:
     keep = [c - max(1, c // 4) if c > 1 else c for c in graph.full_channels]
     try:
         narrow(trial, graph, keep)
-        with torch.no_grad():
-            out = trial.eval()(example)
     except Exception as err:
-        raise AnalysisError(
-            f"narrowing the channel groups breaks the model's forward pass ({err}); an op outside the "
-            "supported layers (Conv2d, BatchNorm2d, Linear, adds, concats) probably changes channels"
-        ) from err
+        raise AnalysisError(f"torch-pruning cannot narrow the channel groups of this model: {err}") from err
     actual = measured_channels(trial, [layer.name for layer in graph.layers])
     for name, want in graph.layer_channels(keep).items():
         if actual[name] != want:
@@ -425,6 +432,13 @@ def _validate(model: nn.Module, graph: ModelGraph) -> None:
                 f"module '{name}': narrowing gives (cin, cout) = {actual[name]}, expected {want}; "
                 "an op next to it changes channels in a way the pruner cannot follow"
             )
+    try:
+        out = _trace_calls(trial, example)[-1].output
+    except AnalysisError as err:
+        raise AnalysisError(
+            f"after narrowing the channel groups, {err}; an op outside the supported layers "
+            "(Conv2d, BatchNorm2d, Linear, activations, pooling, adds, concats) probably changes channels"
+        ) from err
     if out.shape != expected_out:
         raise AnalysisError(f"narrowing changes the model's output shape {tuple(expected_out)} -> {tuple(out.shape)}")
 
