@@ -21,4 +21,12 @@ def open_transport(device: Device):
         from profiler.transports.local import LocalTransport
 
         return LocalTransport(device)
-    raise DeviceError(f"device '{device.name}': transport '{device.transport}' is not available yet")
+    if device.transport == "ssh":
+        from profiler.transports.ssh import SSHTransport
+
+        return SSHTransport(device)
+    if device.transport == "adb":
+        from profiler.transports.adb import AdbTransport
+
+        return AdbTransport(device)
+    raise DeviceError(f"device '{device.name}': unknown transport '{device.transport}'")
