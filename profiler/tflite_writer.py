@@ -31,10 +31,14 @@ DimensionMetadata = _schema("DimensionMetadata")
 DimensionType = _schema("DimensionType")
 FullyConnectedOptions = _schema("FullyConnectedOptions")
 Int32Vector = _schema("Int32Vector")
+Uint8Vector = _schema("Uint8Vector")
+Uint16Vector = _schema("Uint16Vector")
 Model = _schema("Model")
 Operator = _schema("Operator")
 OperatorCode = _schema("OperatorCode")
 PadOptions = _schema("PadOptions")
+PadV2Options = _schema("PadV2Options")
+Pool2DOptions = _schema("Pool2DOptions")
 Padding = _schema("Padding")
 ReducerOptions = _schema("ReducerOptions")
 ReshapeOptions = _schema("ReshapeOptions")
@@ -154,6 +158,19 @@ class TFLiteModel:
         paddings = self.constant(f"{name or 'pad'}/paddings", np.array(pads, np.int32))
         return self._op(_OP.PAD, [x, paddings], shape, _OPT.PadOptions, (PadOptions, {}), name)
 
+    def padv2(self, x, pads: list[tuple[int, int]], value: float, name="") -> int:
+        """PAD with a constant value (e.g. -inf before a max pool, as PyTorch pads)."""
+        shape = tuple(s + a + b for s, (a, b) in zip(self.shape(x), pads, strict=True))
+        paddings = self.constant(f"{name or 'pad'}/paddings", np.array(pads, np.int32))
+        fill = self.constant(f"{name or 'pad'}/value", np.array(value, np.float32))
+        return self._op(_OP.PADV2, [x, paddings, fill], shape, _OPT.PadV2Options, (PadV2Options, {}), name)
+
+    def max_pool2d(self, x, k: int, stride: int, out_shape, name="") -> int:
+        """A VALID max pool (pad first with padv2 for PyTorch's symmetric padding)."""
+        opts = {"Padding": _PAD["valid"], "StrideW": stride, "StrideH": stride, "FilterWidth": k, "FilterHeight": k,
+                "FusedActivationFunction": ACTIVATION["none"]}
+        return self._op(_OP.MAX_POOL_2D, [x], out_shape, _OPT.Pool2DOptions, (Pool2DOptions, opts), name)
+
     def mean(self, x, axes: list[int], keep_dims=False, name="") -> int:
         shape = [s for i, s in enumerate(self.shape(x)) if i not in axes or keep_dims]
         if keep_dims:
@@ -165,6 +182,11 @@ class TFLiteModel:
     def add(self, a, b, activation="none", name="") -> int:
         return self._op(_OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
                         (AddOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
+
+    def activation(self, x, activation: str, name="") -> int:
+        """A standalone RELU or RELU6 (where no op before it can fuse the activation)."""
+        code = {"relu": _OP.RELU, "relu6": _OP.RELU6}[activation]
+        return self._op(code, [x], self.shape(x), name=name)
 
     def reshape(self, x, shape: tuple[int, ...], name="") -> int:
         new_shape = self.constant(f"{name or 'reshape'}/shape", np.array(shape, np.int32))
@@ -216,6 +238,18 @@ def _aligned_bytes(b: flatbuffers.Builder, data: bytes) -> int:
     return b.EndVector()
 
 
+def _index_vector(b: flatbuffers.Builder, values: np.ndarray) -> tuple[int, int]:
+    """The narrowest of TFLite's index vectors (uint8, uint16, int32) that holds `values`."""
+    peak = int(values.max(initial=0))
+    kind = "Uint8Vector" if peak <= 255 else "Uint16Vector" if peak <= 65535 else "Int32Vector"
+    module, dtype = {"Uint8Vector": (Uint8Vector, np.uint8), "Uint16Vector": (Uint16Vector, np.uint16),
+                     "Int32Vector": (Int32Vector, np.int32)}[kind]
+    data = b.CreateNumpyVector(np.asarray(values, dtype=dtype))
+    module.Start(b)
+    module.AddValues(b, data)
+    return module.End(b), getattr(SparseIndexVector.SparseIndexVector, kind)
+
+
 def _sparsity(b: flatbuffers.Builder, sp: Sparsity) -> int:
     dim_offsets = []
     for dim in sp.dims:
@@ -224,18 +258,14 @@ def _sparsity(b: flatbuffers.Builder, sp: Sparsity) -> int:
             DimensionMetadata.AddFormat(b, DimensionType.DimensionType.DENSE)
             DimensionMetadata.AddDenseSize(b, int(dim[1]))
         else:
-            segs, idx = [], []
-            for arr, out in ((dim[1], segs), (dim[2], idx)):
-                data = _int_vector(b, arr)
-                Int32Vector.Start(b)
-                Int32Vector.AddValues(b, data)
-                out.append(Int32Vector.End(b))
+            segments, segments_type = _index_vector(b, dim[1])
+            indices, indices_type = _index_vector(b, dim[2])
             DimensionMetadata.Start(b)
             DimensionMetadata.AddFormat(b, DimensionType.DimensionType.SPARSE_CSR)
-            DimensionMetadata.AddArraySegmentsType(b, SparseIndexVector.SparseIndexVector.Int32Vector)
-            DimensionMetadata.AddArraySegments(b, segs[0])
-            DimensionMetadata.AddArrayIndicesType(b, SparseIndexVector.SparseIndexVector.Int32Vector)
-            DimensionMetadata.AddArrayIndices(b, idx[0])
+            DimensionMetadata.AddArraySegmentsType(b, segments_type)
+            DimensionMetadata.AddArraySegments(b, segments)
+            DimensionMetadata.AddArrayIndicesType(b, indices_type)
+            DimensionMetadata.AddArrayIndices(b, indices)
         dim_offsets.append(DimensionMetadata.End(b))
     dims = _table_vector(b, SparsityParameters.StartDimMetadataVector, dim_offsets)
     order = _int_vector(b, sp.traversal_order)

@@ -1,0 +1,282 @@
+"""Export a (pruned) PyTorch model to TFLite or ONNX through the profiler's lowering, BatchNorm folded.
+
+The model is traced with torch.fx; each conv (+ BatchNorm + activation) and linear layer becomes a
+KernelSpec lowered by the same function that built the kernels the profiler measured, so a network's
+predicted latency is the sum over exactly what is deployed.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from profiler.errors import UserError
+from profiler.kernel import KernelSpec
+from profiler.lowering import FLAVOURS, lower_onnx, lower_tflite
+from profiler.onnx_writer import OnnxModel
+from profiler.tflite_writer import TFLiteModel
+
+
+class ExportError(UserError):
+    """A model the exporter cannot lower; the message names the module or operation."""
+
+
+@dataclass(frozen=True)
+class ExportedLayer:
+    name: str
+    spec: KernelSpec  # as lowered: density 1.0 where the exporter kept a sparse layer dense
+    pruned_density: float  # the weights' real nonzero fraction
+    storage: str  # "sparse" or "dense"
+
+
+@dataclass(frozen=True)
+class Exported:
+    model: bytes
+    flavour: str
+    layers: tuple[ExportedLayer, ...]
+
+    @property
+    def suffix(self) -> str:
+        return ".onnx" if self.flavour == "onnx" else ".tflite"
+
+
+_ADD = {operator.add, operator.iadd, torch.add}
+_FUNCTIONAL_ACT = {torch.relu: "relu", nn.functional.relu: "relu", nn.functional.relu6: "relu6"}
+_IDENTITY_MODULES = (nn.Dropout, nn.Identity)
+
+
+def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        if isinstance(m, nn.ReLU6) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)):
+            return "relu6"
+        if isinstance(m, nn.ReLU):
+            return "relu"
+    if node.op == "call_function" and node.target in _FUNCTIONAL_ACT:
+        return _FUNCTIONAL_ACT[node.target]
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return "relu"
+    return None
+
+
+def _is_identity(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), _IDENTITY_MODULES)
+    return node.op == "call_function" and node.target is nn.functional.dropout
+
+
+def _is_pool(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Global average pooling: AdaptiveAvgPool2d(1), adaptive_avg_pool2d(x, 1) or x.mean((2, 3))."""
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        return isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1))
+    if node.op == "call_function" and node.target is nn.functional.adaptive_avg_pool2d:
+        return node.args[1] in (1, (1, 1))
+    if node.op == "call_method" and node.target == "mean":
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return tuple(dims or ()) in ((2, 3), (-2, -1))
+    return False
+
+
+def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), nn.Flatten)
+    return (node.op == "call_function" and node.target is torch.flatten) or (
+        node.op == "call_method" and node.target == "flatten"
+    )
+
+
+def _fold_bn(weight: np.ndarray, bias: np.ndarray, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
+    """Fold eval-mode BatchNorm into the preceding conv (zeros of pruned weights stay zeros)."""
+    scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
+    shift = (bn.bias - bn.running_mean * bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
+    return weight * scale.reshape(-1, *[1] * (weight.ndim - 1)), bias * scale + shift
+
+
+def layer_spec(module: nn.Conv2d | nn.Linear, h: int, w: int, block: str) -> KernelSpec:
+    """The KernelSpec of a conv or linear layer with input size h x w, at its weights' nonzero fraction."""
+    density = round(float((module.weight != 0).float().mean()), 6)
+    if isinstance(module, nn.Linear):
+        return KernelSpec("fc", 1, 1, module.in_features, module.out_features, density=density, block=block)
+    groups, cin, cout = module.groups, module.in_channels, module.out_channels
+    if groups > 1 and not groups == cin == cout:
+        raise ExportError(f"conv with groups={groups}, cin={cin}, cout={cout}: only depthwise grouping is supported")
+    if module.kernel_size[0] != module.kernel_size[1] or module.padding != (module.kernel_size[0] // 2,) * 2:
+        raise ExportError(f"conv {module}: needs a square kernel with padding k // 2")
+    if module.dilation != (1, 1) or module.stride[0] != module.stride[1]:
+        raise ExportError(f"conv {module}: dilation and unequal strides are not supported")
+    op = "dwconv" if groups > 1 else "conv"
+    return KernelSpec(
+        op,
+        h,
+        w,
+        cin,
+        cout,
+        module.kernel_size[0],
+        module.stride[0],
+        groups,
+        density=1.0 if op == "dwconv" else density,
+        block=block,
+    )
+
+
+class _Writer:
+    """One graph walk, two targets: TFLite (NHWC) and ONNX (NCHW)."""
+
+    def __init__(self, flavour: str):
+        self.flavour = flavour
+        self.m = OnnxModel() if flavour == "onnx" else TFLiteModel()
+
+    def input(self, shape: tuple[int, ...]):
+        n, c, h, w = shape
+        return self.m.input("input", shape if self.flavour == "onnx" else (n, h, w, c))
+
+    def kernel(self, x, spec, weight, bias, name):
+        if self.flavour == "onnx":
+            return lower_onnx(self.m, x, spec, weight, bias, name)
+        return lower_tflite(self.m, x, spec, weight, bias, self.flavour, name)
+
+    def add(self, a, b, activation, name):
+        if self.flavour == "onnx":
+            y = self.m.node("Add", [a, b], self.m.shapes[a], name)
+            return self.m.activation(y, activation, name)
+        return self.m.add(a, b, activation, name)
+
+    def activation(self, x, activation, name):
+        return self.m.activation(x, activation, name)
+
+    def pool(self, x, name):
+        if self.flavour == "onnx":
+            n, c = self.m.shapes[x][:2]
+            return self.m.node("GlobalAveragePool", [x], (n, c, 1, 1), name)
+        return self.m.mean(x, [1, 2], keep_dims=True, name=name)
+
+    def max_pool(self, x, k, stride, pad, name):
+        if self.flavour == "onnx":
+            n, c, h, w = self.m.shapes[x]
+            out = (n, c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
+            return self.m.node("MaxPool", [x], out, name, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
+        if pad:
+            x = self.m.padv2(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], -3.4e38, f"{name}/pad")
+        n, h, w, c = self.m.shape(x)
+        return self.m.max_pool2d(x, k, stride, (n, (h - k) // stride + 1, (w - k) // stride + 1, c), name)
+
+    def flatten(self, x, name):
+        if self.flavour == "onnx":
+            n, c = self.m.shapes[x][:2]
+            return self.m.node("Flatten", [x], (n, c), name, axis=1)
+        n, h, w, c = self.m.shape(x)
+        if (h, w) != (1, 1):
+            raise ExportError(f"{name}: flatten of a {h}x{w} feature map (NHWC order differs); pool first")
+        return self.m.reshape(x, (n, c), name)
+
+    def finish(self, outputs) -> bytes:
+        self.m.outputs = list(outputs)
+        return self.m.to_bytes()
+
+
+def export(
+    model: nn.Module,
+    input_shape: tuple[int, int, int, int],
+    flavour: str,
+    block: str = "1x4",
+    prefer_dense: Callable[[KernelSpec], bool] | None = None,
+) -> Exported:
+    """Lower `model` (eval mode; pruning masks may still be attached) for one runtime flavour.
+
+    `prefer_dense(spec)` says, for a sparse layer, whether to store it dense because dense is faster
+    on the target (the pruner asks the latency predictor); the choice is recorded per layer.
+    """
+    if flavour not in FLAVOURS:
+        raise ExportError(f"unknown flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+    model = model.eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as err:  # fx raises many types on untraceable code
+        raise ExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from None
+    with torch.no_grad():
+        ShapeProp(gm).propagate(torch.zeros(input_shape))
+    writer, env, layers, done = _Writer(flavour), {}, [], set()
+
+    def single_user(node: fx.Node) -> fx.Node | None:
+        users = list(node.users)
+        return users[0] if len(users) == 1 else None
+
+    def fuse_activation(node: fx.Node) -> tuple[fx.Node, str]:
+        nxt = single_user(node)
+        act = _activation_of(gm, nxt) if nxt is not None else None
+        return (nxt, act) if act else (node, "none")
+
+    outputs = []
+    with torch.no_grad():
+        for node in gm.graph.nodes:
+            if node in done:
+                continue
+            if node.op == "placeholder":
+                env[node] = writer.input(tuple(node.meta["tensor_meta"].shape))
+            elif node.op == "output":
+                outs = node.args[0] if isinstance(node.args[0], tuple | list) else (node.args[0],)
+                outputs = [env[o] for o in outs]
+            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Conv2d | nn.Linear):
+                module = gm.get_submodule(node.target)
+                in_shape = node.args[0].meta["tensor_meta"].shape
+                if isinstance(module, nn.Linear) and len(in_shape) != 2:
+                    raise ExportError(f"{node.target}: a linear layer on a {len(in_shape)}-D input is not supported")
+                h, w = (1, 1) if isinstance(module, nn.Linear) else in_shape[2:]
+                spec = layer_spec(module, int(h), int(w), block)
+                weight = module.weight.detach().numpy().astype(np.float32)
+                bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(spec.cout, np.float32)
+                last = node
+                nxt = single_user(node)
+                if (
+                    nxt is not None
+                    and nxt.op == "call_module"
+                    and isinstance(gm.get_submodule(nxt.target), nn.BatchNorm2d)
+                ):
+                    weight, bias = _fold_bn(weight, bias, gm.get_submodule(nxt.target))
+                    last = nxt
+                last_act, act = fuse_activation(last)
+                spec = spec.replace(activation=act)
+                pruned_density = spec.density
+                storage = "sparse" if spec.is_sparse else "dense"
+                if spec.is_sparse and prefer_dense is not None and prefer_dense(spec):
+                    spec, storage = spec.replace(density=1.0), "dense"
+                y = writer.kernel(
+                    env[node.args[0]], spec, weight.astype(np.float32), bias.astype(np.float32), node.target
+                )
+                layers.append(ExportedLayer(node.target, spec, pruned_density, storage))
+                for n in (node, last, last_act):
+                    env[n] = y
+                    done.add(n)
+            elif node.op == "call_function" and node.target in _ADD:
+                a, b = node.args[:2]
+                last, act = fuse_activation(node)
+                env[node] = env[last] = writer.add(env[a], env[b], act, node.name)
+                done.add(last)
+            elif (act := _activation_of(gm, node)) is not None:
+                env[node] = writer.activation(env[node.args[0]], act, node.name)
+            elif _is_identity(gm, node):
+                env[node] = env[node.args[0]]
+            elif _is_pool(gm, node):
+                env[node] = writer.pool(env[node.args[0]], node.name)
+            elif node.op == "call_module" and isinstance(pool := gm.get_submodule(node.target), nn.MaxPool2d):
+                k, stride, pad = (
+                    v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding)
+                )
+                if pool.dilation not in (1, (1, 1)) or pool.ceil_mode:
+                    raise ExportError(f"{node.target}: dilated or ceil-mode max pooling is not supported")
+                env[node] = writer.max_pool(env[node.args[0]], k, stride, pad, node.name)
+            elif _is_flatten(gm, node):
+                env[node] = writer.flatten(env[node.args[0]], node.name)
+            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
+                raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
+            else:
+                what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node.target)
+                raise ExportError(f"{node.op} '{what}' (node {node.name}) is not supported by the exporter")
+    return Exported(writer.finish(outputs), flavour, tuple(layers))

@@ -1,0 +1,101 @@
+"""Pruned candidates exported to TFLite (XNNPACK and built-in flavours) and ONNX equal PyTorch's outputs."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from torch import nn
+
+from pruner.apply import apply_candidate
+from pruner.export import ExportError, export
+from pruner.graph import analyze
+from pruner.models import build_model
+from pruner.space import SearchSpace
+
+RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+SHAPE = (1, 3, 32, 32)
+
+
+def run(exported, x: torch.Tensor) -> np.ndarray:
+    if exported.flavour == "onnx":
+        session = ort.InferenceSession(exported.model, providers=["CPUExecutionProvider"])
+        return session.run(None, {"input": x.numpy()})[0]
+    interpreter = Interpreter(model_content=exported.model, experimental_op_resolver_type=RESOLVER[exported.flavour])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
+    """Non-trivial BatchNorm statistics, so folding is really tested."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "mobilenet_v1"])
+def test_random_candidates_export_equal_to_pytorch_in_every_flavour(name):
+    gen = torch.Generator().manual_seed(0)
+    model = build_model(name, num_classes=10, width_mult=0.5).eval()
+    randomise_bn(model, gen)
+    space = SearchSpace(analyze(model, SHAPE))
+    rng = np.random.default_rng(0)
+    for x_genes in space.sample(rng, 3):
+        block = str(rng.choice(["1x4", "4x1"]))
+        pruned = apply_candidate(model, space, x_genes, block=block).eval()
+        x = torch.randn(SHAPE, generator=gen)
+        with torch.no_grad():
+            want = pruned(x).numpy()
+        for flavour in ("xnnpack", "builtin", "onnx"):
+            exported = export(pruned, SHAPE, flavour, block=block)
+            got = run(exported, x)
+            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), (name, flavour, x_genes)
+            expected = {n: round(d, 1) for n, d in space.densities(x_genes).items()}
+            for layer in exported.layers:
+                if layer.name in expected:
+                    assert layer.pruned_density == pytest.approx(expected[layer.name], abs=0.06)
+
+
+def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so():
+    model = build_model("mobilenet_v2", num_classes=10, width_mult=0.5).eval()
+    space = SearchSpace(analyze(model, SHAPE))
+    x_genes = space.lower  # the sparsest candidate
+    pruned = apply_candidate(model, space, x_genes, block="4x1").eval()
+    chosen = export(pruned, SHAPE, "builtin", block="4x1", prefer_dense=lambda spec: spec.k == 1)
+    sparse_1x1 = [layer for layer in chosen.layers if layer.pruned_density < 1 and layer.spec.k == 1]
+    assert sparse_1x1 and all(layer.storage == "dense" and layer.spec.density == 1.0 for layer in sparse_1x1)
+    x = torch.randn(SHAPE)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(chosen, x), pruned(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_storage_is_smaller_on_disk():
+    model = build_model("mobilenet_v2", num_classes=10, width_mult=0.5).eval()
+    space = SearchSpace(analyze(model, SHAPE))
+    pruned = apply_candidate(model, space, space.lower, block="1x4").eval()
+    for flavour in ("xnnpack", "builtin"):
+        sparse = export(pruned, SHAPE, flavour)
+        dense = export(pruned, SHAPE, flavour, prefer_dense=lambda spec: True)
+        assert len(sparse.model) < 0.8 * len(dense.model)
+
+
+def test_unsupported_operations_name_the_module():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = nn.AvgPool2d(2)
+
+        def forward(self, x):
+            return self.pool(self.conv(x))
+
+    with pytest.raises(ExportError, match="'pool'"):
+        export(Odd(), SHAPE, "builtin")
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=2))
+    with pytest.raises(ExportError, match="groups=2"):
+        export(grouped, (1, 4, 8, 8), "onnx")
