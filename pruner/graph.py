@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
@@ -21,9 +22,6 @@ from profiler.kernel import KernelSpec
 KINDS = ("first", "strided", "residual", "last", "general")
 """Layer kinds that set search bounds: first (reads the model input), strided, residual (output joins an
 add), last (the final non-depthwise conv and the layers after it), general."""
-
-# Parameter-free modules known to keep the channel count; anything else is checked by shape.
-_ACTIVATIONS = {nn.ReLU: "relu", nn.ReLU6: "relu6"}
 
 
 class AnalysisError(UserError):
@@ -101,18 +99,9 @@ class ModelGraph:
         for layer in self.layers:
             cin, cout = layer.channels(group_channels, self.full_channels)
             specs[layer.name] = KernelSpec(
-                layer.op,
-                layer.h,
-                layer.w,
-                cin,
-                cout,
-                layer.k,
-                layer.stride,
-                cin if layer.op == "dwconv" else 1,
-                density=densities.get(layer.name, 1.0),
-                block=block,
-                activation=layer.activation,
-            )
+                layer.op, layer.h, layer.w, cin, cout, layer.k, layer.stride, cin if layer.op == "dwconv" else 1,
+                density=densities.get(layer.name, 1.0), block=block, activation=layer.activation,
+            )  # fmt: skip
         return specs
 
 
@@ -126,9 +115,47 @@ class _Call:
     output: torch.Tensor
 
 
-def _trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
-    """Run the model once (eval mode, no grad, mode restored) and record every leaf module call in order."""
+def _activation_of(name: str, args: tuple, kwargs: dict) -> str | None:
+    """The KernelSpec activation a torch function call computes (relu, relu6), if it is one."""
+    if name in ("relu", "relu_"):
+        return "relu"
+    if name == "relu6":
+        return "relu6"
+    if name in ("hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_"):
+        lo = kwargs.get("min_val", kwargs.get("min", args[1] if len(args) > 1 else None))
+        hi = kwargs.get("max_val", kwargs.get("max", args[2] if len(args) > 2 else None))
+        return {(0, 6): "relu6", (0, None): "relu"}.get((lo, hi))
+    return None
+
+
+class _ActivationRecorder(TorchFunctionMode):
+    """Records which tensors go through a relu or relu6, whether from a module or a functional call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[tuple[torch.Tensor, str]] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        act = _activation_of(getattr(func, "__name__", ""), args, kwargs)
+        if act and args and isinstance(args[0], torch.Tensor):
+            self.inputs.append((args[0], act))
+        return func(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class _Trace:
+    """Leaf module calls in execution order, and the tensors that went through an activation."""
+
+    calls: list[_Call]
+    activations: list[tuple[torch.Tensor, str]]
+    output: torch.Tensor
+
+
+def _trace(model: nn.Module, example: torch.Tensor) -> _Trace:
+    """Run the model once (eval mode, no grad, mode restored), recording leaf module calls and activations."""
     calls: list[_Call] = []
+    recorder = _ActivationRecorder()
 
     def hook(name: str):
         def record(module, inputs, output):
@@ -151,8 +178,8 @@ def _trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
     training = model.training
     try:
         model.eval()
-        with torch.no_grad():
-            model(example)
+        with torch.no_grad(), recorder:
+            output = model(example)
     except Exception as err:  # a model that fails on the example input is the user's to fix
         shape = tuple(example.shape)
         raise AnalysisError(
@@ -162,7 +189,7 @@ def _trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
         model.train(training)
         for h in handles:
             h.remove()
-    return calls
+    return _Trace(calls, recorder.inputs, output)
 
 
 def _check_module(name: str, module: nn.Module) -> None:
@@ -223,19 +250,13 @@ def _check_call(call: _Call, seen: set[str]) -> None:
         )
 
 
-def _activation(calls: list[_Call], i: int) -> str:
-    """The activation applied right after layer call `i` (through its BatchNorm, if any)."""
-    out = calls[i].output
-    for call in calls[i + 1 :]:
-        if call.input is not out:
-            continue
-        if isinstance(call.module, nn.BatchNorm2d):
+def _activation(trace: _Trace, i: int) -> str:
+    """The relu or relu6 applied to layer call `i`'s output, through its BatchNorm if any; else "none"."""
+    out = trace.calls[i].output
+    for call in trace.calls[i + 1 :]:
+        if call.input is out and isinstance(call.module, nn.BatchNorm2d):
             out = call.output
-            continue
-        if isinstance(call.module, nn.Hardtanh) and (call.module.min_val, call.module.max_val) == (0.0, 6.0):
-            return "relu6"
-        return _ACTIVATIONS.get(type(call.module), "none")
-    return "none"
+    return next((act for tensor, act in trace.activations if tensor is out), "none")
 
 
 def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
@@ -262,7 +283,7 @@ def _is_output(dg: tp.DependencyGraph, dep) -> bool:
     return sink and (_is_out(dg, dep) or isinstance(dep.target.module, tp.ops._OutputOp))
 
 
-def raw_groups(dg: tp.DependencyGraph, model: nn.Module) -> list[dict]:
+def _raw_groups(dg: tp.DependencyGraph, model: nn.Module) -> list[dict]:
     """The prunable channel groups: per group, (layer name, out?, count) for its convs and linears.
 
     A group that reaches the model's output (e.g. the classifier's classes) is not prunable and is left out.
@@ -293,7 +314,8 @@ def analyze(
     example = torch.zeros(*input_shape)
     for name, module in model.named_modules():
         _check_module(name, module)
-    calls = _trace_calls(model, example)
+    trace = _trace(model, example)
+    calls = trace.calls
     seen: set[str] = set()
     for call in calls:
         _check_call(call, seen)
@@ -302,7 +324,7 @@ def analyze(
         raise AnalysisError("the model has no Conv2d or Linear layer to prune")
 
     dg = dependency_graph(model, example)
-    found = raw_groups(dg, model)
+    found = _raw_groups(dg, model)
     order = {calls[i].name: pos for pos, i in enumerate(layer_calls)}
     found.sort(key=lambda g: min(order[n] for n, out, _ in g["links"] if out))
     out_links: dict[str, list[tuple[int, int]]] = {}
@@ -339,21 +361,21 @@ def analyze(
         prunable = op != "dwconv" and not (dense_first and "first" in kinds) and not (dense_classifier and output_layer)
         layers.append(
             Layer(
-                call.name,
-                op,
-                int(h),
-                int(w),
-                cin,
-                cout,
-                k,
-                stride,
-                cin if op == "dwconv" else 1,
-                _activation(calls, i),
-                tuple(kinds) + ("general",),
-                tuple(out_links.get(call.name, [])),
-                tuple(in_links.get(call.name, [])),
-                prunable,
-            )
+                name=call.name,
+                op=op,
+                h=int(h),
+                w=int(w),
+                cin=cin,
+                cout=cout,
+                k=k,
+                stride=stride,
+                groups=cin if op == "dwconv" else 1,
+                activation=_activation(trace, i),
+                kinds=(*kinds, "general"),
+                out_groups=tuple(out_links.get(call.name, [])),
+                in_groups=tuple(in_links.get(call.name, [])),
+                prunable=prunable,
+            )  # fmt: skip
         )
     by_name = {layer.name: layer for layer in layers}
     groups = tuple(
@@ -419,7 +441,7 @@ def _validate(model: nn.Module, graph: ModelGraph) -> None:
     """Narrow a copy of every group and check each layer's channels and the output shape by a forward pass."""
     trial = copy.deepcopy(model)
     example = torch.zeros(*graph.input_shape)
-    expected_out = _trace_calls(trial, example)[-1].output.shape
+    expected_out = _trace(trial, example).output.shape
     keep = [c - max(1, c // 4) if c > 1 else c for c in graph.full_channels]
     try:
         narrow(trial, graph, keep)
@@ -433,7 +455,7 @@ def _validate(model: nn.Module, graph: ModelGraph) -> None:
                 "an op next to it changes channels in a way the pruner cannot follow"
             )
     try:
-        out = _trace_calls(trial, example)[-1].output
+        out = _trace(trial, example).output
     except AnalysisError as err:
         raise AnalysisError(
             f"after narrowing the channel groups, {err}; an op outside the supported layers "
@@ -445,9 +467,9 @@ def _validate(model: nn.Module, graph: ModelGraph) -> None:
 
 def traced_kernel_specs(model: nn.Module, input_shape: Sequence[int], block: str) -> dict[str, KernelSpec]:
     """KernelSpecs of a real (e.g. pruned) model by shape propagation, with each layer's measured density."""
-    calls = _trace_calls(model, torch.zeros(*input_shape))
+    trace = _trace(model, torch.zeros(*input_shape))
     specs = {}
-    for i, call in enumerate(calls):
+    for i, call in enumerate(trace.calls):
         m = call.module
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
@@ -469,5 +491,5 @@ def traced_kernel_specs(model: nn.Module, input_shape: Sequence[int], block: str
                 density=density,
                 block=block,
             )
-        specs[call.name] = spec.replace(activation=_activation(calls, i))
+        specs[call.name] = spec.replace(activation=_activation(trace, i))
     return specs

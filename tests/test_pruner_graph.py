@@ -164,3 +164,39 @@ def test_channels_returned_as_model_output_are_not_a_width_gene():
     graph = analyze(AddAtOutput(), (1, 3, 8, 8))
     assert [g.layers for g in graph.groups] == [("a",)]
     assert graph.prunable == ()  # "a" reads the input, "b" and "c" produce the output: dense by default
+
+
+class Inception(nn.Module):
+    """Concat of two branches, functional activations, and a linear layer reading a flattened 4x4 map."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.a = nn.Conv2d(16, 8, 1)
+        self.b = nn.Conv2d(16, 12, 3, padding=1)
+        self.c = nn.Conv2d(20, 16, 1)
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = nn.functional.relu6(self.c(torch.cat([self.a(x), self.b(x)], 1)))
+        x = nn.functional.max_pool2d(x, 2)
+        return self.fc2(torch.relu(self.fc1(torch.flatten(x, 1))))
+
+
+def test_user_models_with_concats_flatten_and_functional_activations():
+    graph = analyze(Inception(), (1, 3, 16, 16))
+    assert [g.layers for g in graph.groups] == [("stem.0",), ("a",), ("b",), ("c",), ("fc1",)]
+    by_name = {layer.name: layer for layer in graph.layers}
+    assert by_name["c"].in_groups == ((1, 1), (2, 1))  # the concat of a's and b's channels
+    assert by_name["fc1"].in_groups == ((3, 16),)  # each of c's channels is 4x4 flattened features
+    assert [by_name[n].activation for n in ("stem.0", "a", "c", "fc1", "fc2")] == [
+        "relu",
+        "none",
+        "relu6",
+        "relu",
+        "none",
+    ]
+    specs = graph.kernel_specs((16, 4, 8, 12, 32), {"fc1": 0.5}, "1x4")
+    assert (specs["c"].cin, specs["fc1"].cin, specs["fc1"].density) == (12, 192, 0.5)
