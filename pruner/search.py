@@ -1,0 +1,405 @@
+"""Model-agnostic JCW search: pymoo NSGA-II over integer gene vectors, objectives (estimated loss, latency ms).
+
+The engine knows nothing of models: a `SearchProblem` gives integer bounds and a batched evaluator. It runs
+NSGA-II with JCW's operators and anchor survival (pruner.survival), checkpoints every generation so an
+interrupted run resumes to the very same result, and shows the current front's size and hypervolume. The
+baselines (genes held fixed, uniform width multipliers) and the output helpers (front table, hypervolumes
+against one reference point, best candidate per latency budget, plot) live here too.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.algorithm import Algorithm
+from pymoo.core.callback import Callback
+from pymoo.core.problem import Problem
+from pymoo.core.sampling import Sampling
+from pymoo.indicators.hv import HV
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+from pymoo.termination.max_gen import MaximumGenerationTermination
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+from tqdm import tqdm
+
+from profiler.errors import UserError
+from pruner.survival import AnchorSurvival, spread_anchors
+
+LOSS, LATENCY = "loss", "latency_ms"
+CHECKPOINT = "checkpoint.pkl"
+CHECKPOINT_VERSION = 1
+
+
+class SearchError(UserError, ValueError):
+    """A search setting, evaluator output or checkpoint that does not fit the run."""
+
+
+Evaluate = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class SearchProblem:
+    """What the engine searches: inclusive integer gene bounds and a batched (loss, latency ms) evaluator."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    evaluate: Evaluate  # X [n, d] int -> [n, 2] float: (estimated loss, predicted latency ms) per row
+    names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.lower = np.asarray(self.lower, dtype=int)
+        self.upper = np.asarray(self.upper, dtype=int)
+        if self.lower.ndim != 1 or self.lower.shape != self.upper.shape:
+            raise SearchError(f"lower {self.lower.shape} and upper {self.upper.shape} must be equal-length vectors")
+        bad = np.flatnonzero(self.lower > self.upper)
+        if bad.size:
+            raise SearchError(f"genes {bad.tolist()} have lower > upper")
+        if self.names is not None and len(self.names) != len(self.lower):
+            raise SearchError(f"{len(self.names)} gene names for {len(self.lower)} genes")
+
+    @property
+    def n_var(self) -> int:
+        """Number of genes."""
+        return len(self.lower)
+
+    def gene_names(self) -> list[str]:
+        """Column names for the genes: the given names or g0, g1, ..."""
+        return list(self.names) if self.names is not None else [f"g{i}" for i in range(self.n_var)]
+
+    def objectives(self, X: np.ndarray) -> np.ndarray:
+        """Evaluate integer rows and check the evaluator's answer is [n, 2] finite floats."""
+        X = np.atleast_2d(np.asarray(X)).astype(int)
+        F = np.asarray(self.evaluate(X), dtype=float)
+        if F.shape != (len(X), 2):
+            raise SearchError(f"evaluate returned shape {F.shape} for {len(X)} candidates; expected ({len(X)}, 2)")
+        if not np.all(np.isfinite(F)):
+            raise SearchError(
+                f"evaluate returned non-finite objectives for rows {np.flatnonzero(~np.isfinite(F).all(1))}"
+            )
+        return F
+
+
+@dataclass(frozen=True)
+class FixedGenes:
+    """Genes held at given values (baselines: channel-only fixes densities, weight-only fixes widths)."""
+
+    mask: np.ndarray  # bool [d]: True where the gene is fixed
+    values: np.ndarray  # int [d]: the full-length vector whose entries at `mask` are used
+
+    def expand(self, X_free: np.ndarray) -> np.ndarray:
+        """Full gene vectors from the free genes' values."""
+        X_free = np.atleast_2d(X_free)
+        X = np.tile(np.asarray(self.values, dtype=int), (len(X_free), 1))
+        X[:, ~np.asarray(self.mask, dtype=bool)] = X_free
+        return X
+
+
+def restrict(problem: SearchProblem, fixed: FixedGenes) -> SearchProblem:
+    """The problem over the free genes only, so the optimiser never touches the fixed ones."""
+    mask, values = np.asarray(fixed.mask, dtype=bool), np.asarray(fixed.values, dtype=int)
+    if mask.shape != problem.lower.shape or values.shape != problem.lower.shape:
+        raise SearchError(f"fixed mask {mask.shape} and values {values.shape} must have {problem.n_var} genes")
+    if mask.all():
+        raise SearchError("every gene is fixed: nothing to search")
+    bad = np.flatnonzero(mask & ((values < problem.lower) | (values > problem.upper)))
+    if bad.size:
+        raise SearchError(f"fixed values of genes {bad.tolist()} are outside the bounds")
+    names = None if problem.names is None else tuple(n for n, m in zip(problem.names, mask, strict=True) if not m)
+    return SearchProblem(problem.lower[~mask], problem.upper[~mask], lambda X: problem.evaluate(fixed.expand(X)), names)
+
+
+class PymooProblem(Problem):
+    """A SearchProblem as a vectorised pymoo Problem with integer variables and objectives (loss, latency)."""
+
+    def __init__(self, problem: SearchProblem) -> None:
+        super().__init__(n_var=problem.n_var, n_obj=2, xl=problem.lower, xu=problem.upper, vtype=int)
+        self.search_problem = problem
+
+    def _evaluate(self, X, out, *args, **kwargs) -> None:
+        out["F"] = self.search_problem.objectives(np.rint(X))
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """NSGA-II settings; defaults are JCW's (population 64, 128 generations, SBX 0.5/0.5, PM eta 15 p 1/n)."""
+
+    n_gen: int = 128
+    pop_size: int = 64
+    seed: int = 0
+    survival: str = "jcw"  # "jcw" (anchor round-robin) or "nsga2" (rank and crowding)
+    n_anchors: int = 8
+    sbx_eta: float = 0.5
+    sbx_prob: float = 0.5
+    pm_eta: float = 15.0
+    include_ends: bool = True  # start from the smallest and the full candidate too, so the front spans every budget
+    latency_range: tuple[float, float] | None = None  # anchors' span; None: latencies of the lower and upper vectors
+    ref_point: tuple[float, float] | None = None  # (loss, latency) for the progress hypervolume; None: see search()
+
+    def __post_init__(self) -> None:
+        if self.survival not in ("jcw", "nsga2"):
+            raise SearchError(f"survival must be 'jcw' or 'nsga2', got {self.survival!r}")
+        if self.n_gen < 1 or self.pop_size < 2 or self.n_anchors < 1:
+            raise SearchError(f"need n_gen >= 1, pop_size >= 2, n_anchors >= 1; got {self}")
+
+
+class EndsAndRandomSampling(Sampling):
+    """IntegerRandomSampling whose first two rows are the lower (smallest) and upper (full) candidates."""
+
+    def _do(self, problem, n_samples, *args, random_state=None, **kwargs) -> np.ndarray:
+        X = IntegerRandomSampling()._do(problem, n_samples, random_state=random_state)
+        ends = np.stack([problem.xl, problem.xu])[:n_samples]
+        X[: len(ends)] = ends
+        return X
+
+
+def make_algorithm(config: SearchConfig, n_var: int, anchors: np.ndarray | None) -> NSGA2:
+    """NSGA-II with JCW's integer operators (children rounded to the grid, duplicates removed) and survival."""
+    survival = AnchorSurvival(anchors) if config.survival == "jcw" else RankAndCrowding()
+    return NSGA2(
+        pop_size=config.pop_size,
+        sampling=EndsAndRandomSampling() if config.include_ends else IntegerRandomSampling(),
+        crossover=SBX(prob=config.sbx_prob, eta=config.sbx_eta, vtype=float, repair=RoundingRepair()),
+        mutation=PM(prob=1.0, prob_var=1.0 / n_var, eta=config.pm_eta, vtype=float, repair=RoundingRepair()),
+        survival=survival,
+        eliminate_duplicates=True,
+    )
+
+
+def non_dominated(F: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated rows of F (objectives minimised)."""
+    if len(F) == 0:
+        return np.zeros(0, dtype=int)
+    return np.asarray(NonDominatedSorting().do(np.asarray(F, dtype=float), only_non_dominated_front=True))
+
+
+def hypervolume(F: np.ndarray, ref_point: Sequence[float] | np.ndarray) -> float:
+    """Hypervolume of (loss, latency) points against ref_point; points beyond it add nothing."""
+    points = np.asarray(F, dtype=float).reshape(-1, 2)
+    ref = np.asarray(ref_point, dtype=float)
+    points = points[np.all(points < ref, axis=1)]
+    return float(HV(ref_point=ref)(points)) if len(points) else 0.0
+
+
+class Progress(Callback):
+    """pymoo Callback driving a tqdm bar: generations, the population's front size and its hypervolume."""
+
+    def __init__(self, total: int, initial: int, ref_point: np.ndarray, enabled: bool) -> None:
+        super().__init__()
+        self.ref_point = ref_point
+        self.bar = tqdm(total=total, initial=initial, desc="search", unit="gen", disable=not enabled)
+
+    def notify(self, algorithm: Algorithm) -> None:
+        """Advance one generation and show the current front."""
+        F = algorithm.pop.get("F")
+        front = F[non_dominated(F)]
+        self.bar.set_postfix(front=len(front), hv=f"{hypervolume(front, self.ref_point):.4g}", refresh=False)
+        self.bar.update(1)
+
+
+@dataclass
+class SearchResult:
+    """A finished search: the final population (full gene vectors), its Pareto front and the run's settings."""
+
+    X: np.ndarray
+    F: np.ndarray  # columns (loss, latency ms)
+    front: pd.DataFrame  # genes, latency_ms, loss; non-dominated, sorted by latency
+    anchors: np.ndarray | None
+    ref_point: np.ndarray
+    generations: int
+    evaluations: int
+
+
+def generations_done(algorithm: Algorithm) -> int:
+    """Completed generations (the initial population counts as the first)."""
+    return algorithm.n_iter - 1 if algorithm.is_initialized else 0
+
+
+def save_checkpoint(path: Path, state: dict, algorithm: Algorithm) -> None:
+    """Pickle the algorithm (rng state included) without its problem and callback, atomically."""
+    bare = copy.copy(algorithm)
+    bare.problem, bare.callback = None, Callback()
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump({**state, "algorithm": bare}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, state: dict) -> tuple[Algorithm, np.ndarray | None, np.ndarray]:
+    """The pickled algorithm, anchors and reference point of a run with the same settings (n_gen may differ)."""
+    with open(path, "rb") as f:  # our own run directory: trusted, like any pickle we wrote
+        saved = pickle.load(f)
+    if saved.get("version") != CHECKPOINT_VERSION:
+        raise SearchError(f"{path}: checkpoint version {saved.get('version')}, expected {CHECKPOINT_VERSION}")
+    old, new = saved["config"], state["config"]
+    differ = [
+        f.name for f in dataclasses.fields(new) if f.name != "n_gen" and getattr(old, f.name) != getattr(new, f.name)
+    ]
+    for key in ("lower", "upper", "fixed_mask", "fixed_values"):
+        if not np.array_equal(saved[key], state[key]):
+            differ.append(key)
+    if differ:
+        raise SearchError(f"{path} belongs to a run with different {', '.join(differ)}: use another run directory")
+    return saved["algorithm"], saved["anchors"], saved["ref_point"]
+
+
+def search(
+    problem: SearchProblem,
+    config: SearchConfig = SearchConfig(),
+    run_dir: str | Path | None = None,
+    fixed: FixedGenes | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Run (or resume from run_dir's checkpoint) the NSGA-II search and return the final population and front.
+
+    With `fixed`, only the free genes are searched (same operators, same budget). Anchors span
+    config.latency_range, else the latencies of the lower and upper vectors; the progress hypervolume's
+    reference point is config.ref_point, else 1.1 x (worst loss, latency) of those two vectors.
+    """
+    inner = restrict(problem, fixed) if fixed is not None else problem
+    mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
+    state = {
+        "version": CHECKPOINT_VERSION,
+        "config": config,
+        "lower": problem.lower,
+        "upper": problem.upper,
+        "fixed_mask": mask,
+        "fixed_values": None if fixed is None else np.asarray(fixed.values, dtype=int),
+    }
+    path = None
+    if run_dir is not None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        path = Path(run_dir) / CHECKPOINT
+    pymoo_problem = PymooProblem(inner)
+
+    if path is not None and path.exists():
+        algorithm, anchors, ref_point = load_checkpoint(path, state)
+        algorithm.problem = pymoo_problem
+        if algorithm.termination.n_max_gen != config.n_gen:
+            algorithm.termination = MaximumGenerationTermination(config.n_gen)
+    else:
+        anchors, ref_point = None, None
+        if config.latency_range is None or config.ref_point is None:
+            ends = inner.objectives(np.stack([inner.lower, inner.upper]))
+            latency_range = config.latency_range or (float(ends[:, 1].min()), float(ends[:, 1].max()))
+            ref_point = np.array(config.ref_point or ends.max(axis=0) * 1.1, dtype=float)
+        else:
+            latency_range, ref_point = config.latency_range, np.array(config.ref_point, dtype=float)
+        if config.survival == "jcw":
+            anchors = spread_anchors(*latency_range, config.n_anchors)
+        algorithm = make_algorithm(config, inner.n_var, anchors)
+        algorithm.setup(pymoo_problem, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
+    state.update(anchors=anchors, ref_point=ref_point)
+
+    bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress)
+    algorithm.callback = bar
+    try:
+        while generations_done(algorithm) < config.n_gen and algorithm.has_next():
+            algorithm.next()
+            if path is not None:
+                save_checkpoint(path, state, algorithm)
+    finally:
+        bar.bar.close()
+
+    X_free, F = algorithm.pop.get("X").astype(int), algorithm.pop.get("F")
+    X = fixed.expand(X_free) if fixed is not None else X_free
+    return SearchResult(
+        X=X,
+        F=F,
+        front=pareto_front(X, F, problem.gene_names()),
+        anchors=anchors,
+        ref_point=ref_point,
+        generations=generations_done(algorithm),
+        evaluations=algorithm.evaluator.n_eval,
+    )
+
+
+def pareto_front(X: np.ndarray, F: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+    """The non-dominated, de-duplicated candidates as a table (genes, latency_ms, loss), sorted by latency."""
+    keep = non_dominated(F)
+    table = pd.DataFrame(np.asarray(X, dtype=int)[keep], columns=list(names))
+    table[LATENCY], table[LOSS] = np.asarray(F, dtype=float)[keep, 1], np.asarray(F, dtype=float)[keep, 0]
+    return table.drop_duplicates().sort_values([LATENCY, LOSS], kind="stable").reset_index(drop=True)
+
+
+def uniform_sweep(
+    problem: SearchProblem, to_candidate: Callable[[float], np.ndarray], multipliers: Sequence[float]
+) -> pd.DataFrame:
+    """Evaluate the uniform-width-multiplier baseline: one candidate per multiplier, sorted by latency."""
+    genes = np.stack([np.asarray(to_candidate(m), dtype=int) for m in multipliers])
+    bad = np.flatnonzero(np.any((genes < problem.lower) | (genes > problem.upper), axis=1))
+    if bad.size:
+        raise SearchError(f"multipliers {[multipliers[i] for i in bad]} give candidates outside the bounds")
+    F = problem.objectives(genes)
+    table = pd.DataFrame(genes, columns=problem.gene_names())
+    table.insert(0, "multiplier", list(multipliers))
+    table[LATENCY], table[LOSS] = F[:, 1], F[:, 0]
+    return table.sort_values(LATENCY, kind="stable").reset_index(drop=True)
+
+
+def shared_ref_point(fronts: Mapping[str, pd.DataFrame], margin: float = 0.1) -> np.ndarray:
+    """One (loss, latency) reference point for comparing fronts: the worst of each over all fronts, plus margin."""
+    worst = np.max([t[[LOSS, LATENCY]].to_numpy(float).max(axis=0) for t in fronts.values() if len(t)], axis=0)
+    return worst + margin * np.abs(worst)
+
+
+def hypervolumes(
+    fronts: Mapping[str, pd.DataFrame], ref_point: Sequence[float] | np.ndarray | None = None
+) -> dict[str, float]:
+    """Hypervolume of every front against one shared reference point (given, or from shared_ref_point)."""
+    ref = shared_ref_point(fronts) if ref_point is None else np.asarray(ref_point, dtype=float)
+    return {name: hypervolume(t[[LOSS, LATENCY]].to_numpy(float), ref) for name, t in fronts.items()}
+
+
+def best_under_budgets(front: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
+    """Per latency budget, the lowest-loss candidate within it; a budget none meets gets a note, not a row of genes."""
+    rows = []
+    for budget in budgets:
+        feasible = front[front[LATENCY] <= budget]
+        if feasible.empty:
+            fastest = f"{front[LATENCY].min():.4g} ms" if len(front) else "none (empty front)"
+            rows.append(
+                {
+                    "budget_ms": budget,
+                    "found": False,
+                    "note": f"no candidate within {budget} ms; the fastest is {fastest}",
+                }
+            )
+        else:
+            best = feasible.sort_values([LOSS, LATENCY], kind="stable").iloc[0]
+            rows.append({"budget_ms": budget, "found": True, "note": "", **best.to_dict()})
+    return pd.DataFrame(rows)
+
+
+def plot_fronts(
+    fronts: Mapping[str, pd.DataFrame], path: str | Path, y: str = LOSS, budgets: Sequence[float] = ()
+) -> Path:
+    """Save a PNG of the fronts (latency on x, `y` on y; budgets as dashed lines) to compare joint vs baselines."""
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, table in fronts.items():
+        t = table.sort_values(LATENCY)
+        ax.plot(t[LATENCY], t[y], "o-", markersize=3, label=f"{name} ({len(t)})")
+    for budget in budgets:
+        ax.axvline(budget, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel(y)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)

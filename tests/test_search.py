@@ -1,0 +1,233 @@
+"""The JCW search engine on a synthetic pruning problem: anchors, determinism, resume, baselines, outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+
+from pruner.search import (
+    CHECKPOINT,
+    FixedGenes,
+    SearchConfig,
+    SearchError,
+    SearchProblem,
+    best_under_budgets,
+    hypervolumes,
+    pareto_front,
+    plot_fronts,
+    search,
+    shared_ref_point,
+    uniform_sweep,
+)
+from pruner.survival import AnchorSurvival
+
+N_LAYERS = 6
+COST = np.array([3.0, 2.0, 2.5, 1.5, 2.0, 1.0])  # ms of each layer at full width and density
+SENSITIVITY_W = np.array([4.0, 1.0, 3.0, 0.5, 2.0, 1.5])
+SENSITIVITY_D = np.array([0.5, 3.0, 1.0, 2.5, 0.8, 2.0])
+GENERATIONS = 25
+
+
+def synthetic(calls: list | None = None) -> SearchProblem:
+    """Widths then densities on the grid 0.1..1.0; latency ~ sum of width x width x density terms, convex loss."""
+    lower = np.array([7, 4, 5, 4, 4, 4] + [7, 2, 2, 2, 2, 4])
+    upper = np.full(2 * N_LAYERS, 9)
+
+    def evaluate(X: np.ndarray) -> np.ndarray:  # a closure: the checkpoint must not need to pickle it
+        if calls is not None:
+            calls.append(X.copy())
+        v = (X + 1) / 10
+        w, d = v[:, :N_LAYERS], v[:, N_LAYERS:]
+        w_in = np.column_stack([np.ones(len(X)), w[:, :-1]])
+        latency = 0.3 + (COST * w * w_in * (0.3 + 0.7 * d)).sum(axis=1)
+        loss = (0.5 + (SENSITIVITY_W * (1 - w) ** 2).sum(axis=1) + (SENSITIVITY_D * (1 - d) ** 2).sum(axis=1)
+                + 2.0 * ((1 - w) * (1 - d)).sum(axis=1) + 1.5 * ((1 - w) * (1 - w_in)).sum(axis=1))
+        return np.column_stack([loss, latency])
+
+    return SearchProblem(lower, upper, evaluate, tuple(f"w{i}" for i in range(N_LAYERS))
+                         + tuple(f"d{i}" for i in range(N_LAYERS)))
+
+
+def density_mask() -> np.ndarray:
+    return np.arange(2 * N_LAYERS) >= N_LAYERS
+
+
+def assert_same(a, b) -> None:
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(a.F, b.F)
+    pd.testing.assert_frame_equal(a.front, b.front)
+
+
+@pytest.fixture(scope="module")
+def joint():
+    return search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3), progress=False)
+
+
+def test_anchor_survival_takes_each_anchors_nearest_first():
+    rng = np.random.default_rng(0)
+    F = np.column_stack([rng.uniform(0, 5, 200), rng.uniform(1, 10, 200)])
+    anchors = np.array([1.5, 4.0, 6.5, 9.5])
+    pop = Population.new(X=np.arange(200)[:, None], F=F)
+    problem = Problem(n_var=1, n_obj=2)
+    survivors = AnchorSurvival(anchors).do(problem, pop, n_survive=len(anchors))
+    nearest = {int(np.argmin(np.abs(F[:, 1] - a))) for a in anchors}
+    assert set(survivors.get("X")[:, 0].tolist()) == nearest
+    # plain rank-and-crowding keeps the non-dominated extremes instead, not one candidate per anchor
+    plain = RankAndCrowding().do(problem, pop, n_survive=len(anchors), random_state=np.random.default_rng(0))
+    assert set(plain.get("X")[:, 0].tolist()) != nearest
+
+
+def near_anchor_counts(F: np.ndarray, anchors: np.ndarray, tolerance: float) -> np.ndarray:
+    return np.array([np.sum(np.abs(F[:, 1] - a) <= tolerance) for a in anchors])
+
+
+def test_custom_survival_keeps_candidates_near_every_anchor(joint):
+    tolerance = 0.02 * (joint.anchors[-1] - joint.anchors[0])
+    counts = near_anchor_counts(joint.F, joint.anchors, tolerance)
+    assert np.all(counts >= 3), counts
+    assert len(joint.F) == 64 and joint.generations == GENERATIONS
+    assert len(np.unique(joint.X, axis=0)) == len(joint.X)  # duplicates removed
+    x, space = joint.X, synthetic()
+    assert np.all((x >= space.lower) & (x <= space.upper))
+    # plain NSGA-II survival, same budget, leaves some anchors (nearly) bare
+    plain = search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3, survival="nsga2"), progress=False)
+    assert plain.anchors is None
+    assert np.any(near_anchor_counts(plain.F, joint.anchors, tolerance) < 3)
+
+
+def test_same_seed_same_front_other_seed_differs(joint):
+    again = search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3), progress=False)
+    assert_same(joint, again)
+    other = search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=4), progress=False)
+    assert not np.array_equal(joint.X, other.X)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, joint):
+    problem, config = synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3)
+    calls: list = []
+
+    def crashing(X):
+        if len(calls) == 10:  # the end-points evaluation, then 9 generations: die inside the 10th
+            raise Crash
+        calls.append(X)
+        return problem.evaluate(X)
+
+    with pytest.raises(Crash):
+        search(SearchProblem(problem.lower, problem.upper, crashing, problem.names), config, tmp_path, progress=False)
+    assert (tmp_path / CHECKPOINT).exists()
+
+    resumed_calls: list = []
+    resumed = search(synthetic(resumed_calls), config, tmp_path, progress=False)
+    assert_same(resumed, joint)
+    assert len(resumed_calls) == GENERATIONS - 9  # only the missing generations were evaluated
+
+    # a finished run directory answers without evaluating anything
+    finished_calls: list = []
+    assert_same(search(synthetic(finished_calls), config, tmp_path, progress=False), joint)
+    assert finished_calls == []
+
+
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path, joint):
+    search(synthetic(), SearchConfig(n_gen=GENERATIONS // 2, seed=3), tmp_path, progress=False)
+    extended = search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3), tmp_path, progress=False)
+    assert_same(extended, joint)
+
+
+def test_resume_refuses_a_run_directory_with_other_settings(tmp_path):
+    search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
+    with pytest.raises(SearchError, match="seed"):
+        search(synthetic(), SearchConfig(n_gen=2, seed=5), tmp_path, progress=False)
+    mask = density_mask()
+    with pytest.raises(SearchError, match="fixed_mask"):
+        search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, FixedGenes(mask, synthetic().upper),
+               progress=False)
+
+
+@pytest.mark.parametrize("fix_densities", [True, False], ids=["channel_only", "weight_only"])
+def test_fixed_gene_baselines_never_change_the_fixed_genes(fix_densities):
+    calls: list = []
+    problem = synthetic(calls)
+    mask = density_mask() if fix_densities else ~density_mask()
+    result = search(problem, SearchConfig(n_gen=10, seed=1), fixed=FixedGenes(mask, problem.upper), progress=False)
+    seen = np.concatenate(calls)
+    assert np.all(seen[:, mask] == problem.upper[mask])  # every evaluated candidate, not only the survivors
+    assert np.all(result.X[:, mask] == problem.upper[mask])
+    assert np.all(result.front.to_numpy()[:, :12][:, mask] == problem.upper[mask])
+    assert len(np.unique(seen[:, ~mask], axis=0)) > 64  # the free genes were searched
+    assert result.evaluations == 10 * 64
+
+
+def test_joint_front_beats_the_baselines_at_equal_budget(joint):
+    problem, config = synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3)
+    fronts = {"joint": joint.front}
+    for name, mask in (("channel_only", density_mask()), ("weight_only", ~density_mask())):
+        fronts[name] = search(problem, config, fixed=FixedGenes(mask, problem.upper), progress=False).front
+
+    def uniform(multiplier: float) -> np.ndarray:
+        x = np.full(problem.n_var, 9)
+        x[:N_LAYERS] = np.maximum(problem.lower[:N_LAYERS], round(multiplier * 10) - 1)
+        return x
+
+    sweep = uniform_sweep(problem, uniform, [0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert sweep["latency_ms"].is_monotonic_increasing and list(sweep["multiplier"]) == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    fronts["uniform"] = sweep
+    hv = hypervolumes(fronts)
+    assert hv["joint"] > max(hv["channel_only"], hv["weight_only"], hv["uniform"]), hv
+
+
+def test_hypervolume_of_a_dominating_front_is_larger(joint):
+    worse = joint.front.assign(loss=joint.front["loss"] + 0.2, latency_ms=joint.front["latency_ms"] * 1.05)
+    fronts = {"front": joint.front, "worse": worse}
+    ref = shared_ref_point(fronts)
+    assert np.all(ref >= worse[["loss", "latency_ms"]].to_numpy().max(axis=0))
+    hv = hypervolumes(fronts)
+    assert hv["front"] > hv["worse"] > 0
+    assert hypervolumes(fronts, ref_point=[0.0, 0.0]) == {"front": 0.0, "worse": 0.0}
+
+
+def test_front_is_non_dominated_and_sorted(joint):
+    front = joint.front
+    F = front[["loss", "latency_ms"]].to_numpy()
+    assert front["latency_ms"].is_monotonic_increasing
+    assert np.all(np.diff(front["loss"]) < 0)  # two objectives: along rising latency the loss must fall
+    for f in joint.F:  # nothing in the population dominates a front member
+        assert not np.any(np.all(f <= F, axis=1) & np.any(f < F, axis=1))
+    assert list(front.columns[:3]) == ["w0", "w1", "w2"]
+
+
+def test_budget_picks_are_feasible_and_lowest_loss(joint):
+    population = pareto_front(joint.X, joint.F, synthetic().gene_names())
+    fastest = population["latency_ms"].min()
+    budgets = [fastest * 0.5, *np.quantile(joint.F[:, 1], [0.1, 0.5, 0.9])]
+    picks = best_under_budgets(population, budgets)
+    assert list(picks["found"]) == [False, True, True, True]
+    assert "no candidate within" in picks.loc[0, "note"] and f"{fastest:.4g}" in picks.loc[0, "note"]
+    for _, pick in picks[picks["found"]].iterrows():
+        assert pick["latency_ms"] <= pick["budget_ms"]
+        feasible = joint.F[joint.F[:, 1] <= pick["budget_ms"]]
+        assert pick["loss"] == feasible[:, 0].min()
+    assert picks.loc[1:, "loss"].is_monotonic_decreasing
+    empty = best_under_budgets(population.iloc[:0], [1.0])
+    assert not empty.loc[0, "found"] and "empty" in empty.loc[0, "note"]
+
+
+def test_plot_of_fronts_is_a_png(joint, tmp_path):
+    path = plot_fronts({"joint": joint.front, "half": joint.front.iloc[::2]}, tmp_path / "fronts.png", budgets=[4, 8])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_evaluator_output_is_a_clear_error():
+    problem = synthetic()
+    broken = SearchProblem(problem.lower, problem.upper, lambda X: problem.evaluate(X)[:, :1])
+    with pytest.raises(SearchError, match="expected"):
+        search(broken, SearchConfig(n_gen=2), progress=False)
+    with pytest.raises(SearchError, match="outside the bounds"):
+        search(problem, SearchConfig(n_gen=2), fixed=FixedGenes(density_mask(), np.zeros(12, int)), progress=False)
