@@ -10,8 +10,10 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from profiler.errors import UserError
+from profiler.kernel import BLOCKS
 from profiler.sparsity import block_mask
-from pruner.graph import narrow
+from pruner.graph import check_unmasked, narrow
 from pruner.space import SearchSpace
 
 
@@ -29,6 +31,7 @@ def apply_candidate(
     channels ("l1" filter norm or "bn" scale); `norm` ranks weight blocks ("l1" for search, "l2" for
     fine-tuning). The masks stay in place through training; `make_permanent` bakes them in for export.
     """
+    check_unmasked(model)  # before the copy: deepcopy fails on a masked model
     pruned = copy.deepcopy(model)
     narrow(pruned, space.graph, space.channels(x), importance)
     mask_weights(pruned, space.densities(x), block, norm)
@@ -40,6 +43,10 @@ def mask_weights(model: nn.Module, densities: Mapping[str, float], block: str = 
 
     A layer already masked is re-masked from its current masked weights. Density 1.0 leaves a layer dense.
     """
+    if block not in BLOCKS:
+        raise UserError(f"unknown sparsity block {block!r}; expected one of {', '.join(BLOCKS)}")
+    if norm not in ("l1", "l2"):
+        raise UserError(f"unknown block norm {norm!r}; expected 'l1' or 'l2'")
     modules = dict(model.named_modules())
     for name, density in densities.items():
         module = modules[name]

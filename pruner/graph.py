@@ -311,6 +311,7 @@ def analyze(
     the model's output, as JCW does. Depthwise convs are never weight-pruned.
     Raises AnalysisError naming the module when the model holds a layer the pruner cannot handle.
     """
+    check_unmasked(model)
     example = torch.zeros(*input_shape)
     for name, module in model.named_modules():
         _check_module(name, module)
@@ -403,6 +404,13 @@ def _filter_l1(dg: tp.DependencyGraph, group) -> torch.Tensor:
     return score
 
 
+def check_unmasked(model: nn.Module) -> None:
+    """Refuse a model with torch.nn.utils.prune masks: torch-pruning would resize the wrong tensors."""
+    masked = next((n for n, m in model.named_modules() if hasattr(m, "weight_mask")), None)
+    if masked is not None:
+        raise UserError(f"module '{masked}' holds a weight mask; use the dense model (or make_permanent first)")
+
+
 def narrow(model: nn.Module, graph: ModelGraph, group_channels: Sequence[int], importance: str = "l1") -> None:
     """Channel-prune `model` in place so group i keeps `group_channels[i]` channels, the most important ones.
 
@@ -411,6 +419,7 @@ def narrow(model: nn.Module, graph: ModelGraph, group_channels: Sequence[int], i
     """
     if importance not in ("l1", "bn"):
         raise UserError(f"unknown channel importance {importance!r}; expected 'l1' or 'bn'")
+    check_unmasked(model)
     dg = dependency_graph(model, torch.zeros(*graph.input_shape))
     modules = dict(model.named_modules())
     for group, keep in zip(graph.groups, group_channels, strict=True):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from profiler.errors import UserError
 from pruner.apply import apply_candidate, layer_densities, make_permanent, mask_weights
 from pruner.graph import analyze, measured_channels, traced_kernel_specs
 from pruner.models import MobileNetV1, MobileNetV2, ResNet18
@@ -127,3 +128,17 @@ def test_bn_scale_importance_keeps_the_channels_with_the_largest_scale():
     kept = apply_candidate(model, space, x, importance="l1").layer1[0].conv1.weight
     norms = layer.conv1.weight.abs().sum((1, 2, 3))
     assert torch.equal(kept, layer.conv1.weight[norms.argsort(descending=True)[:8].sort().values])
+
+
+def test_bad_options_and_masked_models_are_refused():
+    model = MobileNetV1(num_classes=10, width_mult=0.25)
+    space = SearchSpace(analyze(model, (1, 3, 32, 32)))
+    with pytest.raises(UserError, match="sparsity block '2x2'"):
+        apply_candidate(model, space, space.lower, block="2x2")
+    with pytest.raises(UserError, match="block norm 'l3'"):
+        apply_candidate(model, space, space.lower, norm="l3")
+    with pytest.raises(UserError, match="channel importance 'taylor'"):
+        apply_candidate(model, space, space.lower, importance="taylor")
+    masked = apply_candidate(model, space, space.lower)
+    with pytest.raises(UserError, match=r"module 'features.1.1.0' holds a weight mask"):
+        apply_candidate(masked, space, space.lower)
