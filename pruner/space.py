@@ -48,7 +48,10 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Width and density grids with per-kind lower bounds over an analysed model (see pruner.graph.analyze)."""
+    """Width and density grids with per-kind lower bounds over an analysed model (see pruner.graph.analyze).
+
+    Bounds given for some kinds override JCW's defaults for those kinds only.
+    """
 
     graph: ModelGraph
     width_grid: tuple[float, ...] = GRID
@@ -63,11 +66,11 @@ class SearchSpace:
             if not grid or list(grid) != sorted(set(grid)) or grid[0] <= 0 or grid[-1] != 1.0:
                 raise SpaceError(f"{name} {grid}: must be strictly increasing in (0, 1] and end at 1.0")
             object.__setattr__(self, name, grid)
-        for name in ("width_bounds", "density_bounds"):
-            bounds = dict(getattr(self, name))
-            if set(bounds) != set(KINDS) or not all(0.0 <= v <= 1.0 for v in bounds.values()):
-                raise SpaceError(f"{name} {bounds}: needs a value in [0, 1] for each kind {', '.join(KINDS)}")
-            object.__setattr__(self, name, bounds)
+        for name, defaults in (("width_bounds", WIDTH_BOUNDS), ("density_bounds", DENSITY_BOUNDS)):
+            given = dict(getattr(self, name))
+            if not set(given) <= set(KINDS) or not all(0.0 <= v <= 1.0 for v in given.values()):
+                raise SpaceError(f"{name} {given}: values in [0, 1] for kinds among {', '.join(KINDS)}")
+            object.__setattr__(self, name, defaults | given)  # kinds not given keep JCW's default
         if not isinstance(self.multiple, int) or self.multiple < 1:
             raise SpaceError(f"channel multiple {self.multiple!r}: must be a positive integer")
 

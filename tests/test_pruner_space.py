@@ -5,7 +5,7 @@ import torch
 from profiler.kernel import KernelSpec
 from pruner.graph import analyze
 from pruner.models import MobileNetV1, MobileNetV2, ResNet18
-from pruner.space import Candidate, SearchSpace, SpaceError, round_channels
+from pruner.space import WIDTH_BOUNDS, Candidate, SearchSpace, SpaceError, round_channels
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -119,4 +119,7 @@ def test_custom_grids_bounds_and_multiple(resnet):
     with pytest.raises(SpaceError, match="width_grid"):
         SearchSpace(resnet.graph, width_grid=(0.5, 0.9))
     with pytest.raises(SpaceError, match="density_bounds"):
-        SearchSpace(resnet.graph, density_bounds={"general": 0.3})
+        SearchSpace(resnet.graph, density_bounds={"middle": 0.3})
+    partial = SearchSpace(resnet.graph, width_bounds={"residual": 0.5})
+    assert partial.width_bounds == {**WIDTH_BOUNDS, "residual": 0.5}
+    assert partial.lower[0] == 7  # conv1's group: first (0.8) is now the strictest
