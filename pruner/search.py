@@ -147,11 +147,14 @@ class SearchConfig:
     pm_eta: float = 15.0
     include_ends: bool = True  # start from the smallest and the full candidate too, so the front spans every budget
     latency_range: tuple[float, float] | None = None  # anchors' span; None: latencies of the lower and upper vectors
-    ref_point: tuple[float, float] | None = None  # (loss, latency) for the progress hypervolume; None: see search()
+    anchors: tuple[float, ...] | None = None  # explicit anchor latencies (e.g. the budgets); overrides the two above
+    ref_point: tuple[float, float] | None = None  # progress-bar HV reference; None: 1.1 x worst of lower/upper
 
     def __post_init__(self) -> None:
         if self.survival not in ("jcw", "nsga2"):
             raise SearchError(f"survival must be 'jcw' or 'nsga2', got {self.survival!r}")
+        if self.anchors is not None and not self.anchors:
+            raise SearchError("anchors, when given, must hold at least one latency")
         if self.n_gen < 1 or self.pop_size < 2 or self.n_anchors < 1:
             raise SearchError(f"need n_gen >= 1, pop_size >= 2, n_anchors >= 1; got {self}")
 
@@ -263,12 +266,7 @@ def search(
     fixed: FixedGenes | None = None,
     progress: bool = True,
 ) -> SearchResult:
-    """Run (or resume from run_dir's checkpoint) the NSGA-II search and return the final population and front.
-
-    With `fixed`, only the free genes are searched (same operators, same budget). Anchors span
-    config.latency_range, else the latencies of the lower and upper vectors; the progress hypervolume's
-    reference point is config.ref_point, else 1.1 x (worst loss, latency) of those two vectors.
-    """
+    """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`)."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
     state = {
@@ -298,7 +296,9 @@ def search(
             ref_point = np.array(config.ref_point or ends.max(axis=0) * 1.1, dtype=float)
         else:
             latency_range, ref_point = config.latency_range, np.array(config.ref_point, dtype=float)
-        if config.survival == "jcw":
+        if config.survival == "jcw" and config.anchors:
+            anchors = np.array(config.anchors, dtype=float)
+        elif config.survival == "jcw":
             anchors = spread_anchors(*latency_range, config.n_anchors)
         algorithm = make_algorithm(config, inner.n_var, anchors)
         algorithm.setup(pymoo_problem, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
@@ -352,7 +352,10 @@ def uniform_sweep(
 
 def shared_ref_point(fronts: Mapping[str, pd.DataFrame], margin: float = 0.1) -> np.ndarray:
     """One (loss, latency) reference point for comparing fronts: the worst of each over all fronts, plus margin."""
-    worst = np.max([t[[LOSS, LATENCY]].to_numpy(float).max(axis=0) for t in fronts.values() if len(t)], axis=0)
+    worsts = [t[[LOSS, LATENCY]].to_numpy(float).max(axis=0) for t in fronts.values() if len(t)]
+    if not worsts:
+        raise SearchError("every front is empty: no reference point to derive")
+    worst = np.max(worsts, axis=0)
     return worst + margin * np.abs(worst)
 
 

@@ -44,12 +44,18 @@ def synthetic(calls: list | None = None) -> SearchProblem:
         w, d = v[:, :N_LAYERS], v[:, N_LAYERS:]
         w_in = np.column_stack([np.ones(len(X)), w[:, :-1]])
         latency = 0.3 + (COST * w * w_in * (0.3 + 0.7 * d)).sum(axis=1)
-        loss = (0.5 + (SENSITIVITY_W * (1 - w) ** 2).sum(axis=1) + (SENSITIVITY_D * (1 - d) ** 2).sum(axis=1)
-                + 2.0 * ((1 - w) * (1 - d)).sum(axis=1) + 1.5 * ((1 - w) * (1 - w_in)).sum(axis=1))
+        loss = (
+            0.5
+            + (SENSITIVITY_W * (1 - w) ** 2).sum(axis=1)
+            + (SENSITIVITY_D * (1 - d) ** 2).sum(axis=1)
+            + 2.0 * ((1 - w) * (1 - d)).sum(axis=1)
+            + 1.5 * ((1 - w) * (1 - w_in)).sum(axis=1)
+        )
         return np.column_stack([loss, latency])
 
-    return SearchProblem(lower, upper, evaluate, tuple(f"w{i}" for i in range(N_LAYERS))
-                         + tuple(f"d{i}" for i in range(N_LAYERS)))
+    return SearchProblem(
+        lower, upper, evaluate, tuple(f"w{i}" for i in range(N_LAYERS)) + tuple(f"d{i}" for i in range(N_LAYERS))
+    )
 
 
 def density_mask() -> np.ndarray:
@@ -97,6 +103,13 @@ def test_custom_survival_keeps_candidates_near_every_anchor(joint):
     plain = search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3, survival="nsga2"), progress=False)
     assert plain.anchors is None
     assert np.any(near_anchor_counts(plain.F, joint.anchors, tolerance) < 3)
+
+
+def test_explicit_anchors_put_candidates_at_the_budgets():
+    budgets = (5.0, 9.0)
+    result = search(synthetic(), SearchConfig(n_gen=15, seed=2, anchors=budgets), progress=False)
+    np.testing.assert_array_equal(result.anchors, budgets)
+    assert np.all(near_anchor_counts(result.F, result.anchors, 0.1) >= 4)
 
 
 def test_same_seed_same_front_other_seed_differs(joint):
@@ -147,8 +160,9 @@ def test_resume_refuses_a_run_directory_with_other_settings(tmp_path):
         search(synthetic(), SearchConfig(n_gen=2, seed=5), tmp_path, progress=False)
     mask = density_mask()
     with pytest.raises(SearchError, match="fixed_mask"):
-        search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, FixedGenes(mask, synthetic().upper),
-               progress=False)
+        search(
+            synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, FixedGenes(mask, synthetic().upper), progress=False
+        )
 
 
 @pytest.mark.parametrize("fix_densities", [True, False], ids=["channel_only", "weight_only"])
