@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from profiler.errors import UserError
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to a multiple of `divisor`, never below 90% of `value` (torchvision's rule)."""
@@ -156,7 +158,5 @@ MODELS = {"mobilenet_v2": MobileNetV2, "resnet18": ResNet18, "mobilenet_v1": Mob
 def build_model(name: str, **kwargs) -> nn.Module:
     """Build a reference model by name (mobilenet_v2, resnet18, mobilenet_v1) with its keyword options."""
     if name not in MODELS:
-        from profiler.errors import UserError
-
         raise UserError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
