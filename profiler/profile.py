@@ -19,7 +19,7 @@ from profiler.errors import UserError
 from profiler.harness import BatchModel, job_file, write_batch
 from profiler.kernel import KernelSpec
 from profiler.plan import load_plan
-from profiler.store import ResultsStore
+from profiler.store import OPTIONAL, ResultsStore
 from profiler.transports import open_transport
 
 BATCH_SIZE = 32
@@ -60,7 +60,7 @@ def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) ->
             "device": device.name, "runtime": runtime, "flavour": device.flavour, **m.spec.to_row(),
             "latency_ms": max(rec["median_ms"] - base["median_ms"], 1e-4), "iqr_ms": rec["iqr_ms"],
             "cv": rec["cv"], "model_ms": rec["median_ms"], "baseline_ms": base["median_ms"], "runs": rec["runs"],
-            "timestamp": stamp, "version": toolkit,
+            "timestamp": stamp, "version": toolkit, **{c: rec.get(c, d) for c, d in OPTIONAL.items()},
         })
     return rows, failed
 

@@ -11,8 +11,10 @@ import pandas as pd
 from profiler.errors import UserError
 from profiler.kernel import FIELDS, KernelSpec
 
+# Device state while measuring, where the device reports it (adb phones); tables written before them read as empty.
+OPTIONAL = {"governor": "", "freq_mhz": float("nan"), "temp_c": float("nan"), "throttled": False}
 COLUMNS = ["device", "runtime", "flavour", *FIELDS, "latency_ms", "iqr_ms", "cv", "model_ms", "baseline_ms",
-           "runs", "timestamp", "version"]
+           "runs", "timestamp", "version", *OPTIONAL]
 
 
 class ResultsStore:
@@ -28,9 +30,12 @@ class ResultsStore:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise UserError(f"{self.path}: corrupt results table ({err}); it was left untouched: "
                             "fix it or move it aside to start a new one") from None
-        missing = [c for c in COLUMNS if c not in table.columns]
+        missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL]
         if missing:
             raise UserError(f"{self.path}: not a results table, missing columns {missing}; it was left untouched")
+        for column, default in OPTIONAL.items():
+            if column not in table.columns:
+                table[column] = default
         if table[["latency_ms", *FIELDS]].isna().any().any():
             bad = table.index[table[["latency_ms", *FIELDS]].isna().any(axis=1)].tolist()
             raise UserError(f"{self.path}: corrupt results table, empty cells in rows {bad[:10]}; left untouched")

@@ -140,8 +140,11 @@ def test_unreachable_host_is_a_one_line_error(tmp_path, sshd):
 
 
 def test_missing_runtime_and_missing_python_say_so(tmp_path, sshd):
-    """/usr/bin/python3 (Debian's) has neither numpy nor any TFLite runtime: the runner names what it tried."""
-    device = board(tmp_path, sshd, python="/usr/bin/python3")
+    """A Python without site-packages has no TFLite runtime: the runner names what it tried."""
+    bare = tmp_path / "bare-python3"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    device = board(tmp_path, sshd, python=bare)
     with pytest.raises(DeviceError, match=r"device 'board'.*runner failed.*no litert runtime on this device"):
         profile_device(device, SPECS[:1], ResultsStore(tmp_path / "t.csv"))
     device = board(tmp_path, sshd, python="/no/such/python3")
