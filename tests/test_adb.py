@@ -228,7 +228,7 @@ def test_unknown_serial_unauthorized_missing_tool_and_missing_adb_are_clear(tmp_
     (phone / "state").write_text("device")
     with pytest.raises(DeviceError, match=r"benchmark_model not found .* at /data/local/tmp/bm on the phone"):
         open_transport(pixel(tmp_path, benchmark_model="/data/local/tmp/bm"))
-    with pytest.raises(DeviceError, match=r"adb client '/no/adb' not found: install it"):
+    with pytest.raises(DeviceError, match=r"cannot run the adb client '/no/adb' \(No such file or directory\)"):
         open_transport(pixel(tmp_path, adb="/no/adb"))
 
 
@@ -258,3 +258,27 @@ def test_tables_written_before_the_device_state_columns_still_load(tmp_path):
     store.append([{**row, "density": 0.5, "governor": "performance", "freq_mhz": 2400.0, "temp_c": 30.0,
                    "throttled": False}])
     assert len(ResultsStore(path).table) == 2
+
+
+def test_a_phone_dropping_mid_run_stops_only_itself_in_a_farm(tmp_path, phone, capsys):
+    """`jcw profile --device pixel --device here`: the phone goes offline in its 2nd batch; the local device
+    finishes, the phone's first batch is kept, the exit status is 1, and a re-run completes the phone."""
+    from jcw.cli import main
+
+    configure(phone, offline_after=5)
+    pixel(tmp_path)
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(devices.read_text() + "  here:\n    transport: local\n    runtime: litert\n    warmup: 1\n"
+                       "    repeats: 5\n    rounds: 1\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kernels:\n  - {op: conv, hw: 14, cin: 32, cout: [8, 16, 24, 32], density: [0.5, 1.0]}\n")
+    out = tmp_path / "results"
+    args = ["profile", "--device", "pixel", "--device", "here", "--devices", str(devices), "--plan", str(plan),
+            "--out", str(out), "--batch-size", "3"]
+    assert main(args) == 1
+    assert "pixel: stopped: device 'pixel'" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "here.csv")) == 8 and len(pd.read_csv(out / "pixel.csv")) == 3
+    (phone / "state").write_text("device")
+    configure(phone)
+    assert main(args) == 0
+    assert len(pd.read_csv(out / "pixel.csv")) == 8

@@ -168,11 +168,14 @@ class AdbTransport:
         try:
             return subprocess.run([self.adb, *args], capture_output=True, text=True, errors="replace",
                                   timeout=timeout)
-        except FileNotFoundError:
-            raise self._fail(f"adb client '{self.adb}' not found: install it (apt-get install adb) or set adb: "
-                             "in devices.yaml") from None
+        except OSError as err:
+            raise self._no_adb(err) from None
         except subprocess.TimeoutExpired:
             raise self._fail(f"`adb {' '.join(args[:3])}` timed out after {timeout:g} s") from None
+
+    def _no_adb(self, err: OSError) -> DeviceError:
+        return self._fail(f"cannot run the adb client '{self.adb}' ({err.strerror}): install it (apt-get install adb) "
+                          "or set adb: in devices.yaml")
 
     def _adb(self, *args: str, timeout: float) -> str:
         """Run `adb -s SERIAL ARGS`; its output, or DeviceError saying what happened to the phone."""
@@ -233,8 +236,11 @@ class AdbTransport:
         remote = f"{self.work_dir}/jcw-{secrets.token_hex(8)}"
         self._adb("push", str(batch_dir), remote, timeout=self.timeout)
         command = self.script(job["models"], remote, job)
-        proc = subprocess.Popen([self.adb, "-s", self.serial, "shell", command], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        try:
+            proc = subprocess.Popen([self.adb, "-s", self.serial, "shell", command], stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, errors="replace")
+        except OSError as err:
+            raise self._no_adb(err) from None
         expired = threading.Event()
         timer = threading.Timer(self.timeout, lambda: (expired.set(), proc.kill()))
         timer.start()
