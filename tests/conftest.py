@@ -98,27 +98,32 @@ def ssh_keys(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.fixture
-def sshd(tmp_path, ssh_keys):
-    """A real OpenSSH server on 127.0.0.1:<free port> accepting only `client_key`; stopped by its pid."""
-    if not os.path.exists(SSHD):
-        pytest.fail("sshd is not installed: run .ci/run (apt-get install openssh-server)")
+def start_sshd(directory: Path, keys: Path) -> SshServer:
+    """Configure and start an sshd in `directory` with `keys`/host_key, accepting only `keys`/client_key."""
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    directory = tmp_path / "sshd"
-    directory.mkdir()
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    shutil.copy(ssh_keys / "client_key.pub", directory / "authorized_keys")
+    shutil.copy(keys / "client_key.pub", directory / "authorized_keys")
     (directory / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {ssh_keys / 'host_key'}\n"
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host_key'}\n"
         f"AuthorizedKeysFile {directory / 'authorized_keys'}\nPidFile {directory / 'sshd.pid'}\n"
         "UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n"
         "LogLevel ERROR\n"
     )
-    host_pub = (ssh_keys / "host_key.pub").read_text().split()
+    host_pub = (keys / "host_key.pub").read_text().split()
     known_hosts = directory / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    server = SshServer(directory, port, ssh_keys / "client_key", known_hosts)
+    server = SshServer(directory, port, keys / "client_key", known_hosts)
     server.start()
+    return server
+
+
+@pytest.fixture
+def sshd(tmp_path, ssh_keys):
+    """A real OpenSSH server on 127.0.0.1:<free port> accepting only `client_key`; stopped by its pid."""
+    if not os.path.exists(SSHD):
+        pytest.fail("sshd is not installed: run .ci/run (apt-get install openssh-server)")
+    server = start_sshd(tmp_path / "sshd", ssh_keys)
     yield server
     server.kill()
