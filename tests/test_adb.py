@@ -261,8 +261,7 @@ def test_tables_written_before_the_device_state_columns_still_load(tmp_path):
 
 
 def test_a_phone_dropping_mid_run_stops_only_itself_in_a_farm(tmp_path, phone, capsys):
-    """`jcw profile --device pixel --device here`: the phone goes offline in its 2nd batch; the local device
-    finishes, the phone's first batch is kept, the exit status is 1, and a re-run completes the phone."""
+    """`jcw profile --device pixel --device here`, the phone offline in its 2nd batch: only it stops; re-run resumes."""
     from jcw.cli import main
 
     configure(phone, offline_after=5)

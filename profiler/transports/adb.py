@@ -47,12 +47,10 @@ _STATE_FN = (
 
 
 def parse_benchmark_output(text: str) -> dict | None:
-    """median_ms, iqr_ms, cv and runs from benchmark_model's output (either format); None if it has no timing.
-
-    Newer builds print `Inference timings in us: ..., Inference (avg): X`; every build prints
-    `count=N first=.. curr=.. min=.. max=.. avg=.. std=..` lines, warm-up first, the measured runs last.
-    iqr_ms is estimated from std as 1.349 std (exact for a normal distribution).
-    """
+    """median_ms, iqr_ms, cv and runs from benchmark_model's output (either format); None if it has no timing."""
+    # Newer builds print `Inference timings in us: ..., Inference (avg): X`; every build prints
+    # `count=N first=.. curr=.. min=.. max=.. avg=.. std=..` lines, warm-up first, the measured runs last.
+    # iqr_ms is estimated from std as 1.349 std (exact for a normal distribution).
     counts = [dict(_PAIR.findall(m.group(0))) for m in _COUNT_LINE.finditer(text)]
     last = next((c for c in reversed(counts) if "avg" in c), None)
     inference = _INFERENCE_AVG.search(text)
@@ -75,11 +73,9 @@ def cpus_of_mask(mask: str) -> list[int]:
 
 
 def device_state(lines: Iterable[str], max_temp_c: float | None) -> dict:
-    """governor, freq_mhz, temp_c and throttled from the state lines printed after a model.
-
-    Throttled: a pinned core's frequency is capped below its hardware maximum (thermal capping lowers
-    scaling_max_freq), or the temperature reached the entry's max_temp_c.
-    """
+    """governor, freq_mhz, temp_c and throttled from the state lines printed after a model."""
+    # Throttled: a pinned core's frequency is capped below its hardware maximum (thermal capping lowers
+    # scaling_max_freq), or the temperature reached the entry's max_temp_c.
     governors, freqs, capped, zones, battery = [], [], False, [], math.nan
     for line in lines:
         kind, _, rest = line.partition(" ")
@@ -218,7 +214,7 @@ class AdbTransport:
                  f"--num_runs={int(job.get('repeats', 20)) * int(job.get('rounds', 1))} "
                  f"--use_xnnpack={'true' if job.get('xnnpack', True) else 'false'}")
         bench = (f"jcw_bench() {{ echo \"{MARK} begin $1\"; {pin}{shlex.quote(self.benchmark_model)} "
-                 f"--graph=\"$2\" {flags} 2>&1; s=$?; jcw_state; echo \"{MARK} end $1 $s\"; }}")
+                 f"--graph=\"$2\" {flags} 2>&1; s=$?; echo; jcw_state; echo \"{MARK} end $1 $s\"; }}")
         calls = [f"jcw_bench {shlex.quote(m['id'])} {shlex.quote(m['file'])}" for m in models]
         return "; ".join([
             f"cd {q} || exit 97",

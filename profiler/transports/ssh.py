@@ -136,14 +136,12 @@ class SSHTransport:
         rest = path[1:].lstrip("/") if path.startswith("~") else path
         return f"{home.rstrip('/')}/{rest}".rstrip("/")
 
-    def _exec(self, command: str, what: str) -> str:
-        """Run a short command; its stdout, or DeviceError with its stderr."""
+    def _exec(self, command: str, what: str) -> None:
+        """Run a short command; DeviceError with its stderr if it fails."""
         _, stdout, stderr = self.client.exec_command(command, timeout=self.command_timeout)
-        out = stdout.read().decode(errors="replace")
         status = stdout.channel.recv_exit_status()
         if status:
             raise self._fail(f"cannot {what} (exit {status}): {_last_line(stderr.read())}")
-        return out
 
     def _push(self, batch_dir: Path, remote: str) -> None:
         self.sftp.mkdir(remote)
