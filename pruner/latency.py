@@ -1,0 +1,76 @@
+"""Latency of candidates: the profiling plan a model needs, and candidates priced with a kernel predictor.
+
+A candidate's latency is the sum of its kernels' predicted latencies plus a per-network overhead. On a
+device whose sparse kernels can be slower than dense ones (TFLite's built-in sparse FULLY_CONNECTED at
+high density), each sparse layer is priced at the faster of its sparse and dense forms, which is the
+choice the exporter makes with `prefer_dense`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from profiler.kernel import KernelSpec
+from pruner.space import SearchSpace
+
+PredictFn = Callable[[Sequence[KernelSpec]], np.ndarray]  # kernel specs -> latency in ms
+
+
+def profiling_plan(space: SearchSpace, block: str, candidates: int = 24, seed: int = 0) -> list[KernelSpec]:
+    """The distinct kernels of random candidates plus the smallest and full ones, with dense twins of
+    every sparse kernel: what a predictor for this model's search must have seen."""
+    rng = np.random.default_rng(seed)
+    genes = np.vstack([space.lower, space.full(), space.sample(rng, candidates)])
+    plan: dict[tuple, KernelSpec] = {}
+    for x in genes:
+        for spec in space.kernel_specs(x, block).values():
+            for s in (spec, spec.replace(density=1.0)):
+                plan.setdefault(s.key(), s)
+    return list(plan.values())
+
+
+@dataclass
+class CandidateLatency:
+    """Prices gene vectors on one device: kernel predictions summed, plus `overhead_ms` per network."""
+
+    space: SearchSpace
+    predict: PredictFn
+    block: str
+    overhead_ms: float = 0.0
+
+    def _priced(self, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
+        """Latency of each spec at its faster form, and whether that form is dense storage of a sparse layer."""
+        sparse = [i for i, s in enumerate(specs) if s.is_sparse]
+        lat = np.asarray(self.predict([*specs, *(specs[i].replace(density=1.0) for i in sparse)]), dtype=float)
+        cost, as_dense = lat[: len(specs)].copy(), np.zeros(len(specs), dtype=bool)
+        as_dense[sparse] = lat[len(specs):] < cost[sparse]
+        cost[sparse] = np.minimum(cost[sparse], lat[len(specs):])
+        return cost, as_dense
+
+    def layer_choices(self, x: Sequence[int] | np.ndarray) -> dict[str, tuple[KernelSpec, float]]:
+        """Per layer: the spec as it will be exported (dense where faster) and its predicted latency."""
+        specs = self.space.kernel_specs(x, self.block)
+        cost, as_dense = self._priced(list(specs.values()))
+        return {
+            name: (spec.replace(density=1.0) if dense else spec, float(c))
+            for (name, spec), c, dense in zip(specs.items(), cost, as_dense, strict=True)
+        }
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Predicted latency (ms) of each row of X, with one batched predictor call for all rows."""
+        X = np.atleast_2d(X)
+        specs, owners = [], []
+        for row, x in enumerate(X):
+            layer_specs = self.space.kernel_specs(x, self.block).values()
+            specs += layer_specs
+            owners += [row] * len(layer_specs)
+        cost, _ = self._priced(specs)
+        return np.bincount(owners, weights=cost, minlength=len(X)) + self.overhead_ms
+
+    def prefer_dense(self, spec: KernelSpec) -> bool:
+        """For the exporter: keep this sparse layer dense because dense is predicted faster."""
+        sparse, dense = self.predict([spec, spec.replace(density=1.0)])
+        return bool(dense < sparse)
