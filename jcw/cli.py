@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from predictor import cli as predictor_cli
 from profiler import cli as profiler_cli
 from profiler.errors import UserError
 
@@ -13,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jcw", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     profiler_cli.register(sub)
+    predictor_cli.register(sub)
     return parser
 
 def main(argv: list[str] | None = None) -> int:

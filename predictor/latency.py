@@ -1,0 +1,94 @@
+"""LatencyModel: the predictor's API for the CLI and the pruner (fit, predict kernels, predict networks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from predictor import metrics, network
+from predictor.models import MODELS
+from predictor.table import CONTEXT, TARGET, normalise, specs_frame
+from profiler.errors import UserError
+from profiler.kernel import KernelSpec
+
+Kernels = Sequence[KernelSpec] | pd.DataFrame
+
+
+class LatencyModel:
+    """A fitted latency regressor with its training table, device contexts and network overhead."""
+
+    def __init__(self, kind: str, regressor, training: pd.DataFrame, overhead: network.Overhead):
+        self.kind = kind
+        self.regressor = regressor
+        self.training = training
+        self.overhead = overhead
+        self.contexts = sorted(set(training[list(CONTEXT)].itertuples(index=False, name=None)))
+
+    @classmethod
+    def fit(cls, data: pd.DataFrame, kind: str = "physics", source: str = "table") -> LatencyModel:
+        """Fit a regressor (`kind` from predictor.models.MODELS) on a raw or normalised table."""
+        if kind not in MODELS:
+            raise UserError(f"unknown model kind '{kind}'; choose one of {', '.join(MODELS)}")
+        df = normalise(data, source)
+        return cls(kind, MODELS[kind]().fit(df), df, network.Overhead())
+
+    def _frame(self, kernels: Kernels, context: dict[str, str | None]) -> pd.DataFrame:
+        """Kernels as a normalised frame whose context is filled in (or checked against the model)."""
+        if isinstance(kernels, pd.DataFrame):
+            df = normalise(kernels, "kernels to predict", need_latency=False)
+        else:
+            df = specs_frame(kernels)
+        given = {k: v for k, v in context.items() if v is not None}
+        for k, v in given.items():
+            df[k] = v
+        if not given and (df[list(CONTEXT)] == "").all(axis=None) and len(self.contexts) == 1:
+            df[list(CONTEXT)] = self.contexts[0]
+        unknown = set(df[list(CONTEXT)].drop_duplicates().itertuples(index=False, name=None)) - set(self.contexts)
+        if unknown:
+            raise UserError(
+                f"the model was fitted for (device, runtime, flavour) {self.contexts}; "
+                f"it has no data for {sorted(unknown)}: pass device=/runtime=/flavour="
+            )
+        return df
+
+    def predict(
+        self,
+        kernels: Kernels,
+        device: str | None = None,
+        runtime: str | None = None,
+        flavour: str | None = None,
+    ) -> np.ndarray:
+        """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order."""
+        df = self._frame(kernels, {"device": device, "runtime": runtime, "flavour": flavour})
+        return self.regressor.predict(df)
+
+    def predict_network(
+        self,
+        kernels: Kernels,
+        device: str | None = None,
+        runtime: str | None = None,
+        flavour: str | None = None,
+    ) -> float:
+        """Latency in ms of a whole network: its kernels' sum plus the fitted per-network overhead."""
+        total = float(self.predict(kernels, device, runtime, flavour).sum())
+        return total + self.overhead(len(kernels))
+
+    def fit_overhead(
+        self,
+        networks: Sequence[Kernels],
+        measured_ms: Sequence[float],
+        device: str | None = None,
+        runtime: str | None = None,
+        flavour: str | None = None,
+    ) -> network.Overhead:
+        """Fit the per-network overhead from end-to-end latencies of whole networks; returns it."""
+        sums = [float(self.predict(n, device, runtime, flavour).sum()) for n in networks]
+        self.overhead = network.fit_overhead(np.array(sums), np.array([len(n) for n in networks]), measured_ms)
+        return self.overhead
+
+    def evaluate(self, data: pd.DataFrame) -> dict[str, float]:
+        """RMSPE and shares within +-5% / +-10% on a table with measured latency_ms."""
+        df = normalise(data, "evaluation table")
+        return metrics.summary(df[TARGET].to_numpy(), self.regressor.predict(df))

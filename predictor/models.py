@@ -1,0 +1,238 @@
+"""Latency regressors: the physics-shaped default and the baselines it is compared against.
+
+Every regressor has fit(frame) and predict(frame) -> ms, on frames from predictor.table.normalise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
+from scipy.spatial import QhullError
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import LinearRegression
+
+from predictor import features as F
+from predictor.table import TARGET
+
+
+def _relative_nnls(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, strength: float = 0.0):
+    """Non-negative c minimising sum((x c / y - 1)^2) + strength * |c - prior|^2 (relative least squares)."""
+    a, b = x / y[:, None], np.ones(len(y))
+    if prior is not None:
+        a = np.vstack([a, np.sqrt(strength) * np.eye(x.shape[1])])
+        b = np.concatenate([b, np.sqrt(strength) * prior])
+    return LinearRegression(positive=True, fit_intercept=False).fit(a, b).coef_
+
+
+class PhysicsModel:
+    """Default: a roofline-like base refitted per kernel family, refined by a monotone booster.
+
+    The base is latency = sum of non-negative costs per element read, written, per MAC and per
+    density ramp (so it extrapolates to unmeasured shapes and rises with cin, cout, density). It is
+    fitted globally, then per family shrunk towards the global fit, so a few measurements of a new
+    layer correct its scale. A gradient-boosted model then learns log latency from the physics
+    features and the base; `offset` of log(base) is fixed, so the booster's target still rises
+    with channels and density and its monotone constraints (which keep the whole prediction
+    monotone) cost little accuracy. Families with few rows are up-weighted (weight n^-1/2) so the
+    booster spends splits on them.
+    """
+
+    name = "physics+gbm"
+
+    def __init__(self, calibration_strength: float = 1.0, offset: float = 0.8, random_state: int = 0):
+        self.calibration_strength = calibration_strength
+        self.offset = offset
+        self.random_state = random_state
+
+    def fit(self, df: pd.DataFrame) -> PhysicsModel:
+        """Fit the global base, its per-family refits, then the booster."""
+        x, y = F.base_matrix(df), df[TARGET].to_numpy()
+        self.coef_ = _relative_nnls(x, y)
+        codes, keys = F.families(df)
+        self.families_ = {}
+        for code, key in enumerate(keys):
+            idx = np.flatnonzero(codes == code)
+            # In units of each term's typical share of latency, one prior strength suits every term.
+            share = np.median(x[idx] / y[idx, None], axis=0)
+            share[share == 0] = 1.0
+            unit = _relative_nnls(x[idx] / share, y[idx], self.coef_ * share, self.calibration_strength)
+            self.families_[key] = unit / share
+        tf = F.tree_frame(df)
+        self.categories_ = {c: sorted(tf[c].unique()) for c in F.CATEGORICAL}
+        log_base = np.log(self._base(x, codes, keys))
+        tf = self._encode(tf, log_base)
+        self.booster_ = HistGradientBoostingRegressor(
+            max_iter=200,
+            learning_rate=0.1,
+            min_samples_leaf=5,
+            categorical_features=[tf.columns.get_loc(c) for c in F.CATEGORICAL],
+            monotonic_cst=[int(c in F.MONOTONE_INCREASING or c == "log_base") for c in tf.columns],
+            random_state=self.random_state,
+        )
+        weight = np.bincount(codes)[codes] ** -0.5
+        self.booster_.fit(tf, np.log(y) - self.offset * log_base, sample_weight=weight)
+        return self
+
+    def _base(self, x: np.ndarray, codes: np.ndarray, keys: list[tuple]) -> np.ndarray:
+        """Base latency with each row's family coefficients (the global ones for unmeasured families)."""
+        coefs = np.vstack([self.families_.get(k, self.coef_) for k in keys])
+        return np.einsum("ij,ij->i", x, coefs[codes])
+
+    def _encode(self, tf: pd.DataFrame, log_base: np.ndarray) -> pd.DataFrame:
+        """Booster inputs: categoricals as the codes seen in fit (unseen -> missing), plus log(base)."""
+        for c in F.CATEGORICAL:
+            codes = pd.Categorical(tf[c], categories=self.categories_[c]).codes.astype(np.float64)
+            tf[c] = np.where(codes < 0, np.nan, codes)
+        tf["log_base"] = log_base
+        return tf
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms, one per row of df."""
+        codes, keys = F.families(df)
+        log_base = np.log(self._base(F.base_matrix(df), codes, keys))
+        return np.exp(self.booster_.predict(self._encode(F.tree_frame(df), log_base)) + self.offset * log_base)
+
+
+def _nnz_macs(df: pd.DataFrame) -> np.ndarray:
+    p = F.physics(df)
+    return (p["macs"] * p["density"]).to_numpy()
+
+
+class FlopsLinear:
+    """Baseline: latency = a + b * nonzero MACs (the FLOPs proxy), fitted for relative error."""
+
+    name = "linear-in-FLOPs"
+
+    def fit(self, df: pd.DataFrame) -> FlopsLinear:
+        """Least squares weighted by 1/latency^2, i.e. on relative errors."""
+        y = df[TARGET].to_numpy()
+        self.model_ = LinearRegression().fit(_nnz_macs(df)[:, None] / 1e6, y, sample_weight=y**-2.0)
+        return self
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms (floored at 1 us so it stays positive)."""
+        return np.maximum(self.model_.predict(_nnz_macs(df)[:, None] / 1e6), 1e-3)
+
+
+AXES = ("cout", "cin", "density")
+
+
+class _FamilyInterpolator:
+    """Linear interpolation of one family's latency over (cout, cin, density), nearest outside the data."""
+
+    def __init__(self, points: np.ndarray, values: np.ndarray):
+        self.axes = [j for j in range(points.shape[1]) if np.unique(points[:, j]).size > 1]
+        pts = points[:, self.axes]
+        grids = [np.unique(pts[:, j]) for j in range(pts.shape[1])]
+        self.nearest = NearestNDInterpolator(pts, values) if self.axes else None
+        self.value = float(values.mean())
+        self.linear = None
+        if self.axes and np.prod([g.size for g in grids]) == len(np.unique(pts, axis=0)) == len(pts):
+            # A full grid, as JCW measures: trilinear (multilinear) interpolation.
+            order = np.lexsort(pts.T[::-1])
+            shape = [g.size for g in grids]
+            self.linear = RegularGridInterpolator(grids, values[order].reshape(shape), bounds_error=False)
+        elif len(self.axes) > 1 and len(pts) > len(self.axes):
+            try:
+                self.linear = LinearNDInterpolator(pts, values)
+            except QhullError:
+                self.linear = None
+        elif len(self.axes) == 1 and len(pts) > 1:
+            order = np.argsort(pts[:, 0])
+            xs, ys = pts[order, 0], values[order]
+            self.linear = lambda q: np.interp(q[:, 0], xs, ys, left=np.nan, right=np.nan)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        if not self.axes:
+            return np.full(len(points), self.value)
+        pts = points[:, self.axes]
+        out = self.linear(pts) if self.linear is not None else np.full(len(pts), np.nan)
+        missing = np.isnan(out)
+        out[missing] = self.nearest(pts[missing])
+        return out
+
+
+class JCWInterpolation:
+    """Baseline: JCW's per-layer lookup table, linearly interpolated over (cout, cin, density).
+
+    Trilinear on a full grid; on scattered samples (a random subset of a grid) piecewise-linear
+    over their Delaunay cells; nearest measured point outside them. Families with no rows at all
+    fall back to linear-in-FLOPs (JCW itself cannot predict them).
+    """
+
+    name = "JCW interpolation"
+
+    def fit(self, df: pd.DataFrame) -> JCWInterpolation:
+        """One interpolator per kernel family."""
+        codes, keys = F.families(df)
+        pts, y = df[list(AXES)].to_numpy(np.float64), df[TARGET].to_numpy()
+        self.tables_ = {key: _FamilyInterpolator(pts[codes == c], y[codes == c]) for c, key in enumerate(keys)}
+        self.fallback_ = FlopsLinear().fit(df)
+        return self
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Interpolated latency in ms."""
+        codes, keys = F.families(df)
+        pts = df[list(AXES)].to_numpy(np.float64)
+        out = self.fallback_.predict(df)
+        for c, key in enumerate(keys):
+            if key in self.tables_:
+                rows = codes == c
+                out[rows] = self.tables_[key](pts[rows])
+        return out
+
+
+def _raw_shape(df: pd.DataFrame) -> np.ndarray:
+    """nn-Meter's conv features (HW, Cin, Cout, kernel, stride, FLOPs, params) plus groups and density."""
+    p = F.physics(df)
+    cols = [df[c].to_numpy() for c in ("h", "w", "cin", "cout", "k", "stride", "groups")]
+    return np.column_stack([*cols, p["density"], p["macs"], p["weights"]]).astype(np.float64)
+
+
+class NNMeterForest:
+    """Baseline: nn-Meter-style random forest on raw shape features (density added), latency in ms."""
+
+    name = "nn-Meter RF"
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+    def fit(self, df: pd.DataFrame) -> NNMeterForest:
+        """A 100-tree forest on the raw features."""
+        self.forest_ = RandomForestRegressor(n_estimators=100, random_state=self.random_state, n_jobs=1)
+        self.forest_.fit(_raw_shape(df), df[TARGET].to_numpy())
+        return self
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms."""
+        return self.forest_.predict(_raw_shape(df))
+
+
+class RawBoosting:
+    """Baseline: plain gradient boosting of log latency on the raw shape features (no physics)."""
+
+    name = "GBM raw"
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+    def fit(self, df: pd.DataFrame) -> RawBoosting:
+        """Default HistGradientBoosting on log latency."""
+        self.booster_ = HistGradientBoostingRegressor(random_state=self.random_state)
+        self.booster_.fit(_raw_shape(df), np.log(df[TARGET].to_numpy()))
+        return self
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Predicted latency in ms."""
+        return np.exp(self.booster_.predict(_raw_shape(df)))
+
+
+MODELS = {
+    "physics": PhysicsModel,
+    "flops-linear": FlopsLinear,
+    "jcw-interp": JCWInterpolation,
+    "nnmeter-rf": NNMeterForest,
+    "gbm-raw": RawBoosting,
+}
+"""Regressors by the name `jcw fit --kind` takes; "physics" is the default."""

@@ -1,0 +1,125 @@
+"""Read, validate and normalise kernel tables (CSV or Parquet) into KernelSpec columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profiler.errors import UserError
+from profiler.kernel import FIELDS, KernelSpec
+
+SHAPE_COLUMNS = ("k", "stride", "cin", "cout", "density")
+TARGET = "latency_ms"
+DEFAULTS = {"op": "conv", "groups": 1, "block": "1x4", "activation": "none"}
+CONTEXT = ("device", "runtime", "flavour")
+"""Where a kernel ran: part of a row's identity, empty when the table does not say."""
+INT_FIELDS = ("h", "w", "cin", "cout", "k", "stride", "groups")
+STR_FIELDS = ("op", "block", "activation", *CONTEXT)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Load a CSV or Parquet file as it is (Parquet by suffix .parquet/.pq, CSV otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"table {path}: no such file")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise UserError(f"table {path}: cannot be read ({err})") from err
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write a table as Parquet (suffix .parquet/.pq) or CSV."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+
+
+def _rows(mask: np.ndarray) -> str:
+    """Name the offending rows, counting data rows from 1 (the header is not a row)."""
+    rows = (np.flatnonzero(mask) + 1).tolist()
+    shown = ", ".join(map(str, rows[:10]))
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{f' and {len(rows) - 10} more' if len(rows) > 10 else ''}"
+
+
+def normalise(df: pd.DataFrame, source: str = "table", need_latency: bool = True) -> pd.DataFrame:
+    """Return the KernelSpec fields (+ context, + latency_ms) of a raw table, checked and typed.
+
+    Accepts `hw` for square inputs, fills optional columns with their defaults, and raises
+    a UserError naming the file and rows for anything the predictor cannot use.
+    """
+    if len(df) == 0:
+        raise UserError(f"{source}: the table is empty (no rows)")
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    if "h" in df.columns and "w" in df.columns:
+        out["h"], out["w"] = df["h"].to_numpy(), df["w"].to_numpy()
+    elif "hw" in df.columns:
+        out["h"] = out["w"] = df["hw"].to_numpy()
+    else:
+        raise UserError(f"{source}: missing column 'hw' (or both 'h' and 'w'); columns are {list(df.columns)}")
+    required = SHAPE_COLUMNS + ((TARGET,) if need_latency else ())
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for c in required:
+        out[c] = df[c].to_numpy()
+    for c, default in DEFAULTS.items():
+        out[c] = df[c].fillna(default).to_numpy() if c in df.columns else default
+    for c in CONTEXT:
+        out[c] = df[c].fillna("").astype(str).to_numpy() if c in df.columns else ""
+
+    numeric = [*INT_FIELDS, "density"]
+    values = out[numeric].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna().any(axis=1).to_numpy()
+    if bad.any():
+        raise UserError(f"{source}: missing or non-numeric shape values in {_rows(bad)}")
+    frac = (values[list(INT_FIELDS)] % 1 != 0).any(axis=1).to_numpy()
+    if frac.any():
+        raise UserError(f"{source}: non-integer sizes in {_rows(frac)}")
+    out[list(INT_FIELDS)] = values[list(INT_FIELDS)].astype(np.int64)
+    out["density"] = values["density"].astype(np.float64)
+    for c in STR_FIELDS:
+        out[c] = out[c].astype(str)
+    if need_latency:
+        lat = pd.to_numeric(out[TARGET], errors="coerce").astype(np.float64)
+        bad = ~(lat > 0).to_numpy()
+        if bad.any():
+            raise UserError(f"{source}: latency_ms must be a positive number; NaN, empty or <= 0 in {_rows(bad)}")
+        out[TARGET] = lat
+    _check_specs(out, source)
+    return out
+
+
+def _check_specs(df: pd.DataFrame, source: str) -> None:
+    """Validate each distinct shape with KernelSpec itself, so the predictor accepts what the pruner can ask."""
+    distinct = df[list(FIELDS)].drop_duplicates()
+    for idx, row in zip(distinct.index, distinct.to_dict("records"), strict=True):
+        try:
+            KernelSpec(**row)
+        except UserError as err:
+            same = (df[list(FIELDS)] == distinct.loc[idx]).all(axis=1).to_numpy()
+            raise UserError(f"{source}: {_rows(same)}: {err}") from err
+
+
+def load(paths: str | Path | Sequence[str | Path], need_latency: bool = True) -> pd.DataFrame:
+    """Read and normalise one or more tables into one frame (rows in file order)."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    return pd.concat([normalise(read_table(p), str(p), need_latency) for p in paths], ignore_index=True)
+
+
+def specs_frame(specs: Sequence[KernelSpec]) -> pd.DataFrame:
+    """KernelSpecs as a frame of their fields, built column by column (fast for large batches)."""
+    if not specs:
+        raise UserError("no kernels to predict")
+    df = pd.DataFrame({f: [getattr(s, f) for s in specs] for f in FIELDS})
+    for c in CONTEXT:
+        df[c] = ""
+    return df
