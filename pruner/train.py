@@ -52,14 +52,16 @@ def train(
     model: nn.Module,
     train_loader: Iterable,
     epochs: int,
-    lr: float = 0.05,
+    lr: float | None = None,
+    optimizer: str = "adam",
     schedule: str = "cosine",
     val_loader: Iterable | None = None,
     patience: int | None = None,
-    weight_decay: float = 4e-5,
+    weight_decay: float = 0.0,
     desc: str = "train",
 ) -> list[dict]:
-    """SGD with momentum; pruning masks (torch.nn.utils.prune) stay applied at every step.
+    """Train with Adam (default lr 2e-3) or SGD with Nesterov momentum (default lr 0.05); pruning masks
+    (torch.nn.utils.prune) stay applied at every step.
 
     `schedule` is "cosine" or "constant". With `val_loader` each epoch is evaluated; with `patience`
     training stops after that many epochs without a better validation loss and the best weights are kept.
@@ -68,10 +70,15 @@ def train(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'constant'")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr or 2e-3, weight_decay=weight_decay)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr or 0.05, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sgd'")
     steps = epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
+        opt, (lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
         if schedule == "cosine" else (lambda s: 1.0)
     )
     history, best, best_state, stale = [], float("inf"), None, 0
@@ -81,9 +88,9 @@ def train(
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
         for x, y in bar:
             loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            opt.step()
             scheduler.step()
             running, seen = running + loss.item() * len(y), seen + len(y)
             bar.set_postfix(loss=f"{running / seen:.3f}")

@@ -53,7 +53,7 @@ def test_training_learns_and_masked_zeros_stay_zero(mnist):
     mask_weights(model, {"3": 0.3}, block="1x4")
     zeros = conv.weight == 0
     before = evaluate(model, mnist["val"].loader(500, limit=1000))
-    history = train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=3, lr=0.1,
+    history = train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=3, optimizer="sgd", lr=0.1,
                     val_loader=mnist["val"].loader(500, limit=1000), patience=2)
     after = evaluate(model, mnist["val"].loader(500, limit=1000))
     assert after.top1 > before.top1 + 0.4 and after.loss < before.loss
@@ -63,7 +63,7 @@ def test_training_learns_and_masked_zeros_stay_zero(mnist):
 
 def test_bn_recalibration_recovers_a_model_with_stale_statistics(mnist):
     model = small_net()
-    train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=1, lr=0.1)
+    train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=1)
     val = mnist["val"].loader(500, limit=1000)
     good = evaluate(model, val)
     for m in model.modules():
