@@ -1,0 +1,80 @@
+"""Model checkpoints: an architecture name, its arguments and weights; pruned ones also hold their candidate."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from profiler.errors import UserError
+from pruner.apply import apply_candidate
+from pruner.graph import analyze
+from pruner.models import build_model
+from pruner.space import SearchSpace
+
+
+@dataclass
+class Checkpoint:
+    """A model with what is needed to rebuild it; `genes` and `block` are set for a pruned model."""
+
+    model: nn.Module
+    arch: str
+    kwargs: dict
+    input_shape: tuple[int, int, int, int]
+    genes: tuple[int, ...] | None = None
+    block: str | None = None
+
+    def space(self) -> SearchSpace:
+        """The search space of the unpruned architecture (default grids and bounds)."""
+        return SearchSpace(analyze(build_model(self.arch, **self.kwargs), self.input_shape))
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "arch": ckpt.arch, "kwargs": ckpt.kwargs, "input_shape": [int(v) for v in ckpt.input_shape],
+        "genes": [int(g) for g in ckpt.genes] if ckpt.genes is not None else None, "block": ckpt.block,
+        "state_dict": ckpt.model.state_dict(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the model (pruned to its candidate, masks attached, if it is a pruned checkpoint)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        arch, kwargs, shape = payload["arch"], payload["kwargs"], tuple(payload["input_shape"])
+    except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path}: not a jcw checkpoint ({type(err).__name__}: {err})") from None
+    model = build_model(arch, **kwargs)
+    ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"])
+    if ckpt.genes is not None:
+        ckpt.model = apply_candidate(model, ckpt.space(), np.asarray(ckpt.genes), block=ckpt.block)
+    try:
+        ckpt.model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit {arch}{kwargs}: {str(err).splitlines()[0]}") from None
+    return ckpt.__class__(ckpt.model.eval(), arch, kwargs, shape, ckpt.genes, ckpt.block)
+
+
+def parse_genes(text: str) -> np.ndarray:
+    """A candidate given on the command line: comma-separated grid indices, e.g. "9,7,9,4,...")."""
+    try:
+        return np.array([int(v) for v in text.replace(" ", "").split(",") if v != ""], dtype=int)
+    except ValueError:
+        raise UserError(f"candidate {text[:60]!r}: expected comma-separated integers (the genes column)") from None
+
+
+def format_genes(x: np.ndarray) -> str:
+    return ",".join(str(int(v)) for v in x)
