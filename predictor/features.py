@@ -124,5 +124,7 @@ def tree_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def families(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple]]:
     """Each row's family number and the distinct FAMILY keys (tuples) those numbers index."""
-    codes, uniques = pd.MultiIndex.from_frame(df[list(FAMILY)]).factorize()
-    return codes, list(uniques)
+    cols = df[list(FAMILY)]
+    codes = cols.groupby(list(FAMILY), sort=False).ngroup().to_numpy()
+    first = np.unique(codes, return_index=True)[1]
+    return codes, list(cols.iloc[first].itertuples(index=False, name=None))

@@ -63,8 +63,8 @@ class PhysicsModel:
         log_base = np.log(self._base(x, codes, keys))
         tf = self._encode(tf, log_base)
         self.booster_ = HistGradientBoostingRegressor(
-            max_iter=200,
-            learning_rate=0.1,
+            max_iter=100,
+            learning_rate=0.2,
             min_samples_leaf=5,
             categorical_features=[tf.columns.get_loc(c) for c in F.CATEGORICAL],
             monotonic_cst=[int(c in F.MONOTONE_INCREASING or c == "log_base") for c in tf.columns],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +120,7 @@ def specs_frame(specs: Sequence[KernelSpec]) -> pd.DataFrame:
     """KernelSpecs as a frame of their fields, built column by column (fast for large batches)."""
     if not specs:
         raise UserError("no kernels to predict")
-    df = pd.DataFrame({f: [getattr(s, f) for s in specs] for f in FIELDS})
+    df = pd.DataFrame(list(map(attrgetter(*FIELDS), specs)), columns=list(FIELDS))
     for c in CONTEXT:
         df[c] = ""
     return df

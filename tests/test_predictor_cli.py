@@ -1,0 +1,50 @@
+"""`jcw fit` and `jcw predict` end to end through jcw.cli.main."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from jcw.cli import main
+from tests.test_predictor_model import PHONE
+
+
+def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
+    raw = pd.read_csv(PHONE)
+    raw[raw["layer"].isin([1, 7])].to_parquet(tmp_path / "train.parquet")
+    assert (
+        main(
+            ["fit", "--data", str(PHONE), "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "m.jcwm")]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    held_out = float(out.split("within +-10% ")[1].split("%")[0])
+    assert held_out > 95
+    configs = raw.sample(200, random_state=3).drop(columns="latency_ms")
+    configs.to_csv(tmp_path / "configs.csv", index=False)
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "m.jcwm"),
+                "--configs",
+                str(tmp_path / "configs.csv"),
+                "--out",
+                str(tmp_path / "pred.csv"),
+            ]
+        )
+        == 0
+    )
+    pred = pd.read_csv(tmp_path / "pred.csv")
+    assert list(pred.columns) == [*configs.columns, "predicted_ms"]
+    pd.testing.assert_frame_equal(pred.drop(columns="predicted_ms"), configs.reset_index(drop=True))
+    truth = raw.loc[configs.index, "latency_ms"].to_numpy()
+    assert (abs(pred["predicted_ms"] / truth - 1) < 0.1).mean() > 0.95
+
+
+def test_fit_reports_a_missing_column(tmp_path, capsys):
+    pd.read_csv(PHONE).drop(columns="density").to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["fit", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.jcwm")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "density" in err
