@@ -1,0 +1,154 @@
+"""Accuracy estimators for the search: one interface, X [n, d] gene vectors -> [n, 2] (loss, top-1) per row.
+
+Estimators: the proxy (inherit the trained weights, apply the candidate, recalibrate BatchNorm, evaluate on a
+held-out split), the weight-sharing supernet (pruner.supernet) and any user function of a pruned model. All
+cache results by gene vector (NSGA-II revisits candidates) and run torch single-threaded by default: on a
+small shared CPU, extra threads make tiny convs far slower.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruner.apply import apply_candidate
+from pruner.data import Split
+from pruner.space import SearchSpace
+from pruner.train import Evaluation, evaluate, recalibrate_bn
+
+LOSS, TOP1 = 0, 1  # columns of an estimator's output
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Estimator(Protocol):
+    """Maps candidate gene vectors X [n, d] to an [n, 2] float array of (loss, top-1) per row."""
+
+    def __call__(self, X: np.ndarray) -> np.ndarray: ...
+
+
+def as_loss_fn(estimator: Estimator) -> Callable[[np.ndarray], np.ndarray]:
+    """The estimator's loss column alone, X [n, d] -> [n]: the accuracy objective of the search."""
+    return lambda X: estimator(X)[:, LOSS]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` torch threads (None: leave as is), restoring the previous count."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class ProxyData:
+    """Fixed batches: `calibration` (training images) recomputes BatchNorm statistics, `held_out` scores.
+
+    Materialised once so that every candidate sees the very same images (deterministic, comparable).
+    `held_out` must never come from the test split.
+    """
+
+    calibration: Batches
+    held_out: Batches
+
+
+def proxy_data(calibration: Iterable, held_out: Iterable, bn_batches: int = 10) -> ProxyData:
+    """ProxyData from any loaders of (images, labels): the first `bn_batches` calibration batches, all held-out."""
+    return ProxyData(list(itertools.islice(calibration, bn_batches)), list(held_out))
+
+
+def mnist_proxy_data(
+    splits: Mapping[str, Split], val_size: int = 1000, bn_batches: int = 10, batch_size: int = 64, seed: int = 0
+) -> ProxyData:
+    """MNIST ProxyData: seeded shuffled "train" batches to calibrate, the first `val_size` "val" images to score."""
+    calibration = splits["train"].loader(batch_size, shuffle=True, seed=seed)
+    return proxy_data(calibration, splits["val"].loader(500, limit=val_size), bn_batches)
+
+
+def calibrated_evaluation(model: nn.Module, data: ProxyData) -> Evaluation:
+    """Recalibrate `model`'s BatchNorm on the calibration batches (seeded, for dropout), then score held-out."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        recalibrate_bn(model, data.calibration, len(data.calibration))
+    return evaluate(model, data.held_out)
+
+
+@dataclass(eq=False)
+class CachedEstimator:
+    """An Estimator from a per-candidate `score`; each distinct gene vector is scored once, then cached."""
+
+    score: Callable[[np.ndarray], Evaluation]
+    threads: int | None = 1
+    cache: dict[tuple[int, ...], Evaluation] = field(default_factory=dict)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        rows = np.atleast_2d(np.asarray(X)).astype(int)
+        with torch_threads(self.threads):
+            for x in rows:
+                key = tuple(x.tolist())
+                if key not in self.cache:
+                    self.cache[key] = self.score(x)
+        return np.array([[e.loss, e.top1] for e in (self.cache[tuple(x.tolist())] for x in rows)], dtype=float)
+
+
+@dataclass(eq=False)
+class ProxyScore:
+    """JCW's proxy fitness: the trained weights, pruned to the candidate, BN recalibrated, scored held-out."""
+
+    model: nn.Module
+    space: SearchSpace
+    data: ProxyData
+    block: str = "1x4"
+
+    def __call__(self, x: np.ndarray) -> Evaluation:
+        return calibrated_evaluation(apply_candidate(self.model, self.space, x, self.block), self.data)
+
+
+def proxy_estimator(
+    model: nn.Module, space: SearchSpace, data: ProxyData, block: str = "1x4", threads: int | None = 1
+) -> CachedEstimator:
+    """The proxy estimator of trained `model` over `space` (block: the target device's sparsity block)."""
+    return CachedEstimator(ProxyScore(model, space, data, block), threads)
+
+
+@dataclass(eq=False)
+class UserScore:
+    """A user's function of the pruned model (optionally BN-recalibrated first) as a candidate's score.
+
+    `fn` returns a loss (top-1 is then NaN) or an Evaluation.
+    """
+
+    model: nn.Module
+    space: SearchSpace
+    fn: Callable[[nn.Module], float | Evaluation]
+    block: str = "1x4"
+    calibration: Batches | None = None
+
+    def __call__(self, x: np.ndarray) -> Evaluation:
+        pruned = apply_candidate(self.model, self.space, x, self.block)
+        if self.calibration is not None:
+            recalibrate_bn(pruned, self.calibration, len(self.calibration))
+        result = self.fn(pruned)
+        return result if isinstance(result, Evaluation) else Evaluation(float(result), float("nan"))
+
+
+def user_estimator(
+    model: nn.Module,
+    space: SearchSpace,
+    fn: Callable[[nn.Module], float | Evaluation],
+    block: str = "1x4",
+    calibration: Batches | None = None,
+    threads: int | None = 1,
+) -> CachedEstimator:
+    """An estimator calling `fn` on each candidate's pruned copy of `model` (e.g. lambda m: my_eval(m))."""
+    return CachedEstimator(UserScore(model, space, fn, block, calibration), threads)
