@@ -8,6 +8,7 @@ import sys
 from predictor import cli as predictor_cli
 from profiler import cli as profiler_cli
 from profiler.errors import UserError
+from pruner import cli as pruner_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     profiler_cli.register(sub)
     predictor_cli.register(sub)
+    pruner_cli.register(sub)
     return parser
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,7 +70,12 @@ class CandidateLatency:
         cost, _ = self._priced(specs)
         return np.bincount(owners, weights=cost, minlength=len(X)) + self.overhead_ms
 
-    def prefer_dense(self, spec: KernelSpec) -> bool:
-        """For the exporter: keep this sparse layer dense because dense is predicted faster."""
-        sparse, dense = self.predict([spec, spec.replace(density=1.0)])
+
+def prefer_dense(predict: PredictFn) -> Callable[[KernelSpec], bool]:
+    """The exporter's per-layer choice: store a sparse layer dense when dense is predicted faster."""
+
+    def choose(spec: KernelSpec) -> bool:
+        sparse, dense = predict([spec, spec.replace(density=1.0)])
         return bool(dense < sparse)
+
+    return choose

@@ -1,0 +1,191 @@
+"""`jcw train | export | measure | finetune`: the pruner's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a reference model on MNIST and save a checkpoint")
+    p.add_argument("--arch", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "mobilenet_v1"])
+    p.add_argument("--width", type=float, default=0.5, help="width multiplier (default 0.5)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.set_defaults(run=run_train)
+
+    p = sub.add_parser("plan", help="write the profiling plan a model's search needs (its layers' kernels)")
+    p.add_argument("--model", required=True, help="unpruned checkpoint")
+    _device_args(p)
+    p.add_argument("--candidates", type=int, default=24, help="random candidates whose kernels to include")
+    p.add_argument("--out", required=True, help="plan file to write (YAML, for jcw profile --plan)")
+    p.set_defaults(run=run_plan)
+
+    p = sub.add_parser("export", help="export a (pruned) checkpoint for a device: TFLite or ONNX")
+    p.add_argument("--model", required=True, help="checkpoint (from jcw train or jcw finetune)")
+    p.add_argument("--candidate", help="genes to apply to an unpruned checkpoint, comma-separated")
+    _device_args(p)
+    p.add_argument("--predictor", help="latency model (jcw fit): keep a sparse layer dense where dense is faster")
+    p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device)")
+    p.set_defaults(run=run_export)
+
+    p = sub.add_parser("measure", help="time exported networks end to end on a device")
+    _device_args(p)
+    p.add_argument("--predictor", help="latency model (jcw fit) to print predicted beside measured latency")
+    p.add_argument("files", nargs="+", help="exported model files (with their .json sidecars for prediction)")
+    p.set_defaults(run=run_measure)
+
+    p = sub.add_parser("finetune", help="fine-tune a pruned candidate with its weight masks fixed")
+    p.add_argument("--model", required=True, help="unpruned checkpoint")
+    p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
+    _device_args(p)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--out", required=True, help="pruned checkpoint to write")
+    p.set_defaults(run=run_finetune)
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", required=True, help="a device in devices.yaml")
+    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pruner.checkpoint import Checkpoint, save_checkpoint
+    from pruner.data import load_mnist
+    from pruner.models import build_model
+    from pruner.train import evaluate, train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    data = load_mnist()
+    kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": args.width}
+    model = build_model(args.arch, **kwargs)
+    train(model, data["train"].loader(64, shuffle=True, limit=args.limit), args.epochs, desc=f"train {args.arch}")
+    ev = evaluate(model, data["val"].loader(500))
+    save_checkpoint(args.out, Checkpoint(model, args.arch, kwargs, (1, 1, 28, 28)))
+    print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    import yaml
+
+    from profiler.devices import get_device
+    from pruner.checkpoint import load_checkpoint
+    from pruner.latency import profiling_plan
+
+    device = get_device(args.device, args.devices)
+    ckpt = load_checkpoint(args.model)
+    specs = profiling_plan(ckpt.space(), device.block, args.candidates)
+    entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
+                "density": s.density, "activation": s.activation, "block": s.block} for s in specs]
+    Path(args.out).write_text(f"# kernels of {ckpt.arch} x{ckpt.kwargs} for device {device.name}\n"
+                              + yaml.safe_dump({"kernels": entries}, sort_keys=False, default_flow_style=None))
+    print(f"wrote {args.out}: {len(specs)} kernels")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from predictor import persist
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+    from pruner.apply import apply_candidate
+    from pruner.checkpoint import load_checkpoint, parse_genes
+    from pruner.export import export
+    from pruner.latency import prefer_dense
+
+    device = get_device(args.device, args.devices)
+    ckpt = load_checkpoint(args.model)
+    model = ckpt.model
+    if args.candidate:
+        if ckpt.genes is not None:
+            raise UserError(f"{args.model} is already pruned; --candidate applies to an unpruned checkpoint")
+        model = apply_candidate(model, ckpt.space(), parse_genes(args.candidate), block=device.block)
+    predictor = persist.load(args.predictor) if args.predictor else None
+    chooser = prefer_dense(predictor.predict) if predictor and device.flavour != "onnx" else None
+    exported = export(model.eval(), ckpt.input_shape, device.flavour, ckpt.block or device.block, chooser)
+    out = Path(args.out)
+    if out.suffix != exported.suffix:
+        raise UserError(f"{out}: device '{device.name}' runs {exported.suffix} models; use that suffix")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(exported.model)
+    specs = [layer.spec for layer in exported.layers]
+    sidecar = {
+        "device": device.name, "flavour": exported.flavour, "input_shape": list(ckpt.input_shape),
+        "predicted_ms": predictor.predict_network(specs) if predictor else None,
+        "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
+                    **layer.spec.to_row()} for layer in exported.layers],
+    }
+    Path(f"{out}.json").write_text(json.dumps(sidecar, indent=1))
+    kept_dense = [layer.name for layer in exported.layers if layer.pruned_density < 1 and layer.storage == "dense"]
+    sparse = sum(layer.storage == "sparse" for layer in exported.layers)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.flavour}): {sparse} sparse layers"
+          + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
+    if sidecar["predicted_ms"] is not None:
+        print(f"predicted latency on {device.name}: {sidecar['predicted_ms']:.3f} ms")
+    return 0
+
+
+def run_measure(args: argparse.Namespace) -> int:
+    from predictor import persist
+    from profiler.devices import get_device
+    from profiler.kernel import KernelSpec
+    from profiler.measure import measure_files
+
+    device = get_device(args.device, args.devices)
+    predictor = persist.load(args.predictor) if args.predictor else None
+    status = 0
+    print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
+    for result in measure_files(device, args.files):
+        if "error" in result:
+            print(f"{result['file']:<40} failed: {result['error'].splitlines()[0]}")
+            status = 1
+            continue
+        predicted = None
+        sidecar = Path(result["file"] + ".json")
+        if predictor is not None and sidecar.is_file():
+            specs = [KernelSpec.from_row(layer) for layer in json.loads(sidecar.read_text())["layers"]]
+            predicted = predictor.predict_network(specs)
+        gap = f"{predicted / result['latency_ms'] - 1:+.1%}" if predicted else ""
+        shown = f"{predicted:.3f}" if predicted else "-"
+        print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")
+    return status
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+    from pruner.apply import apply_candidate
+    from pruner.checkpoint import Checkpoint, load_checkpoint, parse_genes, save_checkpoint
+    from pruner.data import load_mnist
+    from pruner.train import evaluate, train
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    device = get_device(args.device, args.devices)
+    ckpt = load_checkpoint(args.model)
+    if ckpt.genes is not None:
+        raise UserError(f"{args.model} is already pruned; fine-tune from the unpruned checkpoint")
+    genes = parse_genes(args.candidate)
+    data = load_mnist()
+    pruned = apply_candidate(ckpt.model, ckpt.space(), genes, block=device.block, norm="l2")
+    val = data["val"].loader(500)
+    before = evaluate(pruned, val)
+    train(pruned, data["train"].loader(64, shuffle=True, limit=args.limit), args.epochs, lr=args.lr,
+          optimizer=args.optimizer, schedule=args.schedule, val_loader=val, patience=args.patience, desc="finetune")
+    after = evaluate(pruned, val)
+    save_checkpoint(args.out, Checkpoint(pruned, ckpt.arch, ckpt.kwargs, ckpt.input_shape, tuple(genes), device.block))
+    print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
+          f" wrote {args.out}")
+    return 0

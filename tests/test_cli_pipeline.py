@@ -1,0 +1,70 @@
+"""The command-line pipeline end to end on a tiny configuration, with real MNIST, torch, LiteRT and this machine
+as the device: train -> plan -> profile -> fit -> export -> measure -> finetune -> export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from jcw.cli import main
+from pruner.checkpoint import format_genes, load_checkpoint
+
+
+def jcw(*args) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory holding a briefly trained checkpoint, ckpt.pt."""
+    d = tmp_path_factory.mktemp("pipeline")
+    threads = torch.get_num_threads()
+    assert jcw("train", "--epochs", 1, "--limit", 640, "--width", 0.35, "--out", d / "ckpt.pt") == 0
+    yield d
+    torch.set_num_threads(threads)
+
+
+def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
+    ckpt, plan, results, pred = (workdir / n for n in ("ckpt.pt", "plan.yaml", "results", "pred.zip"))
+    assert jcw("plan", "--model", ckpt, "--device", "local-sparse", "--candidates", 2, "--out", plan) == 0
+    assert jcw("profile", "--device", "local-sparse", "--plan", plan, "--out", results) == 0
+    assert jcw("fit", "--data", results / "local-sparse.csv", "--out", pred) == 0
+
+    base = load_checkpoint(ckpt)
+    space = base.space()
+    genes = space.sample(np.random.default_rng(3), 1)[0]
+    cand = workdir / "cand.tflite"
+    capsys.readouterr()
+    assert jcw("export", "--model", ckpt, "--candidate", format_genes(genes), "--device", "local-sparse",
+               "--predictor", pred, "--out", cand) == 0
+    sidecar = json.loads((workdir / "cand.tflite.json").read_text())
+    assert sidecar["predicted_ms"] > 0 and len(sidecar["layers"]) == len(space.graph.layers)
+    wanted = space.densities(genes)
+    for layer in sidecar["layers"]:
+        if layer["name"] in wanted:
+            assert layer["pruned_density"] == pytest.approx(wanted[layer["name"]], abs=0.06)
+            assert layer["storage"] == ("sparse" if layer["density"] < 1 else "dense")
+
+    assert jcw("measure", "--device", "local-sparse", "--predictor", pred, cand) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(cand))][0].split()
+    measured, predicted = float(row[1]), float(row[2])
+    assert measured > 0 and 0.25 < predicted / measured < 4  # same order; accuracy is the benchmark's job
+
+    tuned = workdir / "tuned.pt"
+    assert jcw("finetune", "--model", ckpt, "--candidate", format_genes(genes), "--device", "local-sparse",
+               "--limit", 320, "--out", tuned) == 0
+    pruned = load_checkpoint(tuned)
+    assert pruned.genes == tuple(int(g) for g in genes)
+    modules = dict(pruned.model.named_modules())
+    for name, density in wanted.items():
+        assert float((modules[name].weight != 0).float().mean()) == pytest.approx(density, abs=0.06)
+    assert jcw("export", "--model", tuned, "--device", "local-onnx", "--out", workdir / "tuned.onnx") == 0
+
+
+def test_export_refuses_a_wrong_suffix_and_a_candidate_for_a_pruned_model(workdir, capsys):
+    ckpt = workdir / "ckpt.pt"
+    assert jcw("export", "--model", ckpt, "--device", "local-onnx", "--out", workdir / "x.tflite") == 2
+    assert "runs .onnx models" in capsys.readouterr().err
+    assert jcw("export", "--model", workdir / "nope.pt", "--device", "local", "--out", workdir / "x.tflite") == 2
+    assert "nope.pt: no such checkpoint" in capsys.readouterr().err
