@@ -89,7 +89,7 @@ def test_full_subnet_equals_the_model_and_slices_keep_the_most_important_channel
     with torch.no_grad():
         reference = model(images)
         assert torch.allclose(supernet.subnet(space.full()).eval()(images), reference, atol=1e-4)
-        assert any(not torch.equal(a, b) for a, b in zip(supernet.model.parameters(), model.parameters()))
+        assert any(not torch.equal(a, b) for a, b in zip(supernet.model.parameters(), model.parameters(), strict=True))
 
         # narrow one residual group alone: apply_candidate keeps its top-L1 channels, and so must the slice
         loose = SearchSpace(space.graph, width_bounds=dict.fromkeys(KINDS, 0.1))
