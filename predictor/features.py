@@ -83,23 +83,24 @@ def density_ramps(density: np.ndarray) -> np.ndarray:
     return np.clip((density[:, None] - lo) / (hi - lo), 0.0, 1.0)
 
 
-def base_matrix(df: pd.DataFrame) -> np.ndarray:
-    """The base model's design matrix (columns BASE_FEATURES), in millions of elements."""
-    p = physics(df)
-    ramps = density_ramps(p["density"].to_numpy()) * p["macs"].to_numpy()[:, None]
-    cols = [
-        np.ones(len(p)),
-        p["in_elems"].to_numpy(),
-        p["patch_elems"].to_numpy(),
-        p["out_elems"].to_numpy(),
-        p["weights"].to_numpy() * p["density"].to_numpy(),
-    ]
-    return np.column_stack([np.column_stack(cols)[:, :1], np.column_stack([*cols[1:], ramps]) / 1e6])
+def base_matrix(p: pd.DataFrame) -> np.ndarray:
+    """The base model's design matrix (columns BASE_FEATURES) from physics(); counts in millions."""
+    macs = p["macs"].to_numpy()
+    counts = np.column_stack(
+        [
+            p["in_elems"].to_numpy(),
+            p["patch_elems"].to_numpy(),
+            p["out_elems"].to_numpy(),
+            p["weights"].to_numpy() * p["density"].to_numpy(),
+            macs,
+            density_ramps(p["density"].to_numpy()) * macs[:, None],
+        ]
+    )
+    return np.column_stack([np.ones(len(p)), counts / 1e6])
 
 
-def tree_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The residual booster's features (TREE_FEATURES), categoricals as pandas categories."""
-    p = physics(df)
+def tree_frame(df: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
+    """The booster's features (TREE_FEATURES) from a kernel frame and its physics()."""
     out = pd.DataFrame(
         {
             "h": df["h"].to_numpy(),

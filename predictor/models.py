@@ -47,7 +47,8 @@ class PhysicsModel:
 
     def fit(self, df: pd.DataFrame) -> PhysicsModel:
         """Fit the global base, its per-family refits, then the booster."""
-        x, y = F.base_matrix(df), df[TARGET].to_numpy()
+        p = F.physics(df)
+        x, y = F.base_matrix(p), df[TARGET].to_numpy()
         self.coef_ = _relative_nnls(x, y)
         codes, keys = F.families(df)
         self.families_ = {}
@@ -58,7 +59,7 @@ class PhysicsModel:
             share[share == 0] = 1.0
             unit = _relative_nnls(x[idx] / share, y[idx], self.coef_ * share, self.calibration_strength)
             self.families_[key] = unit / share
-        tf = F.tree_frame(df)
+        tf = F.tree_frame(df, p)
         self.categories_ = {c: sorted(tf[c].unique()) for c in F.CATEGORICAL}
         log_base = np.log(self._base(x, codes, keys))
         tf = self._encode(tf, log_base)
@@ -90,8 +91,9 @@ class PhysicsModel:
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms, one per row of df."""
         codes, keys = F.families(df)
-        log_base = np.log(self._base(F.base_matrix(df), codes, keys))
-        return np.exp(self.booster_.predict(self._encode(F.tree_frame(df), log_base)) + self.offset * log_base)
+        p = F.physics(df)
+        log_base = np.log(self._base(F.base_matrix(p), codes, keys))
+        return np.exp(self.booster_.predict(self._encode(F.tree_frame(df, p), log_base)) + self.offset * log_base)
 
 
 def _nnz_macs(df: pd.DataFrame) -> np.ndarray:
