@@ -1,0 +1,122 @@
+"""One search run: the accuracy-latency fronts of joint, channel-only and weight-only pruning and of uniform
+width multipliers, with the same estimator, predictor and budget, and the files a user reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pruner.estimate import LOSS, TOP1, Estimator
+from pruner.search import (
+    FixedGenes,
+    SearchConfig,
+    SearchProblem,
+    best_under_budgets,
+    hypervolumes,
+    plot_fronts,
+    search,
+    shared_ref_point,
+    uniform_sweep,
+)
+from pruner.space import SearchSpace
+
+METHODS = ("joint", "channel-only", "weight-only")
+MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+
+
+def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:
+    """The genes a method leaves alone: densities at 1.0 for channel-only, widths at 1.0 for weight-only."""
+    if method == "joint":
+        return None
+    n_width = len(space.graph.groups)
+    mask = np.zeros(space.n_var, dtype=bool)
+    if method == "channel-only":
+        mask[n_width:] = True
+    elif method == "weight-only":
+        mask[:n_width] = True
+    else:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return FixedGenes(mask, space.upper)
+
+
+def uniform_candidate(space: SearchSpace, multiplier: float) -> np.ndarray:
+    """Every width gene at `multiplier` (within its bounds), every layer dense: the uniform baseline."""
+    width = int(np.argmin(np.abs(np.asarray(space.width_grid) - multiplier)))
+    return np.clip(np.r_[[width] * len(space.graph.groups), space.upper[len(space.graph.groups):]],
+                   space.lower, space.upper)
+
+
+@dataclass
+class Fronts:
+    """Each method's front (genes, latency_ms, loss, top1), their hypervolumes against one reference point,
+    and the joint front's best candidate under each budget."""
+
+    fronts: dict[str, pd.DataFrame]
+    hypervolume: dict[str, float]
+    ref_point: np.ndarray
+    budgets: pd.DataFrame
+
+
+def run_fronts(
+    space: SearchSpace,
+    latency: Callable[[np.ndarray], np.ndarray],
+    estimator: Estimator,
+    out: str | Path,
+    config: SearchConfig | None = None,
+    budgets: Sequence[float] = (),
+    methods: Sequence[str] = METHODS,
+    progress: bool = True,
+) -> Fronts:
+    """Search each method (checkpointed under out/<method>, so an interrupted run resumes), sweep uniform
+    multipliers, and write pareto.csv, pareto_layers.csv, fronts.png, summary.json and budgets.csv to `out`."""
+    out, config = Path(out), config or SearchConfig()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def objectives(X: np.ndarray) -> np.ndarray:
+        return np.column_stack([estimator(X)[:, LOSS], latency(X)])
+
+    problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names)
+    fronts = {}
+    for method in methods:
+        result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress)
+        fronts[method] = result.front
+    distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
+    uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
+    fronts["uniform"] = uniform.drop(columns="multiplier")
+    for table in fronts.values():
+        genes = table[list(space.gene_names)].to_numpy(int)
+        table["top1"] = estimator(genes)[:, TOP1] if len(genes) else []
+        table.insert(0, "genes", [",".join(map(str, g)) for g in genes])
+    ref = shared_ref_point(fronts)
+    result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
+                    if "joint" in fronts else pd.DataFrame())
+    _write(space, result, out, config)
+    return result
+
+
+def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) -> None:
+    summary_cols = ["method", "genes", "latency_ms", "loss", "top1"]
+    table = pd.concat([t.assign(method=m) for m, t in result.fronts.items()], ignore_index=True)
+    table[summary_cols].to_csv(out / "pareto.csv", index=False)
+    layers = []
+    for row in table.itertuples(index=False):
+        genes = np.array([int(g) for g in row.genes.split(",")])
+        per_layer = space.table(genes)[["layer", "op", "cin", "cout", "full_cout", "density"]]
+        layers.append(per_layer.assign(method=row.method, genes=row.genes, latency_ms=row.latency_ms))
+    pd.concat(layers, ignore_index=True).to_csv(out / "pareto_layers.csv", index=False)
+    plot_fronts(result.fronts, out / "fronts.png", y="top1",
+                budgets=result.budgets["budget_ms"].tolist() if len(result.budgets) else ())
+    result.budgets.to_csv(out / "budgets.csv", index=False)
+    summary = {
+        "hypervolume": result.hypervolume,
+        "ref_point": {"loss": result.ref_point[0], "latency_ms": result.ref_point[1]},
+        "front_sizes": {m: len(t) for m, t in result.fronts.items()},
+        "config": dataclasses.asdict(config),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
