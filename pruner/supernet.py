@@ -60,7 +60,7 @@ class Supernet:
         return out
 
     def subnet(self, x: np.ndarray, masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
-        """The candidate's standalone sub-network: first-k channels of the shared tensors (copied), masked."""
+        """The candidate's standalone sub-network (eval mode): the shared tensors' first-k channels, masked."""
         masks = self.masks(x) if masks is None else masks
         sizes = self.space.graph.layer_channels(self.space.channels(x))
         sizes |= {bn: sizes[conv] for bn, conv in self.norms.items()}
@@ -76,7 +76,7 @@ class Supernet:
                 if key == "weight" and name in masks:
                     new = new * masks[name]
                 setattr(module, key, nn.Parameter(new) if isinstance(tensor, nn.Parameter) else new)
-        return sub
+        return sub.eval()
 
     def add_grads(self, sub: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         """Add a sub-network's gradients (masked weights get none) into the matching prefix of the shared ones."""
@@ -247,7 +247,6 @@ def train_supernet(
         train_step(supernet, images, labels, sandwich(supernet.space, rng, pool), optimizer)
         for (images, labels), _ in zip(batches, range(steps), strict=False)
     ]
-    supernet.model.eval()
     return losses
 
 

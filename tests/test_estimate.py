@@ -10,7 +10,7 @@ from pruner.apply import apply_candidate, layer_densities
 from pruner.data import load_mnist
 from pruner.estimate import as_loss_fn, mnist_proxy_data, proxy_estimator, user_estimator
 from pruner.graph import KINDS, analyze, measured_channels
-from pruner.models import MobileNetV2
+from pruner.models import MobileNetV2, build_model
 from pruner.space import SearchSpace
 from pruner.supernet import SupernetEstimator, build_supernet, sandwich, train_step
 from pruner.train import evaluate, recalibrate_bn
@@ -173,3 +173,19 @@ def test_a_user_function_of_the_pruned_model_plugs_in(trained, data):
     out = estimator(np.vstack([ends(space), space.lower]))
     assert len(seen) == 2 and seen[0] != seen[1]
     assert out[1, 0] > out[0, 0] and out[1, 0] == out[2, 0] and np.isnan(out[:, 1]).all()
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1"])
+def test_supernet_slices_other_reference_models(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, width_mult=0.25).eval()
+    space = SearchSpace(analyze(model, (1, 3, 32, 32)))
+    supernet = build_supernet(model, space)
+    images = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(supernet.subnet(space.full())(images), model(images), atol=1e-4)
+        candidate = space.sample(np.random.default_rng(0), 1)[0]
+        sub = supernet.subnet(candidate)
+        assert sub(images).shape == (8, 10)
+    names = [layer.name for layer in space.graph.layers]
+    assert measured_channels(sub, names) == space.graph.layer_channels(space.channels(candidate))
