@@ -75,12 +75,16 @@ def mnist_proxy_data(
     return proxy_data(calibration, splits["val"].loader(500, limit=val_size), bn_batches)
 
 
-def calibrated_evaluation(model: nn.Module, data: ProxyData) -> Evaluation:
-    """Recalibrate `model`'s BatchNorm on the calibration batches (seeded, for dropout), then score held-out."""
+def recalibrate(model: nn.Module, calibration: Batches) -> nn.Module:
+    """Recompute `model`'s BatchNorm statistics on all `calibration` batches, seeded (dropout) for determinism."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        recalibrate_bn(model, data.calibration, len(data.calibration))
-    return evaluate(model, data.held_out)
+        return recalibrate_bn(model, calibration, len(calibration))
+
+
+def calibrated_evaluation(model: nn.Module, data: ProxyData) -> Evaluation:
+    """Recalibrate `model`'s BatchNorm on the calibration batches, then score it on the held-out batches."""
+    return evaluate(recalibrate(model, data.calibration), data.held_out)
 
 
 @dataclass(eq=False)
@@ -136,9 +140,7 @@ class UserScore:
 
     def __call__(self, x: np.ndarray) -> Evaluation:
         pruned = apply_candidate(self.model, self.space, x, self.block)
-        if self.calibration is not None:
-            recalibrate_bn(pruned, self.calibration, len(self.calibration))
-        result = self.fn(pruned)
+        result = self.fn(pruned if self.calibration is None else recalibrate(pruned, self.calibration))
         return result if isinstance(result, Evaluation) else Evaluation(float(result), float("nan"))
 
 
