@@ -125,16 +125,16 @@ def _set_widths(module: nn.Module, cin: int, cout: int) -> None:
 def _conv_norms(model: nn.Module, graph: ModelGraph) -> dict[str, str]:
     """Each BatchNorm's producing conv (the BN reads its output directly), by one traced forward pass."""
     names = {id(m): n for n, m in model.named_modules()}
-    outputs: dict[int, str] = {}
+    outputs: dict[int, tuple[torch.Tensor, str]] = {}  # holding each output keeps its id unique
     norms: dict[str, str] = {}
 
     def hook(module, inputs, output):
         if isinstance(module, nn.BatchNorm2d):
             if id(inputs[0]) not in outputs:
                 raise SupernetError(f"BatchNorm '{names[id(module)]}' does not directly follow a conv")
-            norms[names[id(module)]] = outputs[id(inputs[0])]
+            norms[names[id(module)]] = outputs[id(inputs[0])][1]
         else:
-            outputs[id(output)] = names[id(module)]
+            outputs[id(output)] = (output, names[id(module)])
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.BatchNorm2d)]
     try:
@@ -202,12 +202,15 @@ def sandwich(space: SearchSpace, rng: np.random.Generator, pool: np.ndarray | No
 
 
 def train_step(
-    supernet: Supernet, images: torch.Tensor, labels: torch.Tensor, candidates: np.ndarray, optimizer
+    supernet: Supernet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    candidates: np.ndarray,
+    optimizer: torch.optim.Optimizer,
 ) -> float:
-    """One shared-weight step: candidates[0] (the largest) learns the labels, the rest distil from it.
+    """One shared-weight step: candidates[0] (the largest, in the sandwich rule) learns the labels.
 
-    The students match the largest's soft targets (KL divergence, in-place distillation). Returns the
-    largest candidate's cross-entropy.
+    The others match its soft targets (KL divergence: in-place distillation). Returns its cross-entropy.
     """
     optimizer.zero_grad(set_to_none=True)
     teacher, teacher_loss = None, float("nan")
