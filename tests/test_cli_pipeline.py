@@ -4,6 +4,7 @@ as the device: train -> plan -> profile -> fit -> export -> measure -> finetune 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -50,6 +51,17 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(cand))][0].split()
     measured, predicted = float(row[1]), float(row[2])
     assert measured > 0 and 0.25 < predicted / measured < 4  # same order; accuracy is the benchmark's job
+
+    search = workdir / "search"
+    budget = round(1.05 * measured, 4)
+    assert jcw("search", "--model", ckpt, "--device", "local-sparse", "--predictor", pred, "--out", search,
+               "--generations", 2, "--population", 8, "--val-size", 128, "--budgets", f"{budget},0.00001") == 0
+    printed = capsys.readouterr().out
+    assert "budget 1e-05 ms: no candidate within" in printed
+    pareto = pd.read_csv(search / "pareto.csv")
+    assert {"joint", "channel-only", "weight-only", "uniform"} == set(pareto.method)
+    picks = pd.read_csv(search / "budgets.csv")
+    assert picks.found.tolist() == [pareto[pareto.method == "joint"].latency_ms.min() <= budget, False]
 
     tuned = workdir / "tuned.pt"
     assert jcw("finetune", "--model", ckpt, "--candidate", format_genes(genes), "--device", "local-sparse",
