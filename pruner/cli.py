@@ -13,6 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=float, default=0.5, help="width multiplier (default 0.5)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--input-size", type=int, default=28, help="MNIST scaled to this many pixels a side")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.set_defaults(run=run_train)
 
@@ -84,7 +85,7 @@ def run_search(args: argparse.Namespace) -> int:
     from predictor import load
     from profiler.devices import get_device
     from pruner.checkpoint import load_checkpoint
-    from pruner.data import load_mnist
+    from pruner.data import load_mnist_sized
     from pruner.estimate import mnist_proxy_data, proxy_estimator
     from pruner.fronts import run_fronts
     from pruner.latency import CandidateLatency
@@ -98,7 +99,7 @@ def run_search(args: argparse.Namespace) -> int:
     predictor = load(args.predictor)
     latency = CandidateLatency(space, predictor.predict, device.block,
                                predictor.overhead(len(space.graph.layers)))
-    data = load_mnist()
+    data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000)
     proxy = mnist_proxy_data(data, args.val_size)
     if args.estimator == "proxy":
         estimator = proxy_estimator(ckpt.model, space, proxy, device.block)
@@ -131,18 +132,19 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from pruner.checkpoint import Checkpoint, save_checkpoint
-    from pruner.data import load_mnist
+    from pruner.data import load_mnist_sized
     from pruner.models import build_model
     from pruner.train import evaluate, train
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    data = load_mnist()
+    data = load_mnist_sized(args.input_size, args.limit)
     kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": args.width}
     model = build_model(args.arch, **kwargs)
-    train(model, data["train"].loader(64, shuffle=True, limit=args.limit), args.epochs, desc=f"train {args.arch}")
+    train(model, data["train"].loader(64, shuffle=True), args.epochs, desc=f"train {args.arch}")
     ev = evaluate(model, data["val"].loader(500))
-    save_checkpoint(args.out, Checkpoint(model, args.arch, kwargs, (1, 1, 28, 28)))
+    shape = (1, 1, args.input_size, args.input_size)
+    save_checkpoint(args.out, Checkpoint(model, args.arch, kwargs, shape))
     print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
     return 0
 
@@ -239,7 +241,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from profiler.errors import UserError
     from pruner.apply import apply_candidate
     from pruner.checkpoint import Checkpoint, load_checkpoint, parse_genes, save_checkpoint
-    from pruner.data import load_mnist
+    from pruner.data import load_mnist_sized
     from pruner.train import evaluate, train
 
     torch.manual_seed(0)
@@ -249,11 +251,11 @@ def run_finetune(args: argparse.Namespace) -> int:
     if ckpt.genes is not None:
         raise UserError(f"{args.model} is already pruned; fine-tune from the unpruned checkpoint")
     genes = parse_genes(args.candidate)
-    data = load_mnist()
+    data = load_mnist_sized(ckpt.input_shape[-1], args.limit)
     pruned = apply_candidate(ckpt.model, ckpt.space(), genes, block=device.block, norm="l2")
     val = data["val"].loader(500)
     before = evaluate(pruned, val)
-    train(pruned, data["train"].loader(64, shuffle=True, limit=args.limit), args.epochs, lr=args.lr,
+    train(pruned, data["train"].loader(64, shuffle=True), args.epochs, lr=args.lr,
           optimizer=args.optimizer, schedule=args.schedule, val_loader=val, patience=args.patience, desc="finetune")
     after = evaluate(pruned, val)
     save_checkpoint(args.out, Checkpoint(pruned, ckpt.arch, ckpt.kwargs, ckpt.input_shape, tuple(genes), device.block))

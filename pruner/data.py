@@ -39,10 +39,22 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
 
+    def resized(self, size: int, limit: int | None = None) -> Split:
+        """The (first `limit`) images scaled bilinearly to size x size, e.g. 56 for larger, more measurable layers."""
+        x, y = (self.x, self.y) if limit is None else (self.x[:limit], self.y[:limit])
+        if x.shape[-1] == size:
+            return Split(x, y)
+        return Split(torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), y)
+
     def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0, limit: int | None = None):
         x, y = (self.x, self.y) if limit is None else (self.x[:limit], self.y[:limit])
         gen = torch.Generator().manual_seed(seed)
         return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def load_mnist_sized(size: int = 28, train_limit: int | None = None) -> dict[str, Split]:
+    """MNIST at `size` x `size` pixels (the input size of a model's checkpoint); "train" cut to `train_limit`."""
+    return {name: split.resized(size, train_limit if name == "train" else None) for name, split in load_mnist().items()}
 
 
 def mnist_path() -> Path:

@@ -23,7 +23,7 @@ from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from pruner.apply import apply_candidate
 from pruner.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from pruner.data import load_mnist
+from pruner.data import load_mnist_sized
 from pruner.estimate import mnist_proxy_data, proxy_estimator
 from pruner.export import export
 from pruner.fronts import run_fronts
@@ -31,7 +31,7 @@ from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
 from pruner.models import build_model
 from pruner.report import write_report
 from pruner.search import SearchConfig
-from pruner.train import evaluate, train
+from pruner.train import evaluate, recalibrate_bn, train
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class DemoConfig:
     device: str = "local-sparse"
     devices_file: str = "devices.yaml"
     width: float = 0.5
+    input_size: int = 56  # MNIST scaled 2x: layers large enough that their latency is well above timer noise
     train_images: int = 25000
     train_epochs: int = 2
     plan_candidates: int = 16
@@ -70,9 +71,9 @@ def _train_model(path: Path, cfg: DemoConfig, data) -> Checkpoint:
     kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": cfg.width}
     torch.manual_seed(cfg.seed)
     model = build_model("mobilenet_v2", **kwargs)
-    train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed, limit=cfg.train_images), cfg.train_epochs,
-          desc="train MobileNetV2")
-    return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, (1, 1, 28, 28))))
+    train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.train_epochs, desc="train MobileNetV2")
+    shape = (1, 1, cfg.input_size, cfg.input_size)
+    return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, shape)))
 
 
 def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path) -> dict:
@@ -99,9 +100,10 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     torch.set_num_threads(1)  # small convs: more threads only add contention on this machine
     step = Steps(10)
     device = get_device(cfg.device, cfg.devices_file)
-    data = load_mnist()
+    data = load_mnist_sized(cfg.input_size, cfg.train_images)
 
-    step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images (cached in model.pt)")
+    step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
+         " (cached in model.pt)")
     base = _train_model(out / "model.pt", cfg, data)
     full_eval = evaluate(base.model, data["test"].loader(1000))
     space = base.space()
@@ -162,7 +164,9 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     results = {}
     for name, (row, ckpt) in tuned.items():
         genes = np.array(ckpt.genes)
-        before = evaluate(apply_candidate(base.model, space, genes, device.block), data["test"].loader(1000))
+        pruned = apply_candidate(base.model, space, genes, device.block)
+        recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches)
+        before = evaluate(pruned, data["test"].loader(1000))
         results[name] = {"row": row, "ckpt": ckpt, "before": before,
                          "after": evaluate(ckpt.model, data["test"].loader(1000)),
                          "table": space.table(genes)}

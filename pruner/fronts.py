@@ -73,8 +73,9 @@ def run_fronts(
     methods: Sequence[str] = METHODS,
     progress: bool = True,
 ) -> Fronts:
-    """Search each method (checkpointed under out/<method>, so an interrupted run resumes), sweep uniform
-    multipliers, and write pareto.csv, pareto_layers.csv, fronts.png, summary.json and budgets.csv to `out`."""
+    """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
+    uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
+    fronts.png, summary.json and budgets.csv to `out`."""
     out, config = Path(out), config or SearchConfig()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -82,11 +83,13 @@ def run_fronts(
         return np.column_stack([estimator(X)[:, LOSS], latency(X)])
 
     problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names)
+    distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
+    seeds = np.array(list(distinct))  # every method starts from the uniform candidates (where its genes allow)
     fronts = {}
     for method in methods:
-        result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress)
+        result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
+                        seeds=seeds)
         fronts[method] = result.front
-    distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
     for table in fronts.values():

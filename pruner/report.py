@@ -15,9 +15,10 @@ sparsity would buy nothing there; the built-in kernels run a 1x1 conv as FULLY_C
 1x4-block sparse weights (TFLite's 1x4 = 4 consecutive input channels, "4x1" in this toolkit's in x out
 naming), which does get faster with sparsity, and is the one sparse path this machine can measure for
 real. On an ARM phone the XNNPACK sparse path applies instead (`devices.yaml: pixel`, block "1x4"): the same
-search, profiled there, prices weight sparsity as that phone runs it. Latencies here are for 28x28 MNIST
-inputs, so whole networks take well under a millisecond and per-invoke overhead matters: it is fitted from
-end-to-end measurements and added to every prediction.
+search, profiled there, prices weight sparsity as that phone runs it. MNIST digits are scaled to
+{size}x{size} so that layers are large enough for their latency to stand well above timer noise; whole
+networks still take about a millisecond, so the per-invoke overhead is fitted from end-to-end
+measurements and added to every prediction.
 """
 
 
@@ -48,7 +49,8 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
                        "front size": [len(fronts.fronts[m]) for m in fronts.hypervolume]})
     lines = [
         "# JCW demo report", "",
-        f"MobileNetV2 x{cfg.width} on MNIST, pruned for `{device.name}` ({device.description}).", "",
+        f"MobileNetV2 x{cfg.width} on MNIST ({cfg.input_size}x{cfg.input_size}), pruned for `{device.name}` "
+        f"({device.description}).", "",
         f"Full model: test top-1 {full_eval.top1:.2%}.", "",
         "## Accuracy vs latency fronts", "",
         "Joint channel + weight pruning against channel-only, weight-only and uniform width multipliers, "
@@ -91,7 +93,7 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
         f"{held_out['within10_pct']:.1f}% within +-10%, {held_out['within5_pct']:.1f}% within +-5%, "
         f"RMSPE {held_out['rmspe_pct']:.1f}%. Per-network overhead fitted end to end: "
         f"{overhead.per_network_ms:.4f} ms + {overhead.per_kernel_ms:.5f} ms per kernel.", "",
-        "## The device", "", NOTE.format(device=device.name), "",
+        "## The device", "", NOTE.format(device=device.name, size=cfg.input_size), "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -160,21 +160,32 @@ class SearchConfig:
 
 
 class EndsAndRandomSampling(Sampling):
-    """IntegerRandomSampling whose first two rows are the lower (smallest) and upper (full) candidates."""
+    """IntegerRandomSampling whose first rows are the lower (smallest) and upper (full) candidates, then `seeds`."""
+
+    def __init__(self, seeds: np.ndarray | None = None):
+        super().__init__()
+        self.seeds = np.zeros((0, 0), dtype=int) if seeds is None else np.atleast_2d(seeds).astype(int)
 
     def _do(self, problem, n_samples, *args, random_state=None, **kwargs) -> np.ndarray:
         X = IntegerRandomSampling()._do(problem, n_samples, random_state=random_state)
-        ends = np.stack([problem.xl, problem.xu])[:n_samples]
-        X[: len(ends)] = ends
+        first = np.stack([problem.xl, problem.xu])
+        if self.seeds.size:
+            first = np.vstack([first, np.clip(self.seeds, problem.xl, problem.xu)])
+        first = first[:n_samples]
+        X[: len(first)] = first
         return X
 
 
-def make_algorithm(config: SearchConfig, n_var: int, anchors: np.ndarray | None) -> NSGA2:
-    """NSGA-II with JCW's integer operators (children rounded to the grid, duplicates removed) and survival."""
+def make_algorithm(
+    config: SearchConfig, n_var: int, anchors: np.ndarray | None, seeds: np.ndarray | None = None
+) -> NSGA2:
+    """NSGA-II with JCW's integer operators (children rounded to the grid, duplicates removed) and survival.
+
+    `seeds` are candidates placed in the initial population after the two ends (with include_ends)."""
     survival = AnchorSurvival(anchors) if config.survival == "jcw" else RankAndCrowding()
     return NSGA2(
         pop_size=config.pop_size,
-        sampling=EndsAndRandomSampling() if config.include_ends else IntegerRandomSampling(),
+        sampling=EndsAndRandomSampling(seeds) if config.include_ends else IntegerRandomSampling(),
         crossover=SBX(prob=config.sbx_prob, eta=config.sbx_eta, vtype=float, repair=RoundingRepair()),
         mutation=PM(prob=1.0, prob_var=1.0 / n_var, eta=config.pm_eta, vtype=float, repair=RoundingRepair()),
         survival=survival,
@@ -251,8 +262,8 @@ def load_checkpoint(path: Path, state: dict) -> tuple[Algorithm, np.ndarray | No
     differ = [
         f.name for f in dataclasses.fields(new) if f.name != "n_gen" and getattr(old, f.name) != getattr(new, f.name)
     ]
-    for key in ("lower", "upper", "fixed_mask", "fixed_values"):
-        if not np.array_equal(saved[key], state[key]):
+    for key in ("lower", "upper", "fixed_mask", "fixed_values", "seeds"):
+        if not np.array_equal(saved.get(key), state[key]):
             differ.append(key)
     if differ:
         raise SearchError(f"{path} belongs to a run with different {', '.join(differ)}: use another run directory")
@@ -265,11 +276,17 @@ def search(
     run_dir: str | Path | None = None,
     fixed: FixedGenes | None = None,
     progress: bool = True,
+    seeds: np.ndarray | None = None,
 ) -> SearchResult:
-    """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`)."""
+    """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`).
+
+    `seeds` (full gene vectors) start in the initial population, e.g. dense candidates for a joint search."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
+    if seeds is not None:
+        seeds = np.atleast_2d(seeds).astype(int)[:, ~mask]
     state = {
+        "seeds": np.zeros((0, inner.n_var), dtype=int) if seeds is None else seeds,
         "version": CHECKPOINT_VERSION,
         "config": config,
         "lower": problem.lower,
@@ -300,7 +317,7 @@ def search(
             anchors = np.array(config.anchors, dtype=float)
         elif config.survival == "jcw":
             anchors = spread_anchors(*latency_range, config.n_anchors)
-        algorithm = make_algorithm(config, inner.n_var, anchors)
+        algorithm = make_algorithm(config, inner.n_var, anchors, seeds)
         algorithm.setup(pymoo_problem, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
     state.update(anchors=anchors, ref_point=ref_point)
 

@@ -245,3 +245,13 @@ def test_bad_evaluator_output_is_a_clear_error():
         search(broken, SearchConfig(n_gen=2), progress=False)
     with pytest.raises(SearchError, match="outside the bounds"):
         search(problem, SearchConfig(n_gen=2), fixed=FixedGenes(density_mask(), np.zeros(12, int)), progress=False)
+
+
+def test_seeds_start_in_the_first_generation_and_in_the_checkpoint_settings(tmp_path):
+    calls: list = []
+    seed = np.array([8, 5, 6, 5, 5, 5] + [9] * N_LAYERS)
+    search(synthetic(calls), SearchConfig(n_gen=1, pop_size=16), tmp_path, progress=False, seeds=seed[None])
+    first = np.vstack(calls)[:16]
+    assert any(np.array_equal(row, seed) for row in first)
+    with pytest.raises(SearchError, match="seeds"):
+        search(synthetic(), SearchConfig(n_gen=2, pop_size=16), tmp_path, progress=False)
