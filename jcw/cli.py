@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     profiler_cli.register(sub)
     predictor_cli.register(sub)
+    predictor_cli.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` is the predictor's
     pruner_cli.register(sub)
     return parser
 

@@ -1,14 +1,22 @@
-"""`jcw fit` and `jcw predict`: fit a latency model from measurement tables, and apply it to a table."""
+"""`jcw fit`, `jcw predict`, and `jcw profile --adaptive` (measure where the latency model needs it)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-from predictor import persist, table
+from predictor import adaptive, persist, table
 from predictor.latency import LatencyModel
 from predictor.models import MODELS
+from profiler.devices import get_device
+from profiler.errors import UserError
+from profiler.plan import load_plan
+from profiler.profile import BATCH_SIZE
+from profiler.store import ResultsStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,3 +63,44 @@ def run_predict(args: argparse.Namespace) -> int:
     table.write_table(out, args.out)
     print(f"predicted {len(out)} rows; wrote {args.out}")
     return 0
+
+
+def add_adaptive_args(parser: argparse.ArgumentParser) -> None:
+    """Give `jcw profile` the adaptive flags; with --adaptive it runs run_adaptive, else the plain profile."""
+    g = parser.add_argument_group("adaptive sampling (measure only where the latency model needs it)")
+    g.add_argument("--adaptive", action="store_true", help="sample the plan's kernels adaptively (one device)")
+    g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%% (0.95)")
+    g.add_argument("--budget", type=int, default=200, help="most kernels to measure (default 200)")
+    g.add_argument("--holdout", type=int, help="random kernels held out to score the model (default budget/5)")
+    g.add_argument("--initial", type=int, help="random kernels measured first (default budget/5)")
+    g.add_argument("--step", type=int, help="kernels measured per round (default budget/20)")
+    g.add_argument("--strategy", default="adaptive", choices=adaptive.STRATEGIES, help="how rounds pick kernels")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the held-out, initial and bootstrap draws")
+    parser.set_defaults(run=partial(_profile_or_adaptive, parser.get_default("run")))
+
+
+def _profile_or_adaptive(plain: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run adaptive sampling with --adaptive, the plain profile otherwise."""
+    return run_adaptive(args) if args.adaptive else plain(args)
+
+
+def run_adaptive(args: argparse.Namespace) -> int:
+    """Sample the plan on one device; write its rows, the curve (CSV, PNG) and the model next to its table."""
+    if len(set(args.device)) != 1:
+        raise UserError("--adaptive samples one device at a time; pass a single --device")
+    device = get_device(args.device[0], args.devices)
+    out = Path(args.out)
+    store = ResultsStore(out / f"{device.name}.csv")
+    measure = adaptive.device_measure(device, store, args.batch_size or BATCH_SIZE)
+    result = adaptive.sample(
+        load_plan(args.plan, device.block), measure, args.target, args.budget, args.holdout, args.initial,
+        args.step, args.strategy, seed=args.seed,
+    )
+    csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)
+    persist.save(result.model, out / f"{device.name}.jcwm")
+    print(result.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        f"{device.name}: {result.reason}; {int(result.curve['measurements'].iloc[-1])} kernels used "
+        f"({result.failed} failed); rows in {store.path}, curve in {csv} and {png}, model in {out / device.name}.jcwm"
+    )
+    return 1 if result.failed else 0

@@ -11,7 +11,7 @@ from predictor import metrics, network
 from predictor.models import MODELS
 from predictor.table import CONTEXT, TARGET, normalise, specs_frame
 from profiler.errors import UserError
-from profiler.kernel import KernelSpec
+from profiler.kernel import FIELDS, KernelSpec
 
 Kernels = Sequence[KernelSpec] | pd.DataFrame
 
@@ -60,9 +60,14 @@ class LatencyModel:
         runtime: str | None = None,
         flavour: str | None = None,
     ) -> np.ndarray:
-        """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order."""
+        """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order.
+
+        Identical kernels are predicted once (a search asks for the same ones again and again).
+        """
         df = self._frame(kernels, {"device": device, "runtime": runtime, "flavour": flavour})
-        return self.regressor.predict(df)
+        codes = df.groupby([*FIELDS, *CONTEXT], sort=False).ngroup().to_numpy()
+        distinct = df.iloc[np.unique(codes, return_index=True)[1]].reset_index(drop=True)
+        return self.regressor.predict(distinct)[codes]
 
     def predict_network(
         self,
