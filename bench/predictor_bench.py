@@ -2,7 +2,7 @@
 
 Cross-layer, for each held-out layer: fit on the other layers plus a random 10% of the held-out
 layer's grid, predict the rest of that layer; repeated for several random samples. On the phone
-table, and on six layer-like grids measured on local-sparse (profiled into bench/results/local-sparse/,
+table, and on six layer-like grids measured on local-sparse (profiled into bench/cache/,
 resumed on later runs). Adaptive sampling replays both tables as devices and counts the measurements
 needed to reach 95% within +-10%. Writes bench/results/predictor.md and predictor_adaptive.png.
 Run: .venv/bin/python bench/predictor_bench.py
@@ -39,7 +39,7 @@ PHONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "resnet18_phon
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "predictor.md"
 LAYERS_PLAN = HERE / "local_sparse_layers.yaml"
-SPARSE_TABLE = HERE / "results" / "local-sparse" / "local-sparse.csv"
+SPARSE_TABLE = HERE / "cache" / "local-sparse.csv"
 SAMPLE = 0.10
 SEEDS = (0, 1, 2)
 TARGET = 0.95
@@ -251,8 +251,9 @@ def main() -> None:
         "",
         "Each table's distinct kernels are the pool, and looking a kernel up in the table is its measurement "
         "(`predictor.adaptive.replay`). Runs measure a random held-out set and a random initial set, then "
-        "add kernels each round: `adaptive` takes half next to held-out kernels missed by over 10% and half "
-        "where a 4-model bootstrap ensemble disagrees most; `random` takes them at random. Measurements "
+        "add kernels each round: `adaptive` takes half next to measured kernels that a 4-model bootstrap "
+        "ensemble misses by over 10% out of bag and half where that ensemble disagrees most; `random` takes "
+        "them at random. Measurements "
         f"count the held-out set. Sizes: {sizes}. Seeds {SEEDS}, median (per seed). "
         "*Held-out reaches 95%* is where `jcw profile --adaptive --target 0.95` stops; *true accuracy* is "
         "the share within +-10% over every kernel of the pool not measured; *true 95% reached at* is the "
