@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
     p.add_argument("--val-size", type=int, default=1000, help="held-out validation images per estimate")
+    p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
+    p.add_argument("--retrain-steps", type=int, default=0,
+                   help="supernet: sandwich steps on the current population after each generation (JCW)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_search)
 
@@ -101,15 +104,19 @@ def run_search(args: argparse.Namespace) -> int:
                                predictor.overhead(len(space.graph.layers)))
     data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000)
     proxy = mnist_proxy_data(data, args.val_size)
+    retrain = None
     if args.estimator == "proxy":
         estimator = proxy_estimator(ckpt.model, space, proxy, device.block)
     else:
         estimator = SupernetEstimator(build_supernet(ckpt.model, space, device.block), proxy,
                                       data["train"].loader(64, shuffle=True, seed=args.seed))
-        estimator.train(200)
+        estimator.train(args.supernet_steps)
+        if args.retrain_steps:
+            def retrain(X):
+                return estimator.retrain(X, args.retrain_steps)
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    fronts = run_fronts(space, latency, estimator, args.out, config, budgets)
+    fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):

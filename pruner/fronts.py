@@ -72,6 +72,7 @@ def run_fronts(
     budgets: Sequence[float] = (),
     methods: Sequence[str] = METHODS,
     progress: bool = True,
+    on_generation: Callable[[np.ndarray], None] | None = None,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
@@ -88,7 +89,7 @@ def run_fronts(
     fronts = {}
     for method in methods:
         result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
-                        seeds=seeds)
+                        seeds=seeds, on_generation=on_generation)
         fronts[method] = result.front
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")

@@ -277,10 +277,13 @@ def search(
     fixed: FixedGenes | None = None,
     progress: bool = True,
     seeds: np.ndarray | None = None,
+    on_generation: Callable[[np.ndarray], None] | None = None,
 ) -> SearchResult:
     """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`).
 
-    `seeds` (full gene vectors) start in the initial population, e.g. dense candidates for a joint search."""
+    `seeds` (full gene vectors) start in the initial population, e.g. dense candidates for a joint search.
+    `on_generation(X)` is called with the population's full gene vectors after each generation (JCW retrains
+    its supernet there); what it changes lives outside the checkpoint, so a resumed run can then differ."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
     if seeds is not None:
@@ -328,6 +331,9 @@ def search(
             algorithm.next()
             if path is not None:
                 save_checkpoint(path, state, algorithm)
+            if on_generation is not None:
+                X_now = algorithm.pop.get("X").astype(int)
+                on_generation(fixed.expand(X_now) if fixed is not None else X_now)
     finally:
         bar.bar.close()
 

@@ -63,6 +63,12 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
     picks = pd.read_csv(search / "budgets.csv")
     assert picks.found.tolist() == [pareto[pareto.method == "joint"].latency_ms.min() <= budget, False]
 
+    supernet = workdir / "supernet"
+    assert jcw("search", "--model", ckpt, "--device", "local-sparse", "--predictor", pred, "--out", supernet,
+               "--generations", 2, "--population", 8, "--val-size", 128, "--estimator", "supernet",
+               "--supernet-steps", 4, "--retrain-steps", 2, "--budgets", budget) == 0
+    assert set(pd.read_csv(supernet / "pareto.csv").method) == set(pareto.method)
+
     tuned = workdir / "tuned.pt"
     assert jcw("finetune", "--model", ckpt, "--candidate", format_genes(genes), "--device", "local-sparse",
                "--limit", 320, "--out", tuned) == 0

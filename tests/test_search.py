@@ -255,3 +255,11 @@ def test_seeds_start_in_the_first_generation_and_in_the_checkpoint_settings(tmp_
     assert any(np.array_equal(row, seed) for row in first)
     with pytest.raises(SearchError, match="seeds"):
         search(synthetic(), SearchConfig(n_gen=2, pop_size=16), tmp_path, progress=False)
+
+
+def test_on_generation_sees_each_generations_full_population():
+    seen: list = []
+    fixed = FixedGenes(density_mask(), np.full(2 * N_LAYERS, 9))
+    search(synthetic(), SearchConfig(n_gen=3, pop_size=16), progress=False, fixed=fixed, on_generation=seen.append)
+    assert len(seen) == 3
+    assert all(X.shape == (16, 2 * N_LAYERS) and (X[:, density_mask()] == 9).all() for X in seen)
