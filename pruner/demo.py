@@ -31,6 +31,7 @@ from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
 from pruner.models import build_model
 from pruner.report import write_report
 from pruner.search import SearchConfig
+from pruner.space import SearchSpace
 from pruner.train import evaluate, recalibrate_bn, train
 
 
@@ -40,16 +41,16 @@ class DemoConfig:
     devices_file: str = "devices.yaml"
     width: float = 0.5
     input_size: int = 56  # MNIST scaled 2x: layers large enough that their latency is well above timer noise
-    train_images: int = 25000
-    train_epochs: int = 2
-    plan_candidates: int = 16
+    train_images: int = 16000
+    train_epochs: int = 1
+    plan_candidates: int = 12
     overhead_candidates: int = 6
-    generations: int = 8
-    population: int = 32
+    generations: int = 6
+    population: int = 24
     val_size: int = 256
     bn_batches: int = 4
     budget_fractions: tuple[float, ...] = (0.45, 0.65, 0.85)  # of the way from the smallest to the full model
-    finetune_images: int = 10000
+    finetune_images: int = 3000
     finetune_epochs: int = 1
     seed: int = 0
 
@@ -92,6 +93,55 @@ def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shap
             for (name, f), m in zip(zip(models, files, strict=True), measured, strict=True)}
 
 
+@dataclass
+class Prepared:
+    """What the search needs, from the cached first steps of the demo."""
+
+    device: Device
+    data: dict
+    base: Checkpoint
+    space: SearchSpace
+    predictor: LatencyModel
+    latency: CandidateLatency
+    held_out: dict
+
+
+def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
+    """Steps 1-4: the trained model, its kernels profiled on the device, the predictor and network overhead."""
+    device = get_device(cfg.device, cfg.devices_file)
+    data = load_mnist_sized(cfg.input_size, cfg.train_images)
+
+    step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
+         " (cached in model.pt)")
+    base = _train_model(out / "model.pt", cfg, data)
+    space = base.space()
+
+    step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
+    store = ResultsStore(out / "results" / f"{device.name}.csv")
+    profile_device(device, profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed), store)
+
+    step("fitting the latency predictor (20% of the kernels held out to report its accuracy)")
+    predictor_path, held_out_path = out / "predictor.zip", out / "predictor_accuracy.json"
+    if not held_out_path.exists():
+        held_out_path.write_text(json.dumps(_held_out_accuracy(store.table, cfg.seed)))
+    held_out = json.loads(held_out_path.read_text())
+
+    step("fitting the per-network overhead from end-to-end measurements")
+    if predictor_path.exists():
+        predictor = load(predictor_path)
+    else:
+        predictor = LatencyModel.fit(store.table)
+        rng = np.random.default_rng(cfg.seed + 1)
+        probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
+                                        for i, x in enumerate(space.sample(rng, cfg.overhead_candidates))}}
+        runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes")
+        ok = [r for r in runs.values() if "latency_ms" in r]
+        predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
+        save(predictor, predictor_path)
+    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(len(space.graph.layers)))
+    return Prepared(device, data, base, space, predictor, latency, held_out)
+
+
 def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> Path:
     """Run (or resume) the demo in `out`; returns the report's path."""
     out = Path(out)
@@ -99,39 +149,9 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     torch.set_num_threads(1)  # small convs: more threads only add contention on this machine
     step = Steps(10)
-    device = get_device(cfg.device, cfg.devices_file)
-    data = load_mnist_sized(cfg.input_size, cfg.train_images)
-
-    step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
-         " (cached in model.pt)")
-    base = _train_model(out / "model.pt", cfg, data)
+    p = prepare(out, cfg, step)
+    device, data, base, space, predictor, latency = p.device, p.data, p.base, p.space, p.predictor, p.latency
     full_eval = evaluate(base.model, data["test"].loader(1000))
-    space = base.space()
-
-    step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
-    store = ResultsStore(out / "results" / f"{device.name}.csv")
-    plan = profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed)
-    profile_device(device, plan, store)
-
-    step("fitting the latency predictor")
-    predictor_path = out / "predictor.zip"
-    if predictor_path.exists():
-        predictor = load(predictor_path)
-    else:
-        predictor = LatencyModel.fit(store.table)
-    held_out = _held_out_accuracy(store.table, cfg.seed)
-
-    step("fitting the per-network overhead from end-to-end measurements")
-    rng = np.random.default_rng(cfg.seed + 1)
-    probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
-                                    for i, x in enumerate(space.sample(rng, cfg.overhead_candidates))}}
-    if not predictor_path.exists():
-        probe_runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes")
-        ok = [r for r in probe_runs.values() if "latency_ms" in r]
-        predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
-        save(predictor, predictor_path)
-    n_layers = len(space.graph.layers)
-    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(n_layers))
 
     step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
          "and uniform widths")
@@ -155,7 +175,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
             pruned = apply_candidate(base.model, space, genes, device.block, norm="l2")
             torch.manual_seed(cfg.seed)
             train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),
-                  cfg.finetune_epochs, lr=5e-4, desc=f"finetune {name}")
+                  cfg.finetune_epochs, lr=1e-3, desc=f"finetune {name}")
             save_checkpoint(path, Checkpoint(pruned, base.arch, base.kwargs, base.input_shape, tuple(genes),
                                              device.block))
         tuned[name] = (row, load_checkpoint(path))
@@ -178,7 +198,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         run["predicted_ms"] = predictor.predict_network([layer.spec for layer in run["layers"]])
 
     step("writing the report")
-    report = write_report(out, device, cfg, full_eval, held_out, predictor.overhead, fronts, results, runs)
+    report = write_report(out, device, cfg, full_eval, p.held_out, predictor.overhead, fronts, results, runs)
     step(f"done: {report}")
     return report
 
