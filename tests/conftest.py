@@ -1,4 +1,5 @@
-"""Shared fixtures: a real OpenSSH server on 127.0.0.1 with its own host key and a client key made for the test."""
+"""Shared fixtures: one torch thread for every test; a real OpenSSH server on 127.0.0.1 with its own host key and
+a client key made for the test."""
 
 from __future__ import annotations
 
@@ -14,8 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny convs on a shared 2-core machine are ~100x slower with OpenMP's 2 threads than with 1."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def free_port() -> int:

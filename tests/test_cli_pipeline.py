@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from jcw.cli import main
 from pruner.checkpoint import format_genes, load_checkpoint
@@ -20,10 +19,8 @@ def jcw(*args) -> int:
 def workdir(tmp_path_factory):
     """A directory holding a briefly trained checkpoint, ckpt.pt."""
     d = tmp_path_factory.mktemp("pipeline")
-    threads = torch.get_num_threads()
     assert jcw("train", "--epochs", 1, "--limit", 640, "--width", 0.35, "--out", d / "ckpt.pt") == 0
-    yield d
-    torch.set_num_threads(threads)
+    return d
 
 
 def test_pipeline_from_training_to_measured_candidates(workdir, capsys):

@@ -16,15 +16,6 @@ from pruner.supernet import SupernetEstimator, build_supernet, sandwich, train_s
 from pruner.train import evaluate, recalibrate_bn
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared 2-core machine are ~100x slower with OpenMP's 2 threads than with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mnist():
     return load_mnist()

@@ -11,16 +11,6 @@ from pruner.graph import analyze, measured_channels, traced_kernel_specs
 from pruner.models import MobileNetV1, MobileNetV2, ResNet18
 from pruner.space import SearchSpace
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared 2-core machine are ~100x slower with OpenMP's 2 threads than with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MODELS = {
     "mobilenet_v2": lambda: (MobileNetV2(num_classes=10, width_mult=0.35), (1, 3, 32, 32)),
     "mobilenet_v2_mnist": lambda: (MobileNetV2(num_classes=10, width_mult=0.25, in_channels=1), (1, 1, 28, 28)),

@@ -7,15 +7,6 @@ from pruner.graph import AnalysisError, analyze
 from pruner.models import MobileNetV1, MobileNetV2, ResNet18
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared 2-core machine are ~100x slower with OpenMP's 2 threads than with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def group_of(graph, layer_name):
     return next(g for g in graph.groups if layer_name in g.layers)
 

@@ -1,20 +1,10 @@
 import numpy as np
 import pytest
-import torch
 
 from profiler.kernel import KernelSpec
 from pruner.graph import analyze
 from pruner.models import MobileNetV1, MobileNetV2, ResNet18
 from pruner.space import WIDTH_BOUNDS, Candidate, SearchSpace, SpaceError, round_channels
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convs on a shared 2-core machine are ~100x slower with OpenMP's 2 threads than with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

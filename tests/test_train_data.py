@@ -15,10 +15,7 @@ from pruner.train import evaluate, recalibrate_bn, train
 
 @pytest.fixture(scope="module")
 def mnist():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: extra threads only add contention
-    yield load_mnist()
-    torch.set_num_threads(threads)
+    return load_mnist()
 
 
 def small_net() -> nn.Module:
