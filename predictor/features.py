@@ -13,16 +13,25 @@ DENSITY_KNOTS = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 FAMILY = ("op", "h", "w", "k", "stride", "block", "activation", *CONTEXT)
 """What fixes a kernel's code path: kernels of one family differ only in channels and density."""
 
-BASE_FEATURES = (
-    "one",
-    "in_elems",
-    "patch_elems",
-    "out_elems",
-    "nnz_weights",
-    "macs",
-    *(f"macs_d{i}" for i in range(len(DENSITY_KNOTS) - 1)),
-)
-"""Inputs of the roofline-like base: each is >= 0 and non-decreasing in cin, cout and density."""
+REGIME = "dense"
+"""Regime indicator: 1 for kernels that run dense (density 1.0, i.e. KernelSpec.is_sparse False, or
+weights densified before they run: see run_density), 0 for sparse ones.
+
+Runtimes may run the two on different code paths (TFLite built-in kernels: a sparse stride-1 1x1
+conv is RESHAPE + sparse FULLY_CONNECTED, costing ~ rows x nonzero blocks, a dense one CONV_2D,
+costing ~ MACs), so latency need not be monotone in density across 1.0: only within the sparse regime.
+"""
+
+PHYSICS_FAMILY = (*FAMILY, REGIME)
+"""Family keys of the physics base: a family's sparse and dense kernels are refitted separately."""
+
+COUNTS = ("in_elems", "patch_elems", "out_elems", "nnz_weights", "macs")
+SPARSE_BASE = ("one", *COUNTS, *(f"macs_d{i}" for i in range(len(DENSITY_KNOTS) - 1)))
+DENSE_BASE = ("one", *COUNTS)
+BASE_FEATURES = (*(f"sparse_{c}" for c in SPARSE_BASE), *(f"dense_{c}" for c in DENSE_BASE))
+"""Inputs of the roofline-like base, a block per regime (zero in the other regime's rows). Each is
+>= 0 and non-decreasing in cin and cout, and the sparse block in density (its density ramps scale
+MACs, so it can be ~ nonzero MACs, the sparse path's rows x nonzero weights)."""
 
 TREE_FEATURES = (
     "h",
@@ -37,15 +46,31 @@ TREE_FEATURES = (
     "log_in_elems",
     "log_out_elems",
     "log_out_pixels",
+    REGIME,
     "op",
     "block",
     "activation",
 )
-"""Inputs of the booster besides the base itself (the last three are categorical)."""
+"""Inputs of the booster besides the base itself (the last three are categorical; the regime is unconstrained)."""
 CATEGORICAL = ("op", "block", "activation")
 MONOTONE_INCREASING = ("cin", "cout", "density", "log_macs", "log_nnz_macs", "log_in_elems", "log_out_elems")
 """Booster inputs that only grow with channels or density; constraining them (and the base) to act
-upwards keeps predictions monotone in cin, cout and density."""
+upwards keeps predictions monotone in cin and cout, and in density within the sparse regime (the
+regime indicator is left free, so a dense kernel may be faster than a sparse one at density 0.9)."""
+
+
+def borrow_regime(coef: np.ndarray, to_dense: bool) -> np.ndarray:
+    """Base coefficients (BASE_FEATURES) with one regime's block copied from the other's, for a fit
+    that had no rows of that regime: dense costs = sparse ones at density 1 (ramps folded into
+    MACs); sparse costs = dense ones, flat in density."""
+    out = coef.copy()
+    sparse, dense = out[: len(SPARSE_BASE)], out[len(SPARSE_BASE) :]
+    if to_dense:
+        dense[:] = sparse[: len(DENSE_BASE)]
+        dense[DENSE_BASE.index("macs")] += sparse[len(DENSE_BASE) :].sum()
+    else:
+        sparse[: len(DENSE_BASE)], sparse[len(DENSE_BASE) :] = dense, 0.0
+    return out
 
 
 def out_hw(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -55,12 +80,30 @@ def out_hw(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return (df["h"].to_numpy() + pad) // s + 1, (df["w"].to_numpy() + pad) // s + 1
 
 
+def run_density(df: pd.DataFrame) -> np.ndarray:
+    """The density each kernel runs at: 1.0 where its weights are dense by the time it runs.
+
+    Depthwise convs are never pruned; the "onnx" flavour holds the zeros in dense weights; the
+    "builtin" flavour densifies at load every sparse kernel except those it runs as a sparse
+    FULLY_CONNECTED (profiler.lowering.runs_as_sparse_fc, vectorised). Other flavours, and tables
+    that do not name one, run at the kernel's density.
+    """
+    op, flavour, density = df["op"].to_numpy(), df["flavour"].to_numpy(), df["density"].to_numpy()
+    sparse_fc = (op == "fc") | ((op == "conv") & (df["k"].to_numpy() == 1) & (df["stride"].to_numpy() == 1))
+    densified = (op == "dwconv") | (flavour == "onnx") | ((flavour == "builtin") & ~sparse_fc)
+    return np.where(densified, 1.0, density).astype(np.float64)
+
+
 def physics(df: pd.DataFrame) -> pd.DataFrame:
-    """Counts that set a kernel's cost: MACs (dense and nonzero), elements read and written, weights."""
+    """Counts that set a kernel's cost: MACs, elements read and written, weights, density and regime.
+
+    `density` is the kernel's own (1.0 for depthwise convs), `run_density` the one it runs at.
+    """
     oh, ow = out_hw(df)
     k2 = df["k"].to_numpy() ** 2
     cin, cout = df["cin"].to_numpy(), df["cout"].to_numpy()
     density = np.where(df["op"].to_numpy() == "dwconv", 1.0, df["density"].to_numpy())
+    runs_at = run_density(df)
     out_pixels = (oh * ow).astype(np.float64)
     macs = out_pixels * cout * (cin // df["groups"].to_numpy()) * k2
     return pd.DataFrame(
@@ -72,6 +115,8 @@ def physics(df: pd.DataFrame) -> pd.DataFrame:
             "weights": (macs / out_pixels),
             "macs": macs,
             "density": density,
+            "run_density": runs_at,
+            REGIME: (runs_at >= 1.0).astype(np.float64),
         },
         index=df.index,
     )
@@ -85,18 +130,21 @@ def density_ramps(density: np.ndarray) -> np.ndarray:
 
 def base_matrix(p: pd.DataFrame) -> np.ndarray:
     """The base model's design matrix (columns BASE_FEATURES) from physics(); counts in millions."""
-    macs = p["macs"].to_numpy()
+    macs, density = p["macs"].to_numpy(), p["run_density"].to_numpy()
     counts = np.column_stack(
         [
             p["in_elems"].to_numpy(),
             p["patch_elems"].to_numpy(),
             p["out_elems"].to_numpy(),
-            p["weights"].to_numpy() * p["density"].to_numpy(),
+            p["weights"].to_numpy() * density,
             macs,
-            density_ramps(p["density"].to_numpy()) * macs[:, None],
         ]
     )
-    return np.column_stack([np.ones(len(p)), counts / 1e6])
+    one = np.ones((len(p), 1))
+    sparse = np.column_stack([one, counts / 1e6, density_ramps(density) * macs[:, None] / 1e6])
+    dense = np.column_stack([one, counts / 1e6])
+    is_dense = p[REGIME].to_numpy()[:, None]
+    return np.column_stack([sparse * (1.0 - is_dense), dense * is_dense])
 
 
 def tree_frame(df: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
@@ -109,12 +157,13 @@ def tree_frame(df: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
             "stride": df["stride"].to_numpy(),
             "cin": df["cin"].to_numpy(),
             "cout": df["cout"].to_numpy(),
-            "density": p["density"].to_numpy(),
+            "density": p["run_density"].to_numpy(),
             "log_macs": np.log1p(p["macs"].to_numpy()),
-            "log_nnz_macs": np.log1p(p["macs"].to_numpy() * p["density"].to_numpy()),
+            "log_nnz_macs": np.log1p(p["macs"].to_numpy() * p["run_density"].to_numpy()),
             "log_in_elems": np.log1p(p["in_elems"].to_numpy()),
             "log_out_elems": np.log1p(p["out_elems"].to_numpy()),
             "log_out_pixels": np.log1p(p["out_pixels"].to_numpy()),
+            REGIME: p[REGIME].to_numpy(),
         },
         index=df.index,
     )
@@ -123,9 +172,9 @@ def tree_frame(df: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
     return out[list(TREE_FEATURES)]
 
 
-def families(df: pd.DataFrame) -> tuple[np.ndarray, list[tuple]]:
-    """Each row's family number and the distinct FAMILY keys (tuples) those numbers index."""
-    cols = df[list(FAMILY)]
-    codes = cols.groupby(list(FAMILY), sort=False).ngroup().to_numpy()
+def families(df: pd.DataFrame, by: tuple[str, ...] = FAMILY) -> tuple[np.ndarray, list[tuple]]:
+    """Each row's family number and the distinct keys (tuples of the columns `by`) those numbers index."""
+    cols = df[list(by)]
+    codes = cols.groupby(list(by), sort=False).ngroup().to_numpy()
     first = np.unique(codes, return_index=True)[1]
     return codes, list(cols.iloc[first].itertuples(index=False, name=None))

@@ -25,17 +25,24 @@ def _relative_nnls(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None
     return LinearRegression(positive=True, fit_intercept=False).fit(a, b).coef_
 
 
+def _physics_families(df: pd.DataFrame, p: pd.DataFrame) -> tuple[np.ndarray, list[tuple]]:
+    """Families of the physics base: features.FAMILY plus the regime, from a frame and its physics()."""
+    return F.families(df.assign(**{F.REGIME: p[F.REGIME].to_numpy()}), F.PHYSICS_FAMILY)
+
+
 class PhysicsModel:
     """Default: a roofline-like base refitted per kernel family, refined by a monotone booster.
 
     The base is latency = sum of non-negative costs per element read, written, per MAC and per
-    density ramp (so it extrapolates to unmeasured shapes and rises with cin, cout, density). It is
-    fitted globally, then per family shrunk towards the global fit, so a few measurements of a new
-    layer correct its scale. A gradient-boosted model then learns log latency from the physics
+    density ramp (so it extrapolates to unmeasured shapes and rises with cin, cout, density), with
+    separate costs for sparse and dense kernels (features.REGIME: runtimes may lower them to
+    different code paths, a dense kernel being faster than a fairly dense sparse one). It is fitted
+    globally, then per family and regime shrunk towards the global fit, so a few measurements of a
+    new layer correct its scale. A gradient-boosted model then learns log latency from the physics
     features and the base; `offset` of log(base) is fixed, so the booster's target still rises
     with channels and density and its monotone constraints (which keep the whole prediction
-    monotone) cost little accuracy. Families with few rows are up-weighted (weight n^-1/2) so the
-    booster spends splits on them.
+    monotone in channels, and in density among sparse kernels) cost little accuracy. Families with
+    few rows are up-weighted (weight n^-1/2) so the booster spends splits on them.
     """
 
     name = "physics+gbm"
@@ -50,15 +57,24 @@ class PhysicsModel:
         p = F.physics(df)
         x, y = F.base_matrix(p), df[TARGET].to_numpy()
         self.coef_ = _relative_nnls(x, y)
-        codes, keys = F.families(df)
+        dense = p[F.REGIME].to_numpy() == 1.0
+        if dense.all() or not dense.any():  # one regime unseen: price it as the other one
+            self.coef_ = F.borrow_regime(self.coef_, to_dense=not dense.any())
+        codes, keys = _physics_families(df, p)
+        # One scale per family (both regimes): the prior of its per-regime refits, and the whole
+        # correction for a regime it has no rows of (e.g. dense kernels of a layer sampled sparse).
+        fam_codes, fam_keys = F.families(df)
+        ratio, strength = x @ self.coef_ / y, self.calibration_strength
+        scale = (np.bincount(fam_codes, ratio) + strength) / (np.bincount(fam_codes, ratio**2) + strength)
+        self.scales_ = dict(zip(fam_keys, scale, strict=True))
         self.families_ = {}
         for code, key in enumerate(keys):
             idx = np.flatnonzero(codes == code)
             # In units of each term's typical share of latency, one prior strength suits every term.
             share = np.median(x[idx] / y[idx, None], axis=0)
             share[share == 0] = 1.0
-            unit = _relative_nnls(x[idx] / share, y[idx], self.coef_ * share, self.calibration_strength)
-            self.families_[key] = unit / share
+            prior = self.coef_ * self.scales_[key[:-1]] * share
+            self.families_[key] = _relative_nnls(x[idx] / share, y[idx], prior, self.calibration_strength) / share
         tf = F.tree_frame(df, p)
         self.categories_ = {c: sorted(tf[c].unique()) for c in F.CATEGORICAL}
         log_base = np.log(self._base(x, codes, keys))
@@ -76,8 +92,9 @@ class PhysicsModel:
         return self
 
     def _base(self, x: np.ndarray, codes: np.ndarray, keys: list[tuple]) -> np.ndarray:
-        """Base latency with each row's family coefficients (the global ones for unmeasured families)."""
-        coefs = np.vstack([self.families_.get(k, self.coef_) for k in keys])
+        """Base latency with each row's family and regime coefficients; for an unmeasured regime the
+        global ones times its family's scale, for an unmeasured family the global ones."""
+        coefs = np.vstack([self.families_.get(k, self.coef_ * self.scales_.get(k[:-1], 1.0)) for k in keys])
         return np.einsum("ij,ij->i", x, coefs[codes])
 
     def _encode(self, tf: pd.DataFrame, log_base: np.ndarray) -> pd.DataFrame:
@@ -90,8 +107,8 @@ class PhysicsModel:
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms, one per row of df."""
-        codes, keys = F.families(df)
         p = F.physics(df)
+        codes, keys = _physics_families(df, p)
         log_base = np.log(self._base(F.base_matrix(p), codes, keys))
         return np.exp(self.booster_.predict(self._encode(F.tree_frame(df, p), log_base)) + self.offset * log_base)
 

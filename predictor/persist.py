@@ -24,6 +24,8 @@ from predictor.network import Overhead
 from profiler.errors import UserError
 
 FORMAT = 1
+SCHEMA = 2
+"""Version of the feature schema: 2 added the dense/sparse regime (features.REGIME, run_density)."""
 
 
 def _versions() -> dict[str, str]:
@@ -33,10 +35,12 @@ def _versions() -> dict[str, str]:
 def schema() -> dict:
     """The feature schema a pickled regressor depends on; any change makes old pickles unusable."""
     return {
+        "version": SCHEMA,
         "base_features": list(F.BASE_FEATURES),
         "tree_features": list(F.TREE_FEATURES),
         "density_knots": list(F.DENSITY_KNOTS),
         "family": list(F.FAMILY),
+        "physics_family": list(F.PHYSICS_FAMILY),
     }
 
 
@@ -49,8 +53,9 @@ def _mismatches(manifest: dict) -> list[str]:
             out.append(f"{lib} {saved.get(lib, '?')} (saved) vs {here[lib]} (here)")
     if saved.get("scikit-learn") != here["scikit-learn"]:
         out.append(f"scikit-learn {saved.get('scikit-learn', '?')} (saved) vs {here['scikit-learn']} (here)")
-    if manifest.get("schema") != schema():
-        out.append("feature schema differs from this version of the predictor")
+    saved_schema = manifest.get("schema") or {}
+    if saved_schema != schema():
+        out.append(f"feature schema v{saved_schema.get('version', 1)} (saved) vs v{SCHEMA} (here)")
     return out
 
 
@@ -92,7 +97,7 @@ def load(path: str | Path, refit: bool = False) -> LatencyModel:
     if problems:
         if not refit:
             raise UserError(
-                f"model {path} was saved under other library versions: {'; '.join(problems)}. "
+                f"model {path} was saved under other library versions or features: {'; '.join(problems)}. "
                 "Re-run `jcw fit`, or load with refit (`jcw predict --refit`): the file keeps its training table"
             )
         model = LatencyModel.fit(training, manifest["kind"], source=f"training table in {path}")

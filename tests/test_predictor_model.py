@@ -66,14 +66,16 @@ def _sweep(base: KernelSpec, field: str, values) -> np.ndarray:
         KernelSpec("conv", 56, 56, 48, 40, k=3, density=0.55),  # a measured family
         KernelSpec("conv", 56, 56, 40, 96, k=1, stride=2, density=0.35),  # a measured family
         KernelSpec("conv", 14, 14, 200, 300, k=3, density=0.8),  # a shape never measured
+        KernelSpec("conv", 56, 56, 48, 40, k=3),  # dense: channels only
+        KernelSpec("conv", 14, 14, 200, 300, k=3),  # dense, never measured
     ],
 )
-def test_predictions_are_monotone_in_cin_cout_and_density(model, base):
-    for field, values in [
-        ("cin", range(4, 257, 4)),
-        ("cout", range(4, 257, 4)),
-        ("density", np.linspace(0, 1, 101).tolist()),
-    ]:
+def test_predictions_are_monotone_in_channels_and_in_density_among_sparse_kernels(model, base):
+    """Dense kernels (density 1.0) are their own regime: monotonicity in density holds below 1.0."""
+    sweeps = [("cin", range(4, 257, 4)), ("cout", range(4, 257, 4))]
+    if base.is_sparse:
+        sweeps.append(("density", np.linspace(0, 0.99, 100).tolist()))
+    for field, values in sweeps:
         pred = model.predict(list(_sweep(base, field, values)))
         assert np.all(np.diff(pred) >= -1e-12 * pred[:-1]), field
         assert pred[-1] > pred[0], field
@@ -101,3 +103,15 @@ def test_context_must_match_the_fitted_devices(split):
     with pytest.raises(UserError, match="no data for"):
         two.predict(spec)
     assert two.predict(spec, device="pixel")[0] > 0
+
+
+@pytest.mark.parametrize("seen", ["sparse", "dense"])
+def test_a_regime_without_training_rows_is_priced_as_the_other(split, seen):
+    """Fitted on sparse rows only (or dense only), the model still prices the other regime sensibly."""
+    train, test = split
+    dense_train, dense_test = train["density"] == 1.0, test["density"] == 1.0
+    one = LatencyModel.fit(train[dense_train if seen == "dense" else ~dense_train])
+    other = test[~dense_test if seen == "dense" else dense_test]
+    pred = one.predict(other)
+    assert np.all(np.isfinite(pred)) and np.all(pred > 0)
+    assert metrics.within(other["latency_ms"].to_numpy(), pred, 0.5) > 0.5
