@@ -7,16 +7,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from sklearn.model_selection import train_test_split
-
-from predictor import adaptive, persist, table
-from predictor.latency import LatencyModel
-from predictor.models import MODELS
-from profiler.devices import get_device
-from profiler.errors import UserError
-from profiler.plan import load_plan
-from profiler.profile import BATCH_SIZE
-from profiler.store import ResultsStore
+# scikit-learn, pandas and the models are imported inside the commands: `jcw` starts fast for every subcommand.
+KINDS = ("physics", "flops-linear", "jcw-interp", "nnmeter-rf", "gbm-raw")  # predictor.models.MODELS' keys
+STRATEGIES = ("adaptive", "random")  # predictor.adaptive.sample's strategies
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a latency model from measurement tables (CSV or Parquet)")
     p.add_argument("--data", action="append", required=True, help="measurement table (repeatable)")
     p.add_argument("--out", required=True, help="model file to write")
-    p.add_argument("--kind", default="physics", choices=list(MODELS), help="regressor (default: physics)")
+    p.add_argument("--kind", default="physics", choices=KINDS, help="regressor (default: physics)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of rows held out to report accuracy")
     p.set_defaults(run=run_fit)
 
@@ -38,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Report held-out accuracy from a random split, then fit on every row and save."""
+    from sklearn.model_selection import train_test_split
+
+    from predictor import persist, table
+    from predictor.latency import LatencyModel
+
     df = table.load(args.data)
     if 0 < args.holdout < 1 and len(df) >= 20:
         train, test = train_test_split(df, test_size=args.holdout, random_state=0)
@@ -56,6 +54,8 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Write the configs table with a predicted_ms column, rows in input order."""
+    from predictor import persist, table
+
     model = persist.load(args.model, refit=args.refit)
     raw = table.read_table(args.configs)
     out = raw.copy()
@@ -74,7 +74,7 @@ def add_adaptive_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--holdout", type=int, help="random kernels held out to score the model (default budget/5)")
     g.add_argument("--initial", type=int, help="random kernels measured first (default budget/5)")
     g.add_argument("--step", type=int, help="kernels measured per round (default budget/20)")
-    g.add_argument("--strategy", default="adaptive", choices=adaptive.STRATEGIES, help="how rounds pick kernels")
+    g.add_argument("--strategy", default="adaptive", choices=STRATEGIES, help="how rounds pick kernels")
     g.add_argument("--seed", type=int, default=0, help="random seed of the held-out, initial and bootstrap draws")
     parser.set_defaults(run=partial(_profile_or_adaptive, parser.get_default("run")))
 
@@ -86,6 +86,13 @@ def _profile_or_adaptive(plain: Callable[[argparse.Namespace], int], args: argpa
 
 def run_adaptive(args: argparse.Namespace) -> int:
     """Sample the plan on one device; write its rows, the curve (CSV, PNG) and the model next to its table."""
+    from predictor import adaptive, persist
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+    from profiler.plan import load_plan
+    from profiler.profile import BATCH_SIZE
+    from profiler.store import ResultsStore
+
     if len(set(args.device)) != 1:
         raise UserError("--adaptive samples one device at a time; pass a single --device")
     device = get_device(args.device[0], args.devices)
