@@ -16,7 +16,6 @@ import numpy as np
 
 from profiler.kernel import KernelSpec
 from profiler.lowering import lower_onnx, lower_tflite
-from profiler.onnx_writer import OnnxModel
 from profiler.sparsity import random_sparse_weight
 from profiler.tflite_writer import TFLiteModel
 
@@ -45,6 +44,8 @@ def needs_wrapper(spec: KernelSpec, flavour: str) -> bool:
 def kernel_model(spec: KernelSpec, flavour: str, weight: np.ndarray, bias: np.ndarray) -> bytes:
     """A model running exactly one kernel (inside the XNNPACK wrapper where it needs one)."""
     if flavour == "onnx":
+        from profiler.onnx_writer import OnnxModel
+
         m = OnnxModel()
         m.outputs = [lower_onnx(m, m.input("x", input_shape(spec, flavour)), spec, weight, bias, "kernel")]
         return m.to_bytes()
@@ -60,6 +61,8 @@ def baseline_model(spec: KernelSpec, flavour: str) -> tuple[str, bytes]:
     if needs_wrapper(spec, flavour):
         return f"wrapper_{spec.h}x{spec.w}_{spec.cin}", _xnnpack_wrapper(spec, None)
     if flavour == "onnx":
+        from profiler.onnx_writer import OnnxModel
+
         m = OnnxModel()
         m.outputs = [m.node("Identity", [m.input("x", (1, 4))], (1, 4), "y")]
         return "empty_onnx", m.to_bytes()

@@ -15,11 +15,15 @@ Flavours:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from profiler.kernel import KernelSpec
-from profiler.onnx_writer import OnnxModel
 from profiler.tflite_writer import TFLiteModel
+
+if TYPE_CHECKING:  # onnx costs a quarter second to import; TFLite-only runs never need it
+    from profiler.onnx_writer import OnnxModel
 
 FLAVOURS = ("xnnpack", "builtin", "onnx")
 TFLITE_FLAVOURS = ("xnnpack", "builtin")
