@@ -8,7 +8,7 @@ predicted latency is the sum over exactly what is deployed.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -181,17 +181,59 @@ class _Writer:
         return self.m.to_bytes()
 
 
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _fused_activation(gm: fx.GraphModule, node: fx.Node) -> tuple[fx.Node, str]:
+    """The node ending `node`'s output and the activation fused into it (its only user, if it is one)."""
+    nxt = _single_user(node)
+    act = _activation_of(gm, nxt) if nxt is not None else None
+    return (nxt, act) if act else (node, "none")
+
+
+def _is_layer(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Conv2d | nn.Linear)
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A conv or linear layer with the BatchNorm folded into it and the activation fused after it."""
+
+    spec: KernelSpec
+    bn: nn.BatchNorm2d | None
+    nodes: tuple[fx.Node, ...]  # the layer's node, its BatchNorm's and its activation's: one output
+
+
+def _chain(gm: fx.GraphModule, node: fx.Node, block: str) -> _Chain:
+    module = gm.get_submodule(node.target)
+    in_shape = node.args[0].meta["tensor_meta"].shape
+    if isinstance(module, nn.Linear) and len(in_shape) != 2:
+        raise ExportError(f"{node.target}: a linear layer on a {len(in_shape)}-D input is not supported")
+    h, w = (1, 1) if isinstance(module, nn.Linear) else in_shape[2:]
+    nodes, bn = [node], None
+    nxt = _single_user(node)
+    if nxt is not None and nxt.op == "call_module" and isinstance(gm.get_submodule(nxt.target), nn.BatchNorm2d):
+        bn = gm.get_submodule(nxt.target)
+        nodes.append(nxt)
+    last, act = _fused_activation(gm, nodes[-1])
+    if last is not nodes[-1]:
+        nodes.append(last)
+    return _Chain(layer_spec(module, int(h), int(w), block).replace(activation=act), bn, tuple(nodes))
+
+
 def export(
     model: nn.Module,
     input_shape: tuple[int, int, int, int],
     flavour: str,
     block: str = "1x4",
-    prefer_dense: Callable[[KernelSpec], bool] | None = None,
+    prefer_dense: Callable[[list[KernelSpec]], Sequence[bool]] | None = None,
 ) -> Exported:
     """Lower `model` (eval mode; pruning masks may still be attached) for one runtime flavour.
 
-    `prefer_dense(spec)` says, for a sparse layer, whether to store it dense because dense is faster
-    on the target (the pruner asks the latency predictor); the choice is recorded per layer.
+    `prefer_dense(specs)` says, for every sparse layer at once, whether to store it dense because dense is
+    faster on the target (the pruner asks the latency predictor); the choice is recorded per layer.
     """
     if flavour not in FLAVOURS:
         raise ExportError(f"unknown flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
@@ -202,17 +244,13 @@ def export(
         raise ExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from None
     with torch.no_grad():
         ShapeProp(gm).propagate(torch.zeros(input_shape))
+    chains = {node: _chain(gm, node, block) for node in gm.graph.nodes if _is_layer(gm, node)}
+    sparse = [node for node, chain in chains.items() if chain.spec.is_sparse]
+    keep_dense = set()
+    if prefer_dense is not None and sparse:
+        choices = prefer_dense([chains[n].spec for n in sparse])
+        keep_dense = {n for n, dense in zip(sparse, choices, strict=True) if dense}
     writer, env, layers, done = _Writer(flavour), {}, [], set()
-
-    def single_user(node: fx.Node) -> fx.Node | None:
-        users = list(node.users)
-        return users[0] if len(users) == 1 else None
-
-    def fuse_activation(node: fx.Node) -> tuple[fx.Node, str]:
-        nxt = single_user(node)
-        act = _activation_of(gm, nxt) if nxt is not None else None
-        return (nxt, act) if act else (node, "none")
-
     outputs = []
     with torch.no_grad():
         for node in gm.graph.nodes:
@@ -223,40 +261,24 @@ def export(
             elif node.op == "output":
                 outs = node.args[0] if isinstance(node.args[0], tuple | list) else (node.args[0],)
                 outputs = [env[o] for o in outs]
-            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Conv2d | nn.Linear):
-                module = gm.get_submodule(node.target)
-                in_shape = node.args[0].meta["tensor_meta"].shape
-                if isinstance(module, nn.Linear) and len(in_shape) != 2:
-                    raise ExportError(f"{node.target}: a linear layer on a {len(in_shape)}-D input is not supported")
-                h, w = (1, 1) if isinstance(module, nn.Linear) else in_shape[2:]
-                spec = layer_spec(module, int(h), int(w), block)
+            elif node in chains:
+                chain, module = chains[node], gm.get_submodule(node.target)
                 weight = module.weight.detach().numpy().astype(np.float32)
-                bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(spec.cout, np.float32)
-                last = node
-                nxt = single_user(node)
-                if (
-                    nxt is not None
-                    and nxt.op == "call_module"
-                    and isinstance(gm.get_submodule(nxt.target), nn.BatchNorm2d)
-                ):
-                    weight, bias = _fold_bn(weight, bias, gm.get_submodule(nxt.target))
-                    last = nxt
-                last_act, act = fuse_activation(last)
-                spec = spec.replace(activation=act)
-                pruned_density = spec.density
-                storage = "sparse" if spec.is_sparse else "dense"
-                if spec.is_sparse and prefer_dense is not None and prefer_dense(spec):
+                bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(chain.spec.cout)
+                if chain.bn is not None:
+                    weight, bias = _fold_bn(weight, bias, chain.bn)
+                spec, storage = chain.spec, "sparse" if chain.spec.is_sparse else "dense"
+                if node in keep_dense:
                     spec, storage = spec.replace(density=1.0), "dense"
-                y = writer.kernel(
-                    env[node.args[0]], spec, weight.astype(np.float32), bias.astype(np.float32), node.target
-                )
-                layers.append(ExportedLayer(node.target, spec, pruned_density, storage))
-                for n in (node, last, last_act):
+                y = writer.kernel(env[node.args[0]], spec, weight.astype(np.float32), bias.astype(np.float32),
+                                  node.target)
+                layers.append(ExportedLayer(node.target, spec, chain.spec.density, storage))
+                for n in chain.nodes:
                     env[n] = y
                     done.add(n)
             elif node.op == "call_function" and node.target in _ADD:
                 a, b = node.args[:2]
-                last, act = fuse_activation(node)
+                last, act = _fused_activation(gm, node)
                 env[node] = env[last] = writer.add(env[a], env[b], act, node.name)
                 done.add(last)
             elif (act := _activation_of(gm, node)) is not None:

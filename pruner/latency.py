@@ -71,11 +71,12 @@ class CandidateLatency:
         return np.bincount(owners, weights=cost, minlength=len(X)) + self.overhead_ms
 
 
-def prefer_dense(predict: PredictFn) -> Callable[[KernelSpec], bool]:
-    """The exporter's per-layer choice: store a sparse layer dense when dense is predicted faster."""
+def prefer_dense(predict: PredictFn) -> Callable[[list[KernelSpec]], list[bool]]:
+    """The exporter's per-layer choice, in one predictor call: store a sparse layer dense when dense is
+    predicted faster."""
 
-    def choose(spec: KernelSpec) -> bool:
-        sparse, dense = predict([spec, spec.replace(density=1.0)])
-        return bool(dense < sparse)
+    def choose(specs: list[KernelSpec]) -> list[bool]:
+        lat = np.asarray(predict([*specs, *(s.replace(density=1.0) for s in specs)]), dtype=float)
+        return (lat[len(specs):] < lat[: len(specs)]).tolist()
 
     return choose

@@ -66,7 +66,7 @@ def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so():
     space = SearchSpace(analyze(model, SHAPE))
     x_genes = space.lower  # the sparsest candidate
     pruned = apply_candidate(model, space, x_genes, block="4x1").eval()
-    chosen = export(pruned, SHAPE, "builtin", block="4x1", prefer_dense=lambda spec: spec.k == 1)
+    chosen = export(pruned, SHAPE, "builtin", block="4x1", prefer_dense=lambda specs: [s.k == 1 for s in specs])
     sparse_1x1 = [layer for layer in chosen.layers if layer.pruned_density < 1 and layer.spec.k == 1]
     assert sparse_1x1 and all(layer.storage == "dense" and layer.spec.density == 1.0 for layer in sparse_1x1)
     x = torch.randn(SHAPE)
@@ -80,7 +80,7 @@ def test_sparse_storage_is_smaller_on_disk():
     pruned = apply_candidate(model, space, space.lower, block="1x4").eval()
     for flavour in ("xnnpack", "builtin"):
         sparse = export(pruned, SHAPE, flavour)
-        dense = export(pruned, SHAPE, flavour, prefer_dense=lambda spec: True)
+        dense = export(pruned, SHAPE, flavour, prefer_dense=lambda specs: [True] * len(specs))
         assert len(sparse.model) < 0.8 * len(dense.model)
 
 
