@@ -19,6 +19,7 @@ from pruner.search import (
     SearchProblem,
     best_under_budgets,
     hypervolumes,
+    pareto_front,
     plot_fronts,
     search,
     shared_ref_point,
@@ -80,17 +81,25 @@ def run_fronts(
     out, config = Path(out), config or SearchConfig()
     out.mkdir(parents=True, exist_ok=True)
 
+    archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
+
     def objectives(X: np.ndarray) -> np.ndarray:
-        return np.column_stack([estimator(X)[:, LOSS], latency(X)])
+        F = np.column_stack([estimator(X)[:, LOSS], latency(X)])
+        archive.append((np.asarray(X, dtype=int), F))
+        return F
 
     problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names)
     distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
     seeds = np.array(list(distinct))  # every method starts from the uniform candidates (where its genes allow)
     fronts = {}
     for method in methods:
+        archive.clear()
         result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
                         seeds=seeds, on_generation=on_generation)
-        fronts[method] = result.front
+        # the front of all it evaluated (after a resume: of what this run evaluated, plus the population)
+        X = np.vstack([result.X, *(x for x, _ in archive)])
+        F = np.vstack([result.F, *(f for _, f in archive)])
+        fronts[method] = pareto_front(X, F, space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
     for table in fronts.values():
