@@ -45,7 +45,7 @@ class DemoConfig:
     train_epochs: int = 1
     plan_candidates: int = 12
     overhead_candidates: int = 6
-    generations: int = 6
+    generations: int = 10
     population: int = 24
     val_size: int = 256
     bn_batches: int = 4
