@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
     p.add_argument("--plan", help="YAML plan of kernels (default: the built-in default plan)")
     p.add_argument("--out", default="results", help="directory of results tables (default: results/)")
-    p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 32)")
+    p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 96)")
     p.set_defaults(run=run)
 
 

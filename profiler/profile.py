@@ -22,7 +22,7 @@ from profiler.plan import load_plan
 from profiler.store import OPTIONAL, ResultsStore
 from profiler.transports import open_transport
 
-BATCH_SIZE = 32
+BATCH_SIZE = 96
 
 
 @dataclass
