@@ -32,7 +32,7 @@ from pruner.models import build_model
 from pruner.report import write_report
 from pruner.search import SearchConfig
 from pruner.space import SearchSpace
-from pruner.train import evaluate, recalibrate_bn, train
+from pruner.train import Evaluation, evaluate, recalibrate_bn, train
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,10 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     step = Steps(10)
     p = prepare(out, cfg, step)
     device, data, base, space, predictor, latency = p.device, p.data, p.base, p.space, p.predictor, p.latency
-    full_eval = evaluate(base.model, data["test"].loader(1000))
+    full_path = out / "model.accuracy.json"
+    if not full_path.exists():
+        full_path.write_text(json.dumps(asdict(evaluate(base.model, data["test"].loader(1000)))))
+    full_eval = Evaluation(**json.loads(full_path.read_text()))
 
     step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
          "and uniform widths")
@@ -184,12 +187,15 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     results = {}
     for name, (row, ckpt) in tuned.items():
         genes = np.array(ckpt.genes)
-        pruned = apply_candidate(base.model, space, genes, device.block)
-        recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches)
-        before = evaluate(pruned, data["test"].loader(1000))
-        results[name] = {"row": row, "ckpt": ckpt, "before": before,
-                         "after": evaluate(ckpt.model, data["test"].loader(1000)),
-                         "table": space.table(genes)}
+        cached = out / "finetuned" / f"{name}.accuracy.json"
+        if not cached.exists():
+            pruned = apply_candidate(base.model, space, genes, device.block)
+            recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches)
+            accuracy = {"before": evaluate(pruned, data["test"].loader(1000)),
+                        "after": evaluate(ckpt.model, data["test"].loader(1000))}
+            cached.write_text(json.dumps({k: asdict(v) for k, v in accuracy.items()}))
+        accuracy = {k: Evaluation(**v) for k, v in json.loads(cached.read_text()).items()}
+        results[name] = {"row": row, "ckpt": ckpt, **accuracy, "table": space.table(genes)}
 
     step(f"exporting to TFLite ({device.flavour}) and measuring end to end on '{device.name}'")
     runs = _export_and_measure(device, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},

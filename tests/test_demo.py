@@ -35,7 +35,7 @@ def test_demo_writes_a_report_with_fronts_candidates_and_predictor_accuracy(demo
 def test_a_second_run_reuses_every_cached_step(demo):
     out, report = demo
     cached = {p: p.stat().st_mtime_ns for p in [out / "model.pt", out / "predictor.zip",
-                                                *(out / "finetuned").glob("*.pt")]}
+                                                out / "model.accuracy.json", *(out / "finetuned").glob("*")]}
     rows = len(pd.read_csv(out / "results" / "local-sparse.csv"))
     run_demo(out, TINY)
     assert {p: p.stat().st_mtime_ns for p in cached} == cached
