@@ -173,8 +173,11 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         seen.add(row.genes)
         name = f"under_{row.budget_ms:g}ms"
         path = out / "finetuned" / f"{name}.pt"
+        genes = np.array([int(g) for g in row.genes.split(",")])
+        if path.exists() and load_checkpoint(path).genes != tuple(genes):  # another search picked another one
+            for stale in path.parent.glob(f"{name}.*"):
+                stale.unlink()
         if not path.exists():
-            genes = np.array([int(g) for g in row.genes.split(",")])
             pruned = apply_candidate(base.model, space, genes, device.block, norm="l2")
             torch.manual_seed(cfg.seed)
             train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),

@@ -93,13 +93,23 @@ def run_fronts(
     seeds = np.array(list(distinct))  # every method starts from the uniform candidates (where its genes allow)
     fronts = {}
     for method in methods:
+        saved = out / method / "archive.npz"  # what earlier (interrupted) runs of this search evaluated
+
+        def keep(X_pop: np.ndarray, saved: Path = saved) -> None:
+            """Save the archive every generation, so a resumed search's front is the uninterrupted one's."""
+            _save_archive(saved, archive)
+            if on_generation is not None:
+                on_generation(X_pop)
+
         archive.clear()
+        if saved.exists():
+            with np.load(saved) as z:
+                archive.append((z["X"], z["F"]))
         result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
-                        seeds=seeds, on_generation=on_generation)
-        # the front of all it evaluated (after a resume: of what this run evaluated, plus the population)
-        X = np.vstack([result.X, *(x for x, _ in archive)])
-        F = np.vstack([result.F, *(f for _, f in archive)])
-        fronts[method] = pareto_front(X, F, space.gene_names)
+                        seeds=seeds, on_generation=keep)
+        archive.append((result.X, result.F))
+        _save_archive(saved, archive)
+        fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
     for table in fronts.values():
@@ -111,6 +121,17 @@ def run_fronts(
                     if "joint" in fronts else pd.DataFrame())
     _write(space, result, out, config)
     return result
+
+
+def _stacked(archive: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.vstack([x for x, _ in archive]), np.vstack([f for _, f in archive])
+
+
+def _save_archive(path: Path, archive: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    X, F = _stacked(archive)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, X=X, F=F)
+    tmp.replace(path)
 
 
 def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) -> None:
