@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 from profiler.errors import UserError
+from profiler.yamlfile import read_yaml
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
 _PATH = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # remote paths: no spaces, quotes, shell metacharacters or leading '-'
@@ -114,12 +114,7 @@ def _describe(err: jsonschema.ValidationError) -> str:
 def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
     """Read and validate a devices file; every error names the file, the device and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such devices file (pass --devices FILE)")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path, "devices file (pass --devices FILE)")
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict) or not data["devices"]:
         raise UserError(f"{path}: expected a top-level mapping 'devices:' of device names to entries")
     devices = {}

@@ -5,10 +5,9 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import yaml
-
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec, SpecError
+from profiler.yamlfile import read_yaml
 
 DEFAULT_PLAN = Path(__file__).with_name("default_plan.yaml")
 _GRID_FIELDS = ("op", "hw", "cin", "cout", "k", "stride", "density", "activation", "block")
@@ -56,12 +55,7 @@ def expand(entry: dict, block: str, where: str) -> list[KernelSpec]:
 def load_plan(path: str | Path | None, block: str = "1x4") -> list[KernelSpec]:
     """Read a plan file (the default plan if None); `block` applies where an entry names none."""
     path = Path(path) if path else DEFAULT_PLAN
-    if not path.is_file():
-        raise UserError(f"{path}: no such plan file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+    data = read_yaml(path, "plan file")
     if not isinstance(data, dict) or not isinstance(data.get("kernels"), list):
         raise UserError(f"{path}: expected a mapping with a list 'kernels:'")
     specs: dict[tuple, KernelSpec] = {}

@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
+from pruner.export import layer_spec
 
 KINDS = ("first", "strided", "residual", "last", "general")
 """Layer kinds that set search bounds: first (reads the model input), strided, residual (output joins an
@@ -482,23 +483,7 @@ def traced_kernel_specs(model: nn.Module, input_shape: Sequence[int], block: str
         m = call.module
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
-        density = round(float((m.weight != 0).float().mean()), 6)
-        if isinstance(m, nn.Linear):
-            spec = KernelSpec("fc", 1, 1, m.in_features, m.out_features, density=density, block=block)
-        else:
-            h, w = call.input.shape[2:]
-            op, density = ("dwconv", 1.0) if _is_dw(m) else ("conv", density)
-            spec = KernelSpec(
-                op,
-                int(h),
-                int(w),
-                m.in_channels,
-                m.out_channels,
-                m.kernel_size[0],
-                m.stride[0],
-                m.groups,
-                density=density,
-                block=block,
-            )
+        h, w = (1, 1) if isinstance(m, nn.Linear) else call.input.shape[2:]
+        spec = layer_spec(m, int(h), int(w), block)
         specs[call.name] = spec.replace(activation=_activation(trace, i))
     return specs
