@@ -44,7 +44,7 @@ def main() -> None:
     run_dir = CACHE / "search_bench"
     shutil.rmtree(run_dir, ignore_errors=True)  # time a whole search, not a resume
     start = time.perf_counter()
-    fronts = run_fronts(p.space, p.latency, estimator, run_dir, CONFIG)
+    fronts = run_fronts(p.space, p.latency, estimator, run_dir, CONFIG, repair=p.latency.densify)
     minutes = (time.perf_counter() - start) / 60
     f = fronts.fronts
     rows = [{"method": m, "front size": len(t), "hypervolume": fronts.hypervolume[m],

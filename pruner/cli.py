@@ -116,7 +116,8 @@ def run_search(args: argparse.Namespace) -> int:
                 return estimator.retrain(X, args.retrain_steps)
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain)
+    fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain,
+                        repair=latency.densify)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):

@@ -163,7 +163,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     smallest, largest = latency(np.vstack([space.lower, space.upper]))
     budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
     config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
-    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets)
+    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.densify)
 
     step("fine-tuning the best candidate under each budget, masks fixed")
     tuned, seen = {}, set()

@@ -74,10 +74,14 @@ def run_fronts(
     methods: Sequence[str] = METHODS,
     progress: bool = True,
     on_generation: Callable[[np.ndarray], None] | None = None,
+    repair: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
-    fronts.png, summary.json and budgets.csv to `out`."""
+    fronts.png, summary.json and budgets.csv to `out`.
+
+    `repair` maps new candidates to ones at least as good before they are evaluated, for every method alike;
+    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense."""
     out, config = Path(out), config or SearchConfig()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -88,7 +92,7 @@ def run_fronts(
         archive.append((np.asarray(X, dtype=int), F))
         return F
 
-    problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names)
+    problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names, repair=repair)
     distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
     seeds = np.array(list(distinct))  # every method starts from the uniform candidates (where its genes allow)
     fronts = {}

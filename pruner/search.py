@@ -1,8 +1,9 @@
 """Model-agnostic JCW search: pymoo NSGA-II over integer gene vectors, objectives (estimated loss, latency ms).
 
-The engine knows nothing of models: a `SearchProblem` gives integer bounds and a batched evaluator. It runs
-NSGA-II with JCW's operators and anchor survival (pruner.survival), checkpoints every generation so an
-interrupted run resumes to the very same result, and shows the current front's size and hypervolume. The
+The engine knows nothing of models: a `SearchProblem` gives integer bounds, a batched evaluator and an
+optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.survival), repairs every new
+candidate, checkpoints every generation so an interrupted run resumes to the very same result, and shows the
+current front's size and hypervolume. The
 baselines (genes held fixed, uniform width multipliers) and the output helpers (front table, hypervolumes
 against one reference point, best candidate per latency budget, plot) live here too.
 """
@@ -25,6 +26,7 @@ from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.callback import Callback
 from pymoo.core.problem import Problem
+from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
 from pymoo.indicators.hv import HV
 from pymoo.operators.crossover.sbx import SBX
@@ -41,7 +43,7 @@ from pruner.survival import AnchorSurvival, spread_anchors
 
 LOSS, LATENCY = "loss", "latency_ms"
 CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 class SearchError(UserError, ValueError):
@@ -49,16 +51,19 @@ class SearchError(UserError, ValueError):
 
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
+RepairFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
 class SearchProblem:
-    """What the engine searches: inclusive integer gene bounds and a batched (loss, latency ms) evaluator."""
+    """What the engine searches: inclusive integer gene bounds, a batched (loss, latency ms) evaluator, and
+    optionally a repair that maps each new candidate to one at least as good before it is evaluated."""
 
     lower: np.ndarray
     upper: np.ndarray
     evaluate: Evaluate  # X [n, d] int -> [n, 2] float: (estimated loss, predicted latency ms) per row
     names: tuple[str, ...] | None = None
+    repair: RepairFn | None = None  # X [n, d] int -> X' [n, d] int within the bounds
 
     def __post_init__(self) -> None:
         self.lower = np.asarray(self.lower, dtype=int)
@@ -92,6 +97,19 @@ class SearchProblem:
             )
         return F
 
+    def repaired(self, X: np.ndarray) -> np.ndarray:
+        """Integer rows after the repair (unchanged without one), checked to keep their shape and bounds."""
+        X = np.atleast_2d(np.asarray(X)).astype(int)
+        if self.repair is None:
+            return X
+        Xr = np.asarray(self.repair(X))
+        if Xr.shape != X.shape:
+            raise SearchError(f"repair returned shape {Xr.shape} for candidates of shape {X.shape}")
+        bad = np.flatnonzero(np.any((Xr < self.lower) | (Xr > self.upper), axis=1))
+        if bad.size:
+            raise SearchError(f"repair moved rows {bad.tolist()} outside the gene bounds")
+        return Xr.astype(int)
+
 
 @dataclass(frozen=True)
 class FixedGenes:
@@ -119,7 +137,9 @@ def restrict(problem: SearchProblem, fixed: FixedGenes) -> SearchProblem:
     if bad.size:
         raise SearchError(f"fixed values of genes {bad.tolist()} are outside the bounds")
     names = None if problem.names is None else tuple(n for n, m in zip(problem.names, mask, strict=True) if not m)
-    return SearchProblem(problem.lower[~mask], problem.upper[~mask], lambda X: problem.evaluate(fixed.expand(X)), names)
+    repair = None if problem.repair is None else lambda X: problem.repaired(fixed.expand(X))[:, ~mask]
+    return SearchProblem(problem.lower[~mask], problem.upper[~mask], lambda X: problem.evaluate(fixed.expand(X)),
+                         names, repair)
 
 
 class PymooProblem(Problem):
@@ -131,6 +151,13 @@ class PymooProblem(Problem):
 
     def _evaluate(self, X, out, *args, **kwargs) -> None:
         out["F"] = self.search_problem.objectives(np.rint(X))
+
+
+class ProblemRepair(Repair):
+    """Applies the SearchProblem's repair to new candidates (pymoo keeps the repaired genes, so they breed)."""
+
+    def _do(self, problem, X, **kwargs) -> np.ndarray:
+        return problem.search_problem.repaired(np.rint(X)).astype(X.dtype)
 
 
 @dataclass(frozen=True)
@@ -190,6 +217,7 @@ def make_algorithm(
         mutation=PM(prob=1.0, prob_var=1.0 / n_var, eta=config.pm_eta, vtype=float, repair=RoundingRepair()),
         survival=survival,
         eliminate_duplicates=True,
+        repair=ProblemRepair(),
     )
 
 
@@ -262,7 +290,7 @@ def load_checkpoint(path: Path, state: dict) -> tuple[Algorithm, np.ndarray | No
     differ = [
         f.name for f in dataclasses.fields(new) if f.name != "n_gen" and getattr(old, f.name) != getattr(new, f.name)
     ]
-    for key in ("lower", "upper", "fixed_mask", "fixed_values", "seeds"):
+    for key in ("lower", "upper", "fixed_mask", "fixed_values", "seeds", "repair"):
         if not np.array_equal(saved.get(key), state[key]):
             differ.append(key)
     if differ:
@@ -296,6 +324,7 @@ def search(
         "upper": problem.upper,
         "fixed_mask": mask,
         "fixed_values": None if fixed is None else np.asarray(fixed.values, dtype=int),
+        "repair": problem.repair is not None,
     }
     path = None
     if run_dir is not None:
@@ -311,7 +340,7 @@ def search(
     else:
         anchors, ref_point = None, None
         if config.latency_range is None or config.ref_point is None:
-            ends = inner.objectives(np.stack([inner.lower, inner.upper]))
+            ends = inner.objectives(inner.repaired(np.stack([inner.lower, inner.upper])))
             latency_range = config.latency_range or (float(ends[:, 1].min()), float(ends[:, 1].max()))
             ref_point = np.array(config.ref_point or ends.max(axis=0) * 1.1, dtype=float)
         else:

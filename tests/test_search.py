@@ -163,6 +163,40 @@ def test_resume_refuses_a_run_directory_with_other_settings(tmp_path):
         search(
             synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, FixedGenes(mask, synthetic().upper), progress=False
         )
+    with pytest.raises(SearchError, match="repair"):
+        search(with_repair(synthetic()), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
+
+
+def with_repair(problem: SearchProblem, idle: tuple[int, int] = (2, 5)) -> SearchProblem:
+    """The problem with a repair that sets density genes in `idle` (densities that buy no speed) to dense."""
+
+    def repair(X: np.ndarray) -> np.ndarray:
+        d = X[:, N_LAYERS:]
+        return np.column_stack([X[:, :N_LAYERS], np.where((d >= idle[0]) & (d <= idle[1]), 9, d)])
+
+    return SearchProblem(problem.lower, problem.upper, problem.evaluate, problem.names, repair)
+
+
+@pytest.mark.parametrize("fix_widths", [False, True], ids=["joint", "weight_only"])
+def test_repair_reaches_every_evaluated_candidate_and_breeds(fix_widths):
+    calls: list = []
+    problem = with_repair(synthetic(calls))
+    fixed = FixedGenes(~density_mask(), problem.upper) if fix_widths else None
+    result = search(problem, SearchConfig(n_gen=6, seed=2), fixed=fixed, progress=False)
+    seen = np.concatenate(calls)
+    densities = seen[:, N_LAYERS:]
+    assert not np.any((densities >= 2) & (densities <= 5))  # the ends, the samples and every child were repaired
+    assert np.any((densities > 5) & (densities < 9))  # what the repair leaves alone is still searched
+    assert not np.any((result.X[:, N_LAYERS:] >= 2) & (result.X[:, N_LAYERS:] <= 5))  # the repaired genes survive
+    if fix_widths:
+        assert np.all(seen[:, :N_LAYERS] == 9)
+
+
+def test_a_repair_that_leaves_the_bounds_is_a_clear_error():
+    problem = synthetic()
+    broken = SearchProblem(problem.lower, problem.upper, problem.evaluate, repair=lambda X: X + 1)
+    with pytest.raises(SearchError, match="repair moved rows"):
+        search(broken, SearchConfig(n_gen=2), progress=False)
 
 
 @pytest.mark.parametrize("fix_densities", [True, False], ids=["channel_only", "weight_only"])
