@@ -1,0 +1,100 @@
+"""One search run over a real MobileNetV2's search space: every method's budget, the joint search's widths-first
+stage, the repair, resume, and the files written.
+
+Latency is a formula (sparse pays below 40% density, as in test_pruner_latency) and the estimator a smooth
+function of the genes, so the run takes seconds; the search machinery, the space and the files are real.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruner.fronts import JOINT_WARMUP, fixed_genes, run_fronts
+from pruner.graph import analyze
+from pruner.latency import CandidateLatency
+from pruner.models import MobileNetV2
+from pruner.search import SearchConfig, SearchError
+from pruner.space import SearchSpace
+from tests.test_pruner_latency import predict
+
+CONFIG = SearchConfig(n_gen=5, pop_size=16, seed=4)
+
+
+@pytest.fixture(scope="module")
+def space() -> SearchSpace:
+    return SearchSpace(analyze(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32)))
+
+
+class Recorder:
+    """A smooth (loss, top-1) estimate that remembers every candidate it was asked about."""
+
+    def __init__(self, space: SearchSpace):
+        self.upper, self.seen = space.upper, []
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        self.seen.append(np.array(X))
+        shortfall = (self.upper - X) / self.upper
+        loss = 0.1 + (shortfall**2).sum(axis=1)
+        return np.column_stack([loss, np.exp(-loss)])
+
+
+def run(space, out, **kwargs):
+    latency = CandidateLatency(space, predict, "1x4", overhead_ms=0.1)
+    estimator = Recorder(space)
+    fronts = run_fronts(space, latency, estimator, out, CONFIG, budgets=(1.0,), progress=False,
+                        repair=latency.densify, **kwargs)
+    return fronts, estimator, latency
+
+
+def test_joint_searches_widths_first_then_both_with_the_baselines_budget(space, tmp_path):
+    fronts, _, latency = run(space, tmp_path)
+    n_width = len(space.graph.groups)
+    archives = {m: np.load(tmp_path / m / "archive.npz") for m in ("joint", "channel-only", "weight-only")}
+    for method, z in archives.items():
+        assert len(np.unique(z["X"], axis=0)) <= CONFIG.n_gen * CONFIG.pop_size + 2, method
+    counts = {m: len(z["X"]) for m, z in archives.items()}
+    assert abs(counts["joint"] - counts["channel-only"]) <= 2 * CONFIG.pop_size  # the second stage re-scores its seeds
+    widths_stage = tmp_path / "joint" / "widths"
+    assert (widths_stage / "checkpoint.pkl").exists()
+    joint = archives["joint"]["X"]
+    assert (joint[:, n_width:] < space.upper[n_width:]).any(), "the second stage searches densities"
+    # every candidate any method evaluated was repaired: no zeros in a layer the device runs dense
+    for z in archives.values():
+        np.testing.assert_array_equal(latency.densify(z["X"]), z["X"])
+    assert json.loads((tmp_path / "summary.json").read_text())["joint_warmup"] == JOINT_WARMUP
+
+
+def test_without_warmup_the_joint_search_is_one_stage(space, tmp_path):
+    run(space, tmp_path, joint_warmup=0.0)
+    assert not (tmp_path / "joint" / "widths").exists()
+    with pytest.raises(SearchError, match="joint_warmup 1.0"):
+        run(space, tmp_path / "all", joint_warmup=1.0)
+
+
+def test_fixed_genes_of_the_baselines(space):
+    n_width = len(space.graph.groups)
+    channel_only, weight_only = fixed_genes(space, "channel-only"), fixed_genes(space, "weight-only")
+    assert channel_only.mask[n_width:].all() and not channel_only.mask[:n_width].any()
+    assert weight_only.mask[:n_width].all() and not weight_only.mask[n_width:].any()
+    assert fixed_genes(space, "joint") is None
+    with pytest.raises(ValueError, match="unknown method"):
+        fixed_genes(space, "random")
+
+
+def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space, tmp_path):
+    first, _, _ = run(space, tmp_path)
+    again, estimator, _ = run(space, tmp_path)
+    for method, table in first.fronts.items():
+        pd.testing.assert_frame_equal(table, again.fronts[method])
+    assert first.hypervolume == again.hypervolume
+    # nothing searched again: only the uniform sweep and the fronts' top-1 column are scored
+    top1_lookups = sum(len(t) for t in again.fronts.values())
+    assert sum(len(X) for X in estimator.seen) == len(again.fronts["uniform"]) + top1_lookups
+    written = pd.read_csv(tmp_path / "pareto.csv")
+    assert set(written["method"]) == {"joint", "channel-only", "weight-only", "uniform"}
+    budgets = pd.read_csv(tmp_path / "budgets.csv")
+    assert (budgets.loc[budgets["found"], "latency_ms"] <= budgets.loc[budgets["found"], "budget_ms"]).all()
