@@ -3,9 +3,9 @@
 The engine knows nothing of models: a `SearchProblem` gives integer bounds, a batched evaluator and an
 optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.survival), repairs every new
 candidate, checkpoints every generation so an interrupted run resumes to the very same result, and shows the
-current front's size and hypervolume. The
-baselines (genes held fixed, uniform width multipliers) and the output helpers (front table, hypervolumes
-against one reference point, best candidate per latency budget, plot) live here too.
+current front's size and hypervolume. The baselines (genes held fixed, uniform width multipliers) and the
+output helpers (front table, hypervolumes against one reference point, best candidate per latency budget,
+plot) live here too.
 """
 
 from __future__ import annotations
