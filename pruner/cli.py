@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-JOINT_WARMUP = 0.5  # pruner.fronts.JOINT_WARMUP, kept here so `jcw --help` imports no torch (a test checks)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a reference model on MNIST and save a checkpoint")
@@ -63,9 +62,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int, default=32)
     p.add_argument("--population", type=int, default=64)
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
-    p.add_argument("--joint-warmup", type=float, default=JOINT_WARMUP,
-                   help=f"share of the joint search's generations on widths alone first (default {JOINT_WARMUP}; "
-                        "0: JCW's one-stage search)")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
     p.add_argument("--val-size", type=int, default=1000, help="held-out validation images per estimate")
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
@@ -121,7 +117,7 @@ def run_search(args: argparse.Namespace) -> int:
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
     fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain,
-                        repair=latency.densify, joint_warmup=args.joint_warmup)
+                        repair=latency.densify)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):

@@ -16,7 +16,6 @@ from pruner.estimate import LOSS, TOP1, Estimator
 from pruner.search import (
     FixedGenes,
     SearchConfig,
-    SearchError,
     SearchProblem,
     best_under_budgets,
     hypervolumes,
@@ -29,11 +28,6 @@ from pruner.search import (
 from pruner.space import SearchSpace
 
 METHODS = ("joint", "channel-only", "weight-only")
-# Share of the joint search's generations spent on widths alone before densities join. Where sparse kernels pay
-# only at low density in a few layers (TFLite's built-in kernels on x86), a joint search from random densities
-# wastes its first generations on weight-pruned candidates that cost accuracy for little speed;
-# bench/search_bench.py compares this two-stage search with the one-stage one.
-JOINT_WARMUP = 0.5
 MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 
 
@@ -61,14 +55,13 @@ def uniform_candidate(space: SearchSpace, multiplier: float) -> np.ndarray:
 
 @dataclass
 class Fronts:
-    """Each method's front (genes, latency_ms, loss, top1), their hypervolumes against one reference point,
-    the joint front's best candidate under each budget, and how the joint search was staged."""
+    """Each method's front (genes, latency_ms, loss, top1, weight_pruned_layers), their hypervolumes against one
+    reference point, and the joint front's best candidate under each budget."""
 
     fronts: dict[str, pd.DataFrame]
     hypervolume: dict[str, float]
     ref_point: np.ndarray
     budgets: pd.DataFrame
-    joint_warmup: float  # share of the joint search's generations spent on widths alone
 
 
 def run_fronts(
@@ -82,20 +75,14 @@ def run_fronts(
     progress: bool = True,
     on_generation: Callable[[np.ndarray], None] | None = None,
     repair: Callable[[np.ndarray], np.ndarray] | None = None,
-    joint_warmup: float = JOINT_WARMUP,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
     fronts.png, summary.json and budgets.csv to `out`.
 
     `repair` maps new candidates to ones at least as good before they are evaluated, for every method alike;
-    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense.
-    The joint search spends the share `joint_warmup` of its generations on widths alone (densities dense),
-    then searches widths and densities together from that population: the same number of evaluations as
-    each baseline (0 gives JCW's one-stage search)."""
+    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense."""
     out, config = Path(out), config or SearchConfig()
-    if not 0.0 <= joint_warmup < 1.0:
-        raise SearchError(f"joint_warmup {joint_warmup}: must be a share of the generations in [0, 1)")
     out.mkdir(parents=True, exist_ok=True)
 
     archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
@@ -122,27 +109,22 @@ def run_fronts(
         if saved.exists():
             with np.load(saved) as z:
                 archive.append((z["X"], z["F"]))
-        warmup = round(joint_warmup * config.n_gen) if method == "joint" else 0
-        start, n_gen = seeds, config.n_gen
-        if 0 < warmup < config.n_gen:  # widths first, then the joint search from that population
-            start = search(problem, dataclasses.replace(config, n_gen=warmup), run_dir=out / method / "widths",
-                           fixed=fixed_genes(space, "channel-only"), progress=progress, seeds=seeds,
-                           on_generation=keep).X
-            n_gen -= warmup
-        result = search(problem, dataclasses.replace(config, n_gen=n_gen), run_dir=out / method,
-                        fixed=fixed_genes(space, method), progress=progress, seeds=start, on_generation=keep)
+        result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
+                        seeds=seeds, on_generation=keep)
         archive.append((result.X, result.F))
         _save_archive(saved, archive)
         fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
+    n_width = len(space.graph.groups)
     for table in fronts.values():
         genes = table[list(space.gene_names)].to_numpy(int)
         table["top1"] = estimator(genes)[:, TOP1] if len(genes) else []
+        table["weight_pruned_layers"] = (genes[:, n_width:] < space.upper[n_width:]).sum(axis=1)
         table.insert(0, "genes", [",".join(map(str, g)) for g in genes])
     ref = shared_ref_point(fronts)
     result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
-                    if "joint" in fronts else pd.DataFrame(), joint_warmup)
+                    if "joint" in fronts else pd.DataFrame())
     _write(space, result, out, config)
     return result
 
@@ -159,7 +141,7 @@ def _save_archive(path: Path, archive: list[tuple[np.ndarray, np.ndarray]]) -> N
 
 
 def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) -> None:
-    summary_cols = ["method", "genes", "latency_ms", "loss", "top1"]
+    summary_cols = ["method", "genes", "latency_ms", "loss", "top1", "weight_pruned_layers"]
     table = pd.concat([t.assign(method=m) for m, t in result.fronts.items()], ignore_index=True)
     table[summary_cols].to_csv(out / "pareto.csv", index=False)
     layers = []
@@ -176,6 +158,5 @@ def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) 
         "ref_point": {"loss": result.ref_point[0], "latency_ms": result.ref_point[1]},
         "front_sizes": {m: len(t) for m, t in result.fronts.items()},
         "config": dataclasses.asdict(config),
-        "joint_warmup": result.joint_warmup,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -55,9 +55,10 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
         "## Accuracy vs latency fronts", "",
         "Joint channel + weight pruning against channel-only, weight-only and uniform width multipliers, "
         f"each searched with the same estimator (proxy: BatchNorm recalibrated, {cfg.val_size} held-out validation "
-        f"images) and predicted latency ({cfg.generations} generations of {cfg.population}; the joint search spends "
-        f"the first {fronts.joint_warmup:.0%} of them on widths alone). A density the device would run dense "
-        "anyway is set back to dense in every method.", "",
+        f"images) and predicted latency ({cfg.generations} generations of {cfg.population}). A density the device "
+        "would run dense anyway is set back to dense in every method. Points of the joint front that prune "
+        f"weights at all: {(fronts.fronts['joint']['weight_pruned_layers'] > 0).sum()} of "
+        f"{len(fronts.fronts['joint'])}.", "",
         "![fronts](search/fronts.png)", "",
         "Hypervolume (loss x latency, one reference point; larger is better):", "",
         hv.to_markdown(index=False, floatfmt=".4f"), "",

@@ -6,8 +6,6 @@ import sys
 from predictor import cli
 from predictor.adaptive import STRATEGIES
 from predictor.models import MODELS
-from pruner import cli as pruner_cli
-from pruner.fronts import JOINT_WARMUP
 
 
 def test_jcw_help_imports_no_heavy_library():
@@ -20,4 +18,3 @@ def test_jcw_help_imports_no_heavy_library():
 def test_cli_choices_match_the_library():
     assert tuple(MODELS) == cli.KINDS
     assert cli.STRATEGIES == STRATEGIES
-    assert pruner_cli.JOINT_WARMUP == JOINT_WARMUP
