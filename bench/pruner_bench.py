@@ -96,14 +96,6 @@ def code_state() -> str:
     return f"commit {head.stdout.strip() or '?'}" + (f", uncommitted changes in {', '.join(dirty)}" if dirty else "")
 
 
-def combine(records: list[dict]) -> dict:
-    """One network's passes as one record: the median of the pass medians, the largest IQR and CV, the
-    pass-to-pass spread (max / min - 1) and the pass medians themselves."""
-    medians = [r["latency_ms"] for r in records]
-    return {"latency_ms": float(np.median(medians)), "iqr_ms": max(r["iqr_ms"] for r in records),
-            "cv": max(r["cv"] for r in records), "spread": max(medians) / min(medians) - 1, "passes": medians}
-
-
 def density_check(predictor: LatencyModel, table: pd.DataFrame) -> pd.DataFrame:
     """1x1 convs of the kernel table: measured and predicted latency of sparse storage over dense storage
     (the same shape's density-1.0 twin), median per density. Above 1, `prefer_dense` should store it dense."""
@@ -177,12 +169,13 @@ def main() -> None:
         for net in networks:
             paths.append(Path(tmp) / f"{net.name}.tflite")
             paths[-1].write_bytes(net.exported.model)
-        passes = [measure_files(device, paths) for _ in range(PASSES)]  # each: every network interleaved
+        records = measure_files(device, paths, passes=PASSES)  # each pass: every network interleaved
     clock["end-to-end measurement"] = time.perf_counter() - t
-    failed = [r for records in passes for r in records if "error" in r]
+    failed = [r for r in records if "error" in r]
     if failed:
         raise SystemExit(f"{len(failed)} networks failed to run, e.g. {failed[0]}")
-    records = [combine(list(recs)) for recs in zip(*passes, strict=True)]
+    for rec in records:
+        rec["spread"] = max(rec["passes"]) / min(rec["passes"]) - 1  # pass-to-pass spread of the median
 
     specs = {net.name: [layer.spec for layer in net.exported.layers] for net in networks}
     calibration = [net for net in networks if net.role == "calibration"]

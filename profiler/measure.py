@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -13,17 +14,27 @@ from profiler.profile import runner_settings
 from profiler.transports import open_transport
 
 
-def measure_files(device: Device, paths: list[str | Path]) -> list[dict]:
-    """One record per file, in order: {"file", "latency_ms", "iqr_ms", "cv", "runs"} or {"file", "error"}.
+def measure_files(device: Device, paths: list[str | Path], passes: int = 1) -> list[dict]:
+    """One record per file, in order: {"file", "latency_ms", "iqr_ms", "cv", "runs", "passes"} or {"file", "error"}.
 
+    Each pass is one batch interleaving every file; a file's latency is the median of its pass medians
+    ("passes" lists them), so one burst of load on a shared machine moves one pass, not the result.
     Nothing is subtracted: a deployed network's invoke overhead is part of its latency.
     """
     paths = [Path(p) for p in paths]
+    if passes < 1:
+        raise UserError(f"passes {passes}: must be at least 1")
     for path in paths:
         if not path.is_file():
             raise UserError(f"{path}: no such model file")
         if path.suffix != SUFFIX[device.flavour]:
             raise UserError(f"{path}: device '{device.name}' runs {SUFFIX[device.flavour]} models ({device.runtime})")
+    runs = [_one_pass(device, paths) for _ in range(passes)]
+    return [_combined(path, [run[i] for run in runs]) for i, path in enumerate(paths)]
+
+
+def _one_pass(device: Device, paths: list[Path]) -> list[dict]:
+    """One runner batch of every file: the runner's record per file (or an error record)."""
     transport = open_transport(device)
     with tempfile.TemporaryDirectory(prefix=f"jcw-{device.name}-") as tmp:
         models = []
@@ -36,12 +47,15 @@ def measure_files(device: Device, paths: list[str | Path]) -> list[dict]:
             records = {r["id"]: r for r in transport.run(Path(tmp)) if "id" in r}
         finally:
             transport.close()
-    results = []
-    for path, model in zip(paths, models, strict=True):
-        rec = records.get(model.id, {"error": "no result from the runner"})
-        if "error" in rec:
-            results.append({"file": str(path), "error": rec["error"]})
-        else:
-            results.append({"file": str(path), "latency_ms": rec["median_ms"], "iqr_ms": rec["iqr_ms"],
-                            "cv": rec["cv"], "runs": rec["runs"]})
-    return results
+    return [records.get(model.id, {"error": "no result from the runner"}) for model in models]
+
+
+def _combined(path: Path, records: list[dict]) -> dict:
+    """A file's passes as one record; an error in any pass is the file's error."""
+    errors = [r["error"] for r in records if "error" in r]
+    if errors:
+        return {"file": str(path), "error": errors[0]}
+    medians = [r["median_ms"] for r in records]
+    return {"file": str(path), "latency_ms": float(statistics.median(medians)),
+            "iqr_ms": max(r["iqr_ms"] for r in records), "cv": max(r["cv"] for r in records),
+            "runs": sum(r["runs"] for r in records), "passes": medians}

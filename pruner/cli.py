@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="time exported networks end to end on a device")
     _device_args(p)
     p.add_argument("--predictor", help="latency model (jcw fit) to print predicted beside measured latency")
+    p.add_argument("--passes", type=int, default=3,
+                   help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
     p.add_argument("files", nargs="+", help="exported model files (with their .json sidecars for prediction)")
     p.set_defaults(run=run_measure)
 
@@ -226,7 +228,7 @@ def run_measure(args: argparse.Namespace) -> int:
     predictor = persist.load(args.predictor) if args.predictor else None
     status = 0
     print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
-    for result in measure_files(device, args.files):
+    for result in measure_files(device, args.files, passes=args.passes):
         if "error" in result:
             print(f"{result['file']:<40} failed: {result['error'].splitlines()[0]}")
             status = 1

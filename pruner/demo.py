@@ -52,6 +52,7 @@ class DemoConfig:
     budget_fractions: tuple[float, ...] = (0.45, 0.65, 0.85)  # of the way from the smallest to the full model
     finetune_images: int = 3000
     finetune_epochs: int = 1
+    measure_passes: int = 3  # a network's latency: the median of its interleaved passes
     seed: int = 0
 
 
@@ -77,8 +78,9 @@ def _train_model(path: Path, cfg: DemoConfig, data) -> Checkpoint:
     return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, shape)))
 
 
-def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path) -> dict:
-    """Export each model for the device and time all of them in one interleaved batch."""
+def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path,
+                        passes: int) -> dict:
+    """Export each model for the device and time all of them, interleaved, in `passes` batches."""
     chooser = prefer_dense(predictor.predict) if device.flavour != "onnx" else None
     files, layers = [], {}
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shap
         path.write_bytes(exported.model)
         files.append(path)
         layers[name] = exported.layers
-    measured = measure_files(device, files)
+    measured = measure_files(device, files, passes=passes)
     return {name: {"file": str(f), "bytes": f.stat().st_size, "layers": layers[name], **m}
             for (name, f), m in zip(zip(models, files, strict=True), measured, strict=True)}
 
@@ -134,7 +136,7 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
         rng = np.random.default_rng(cfg.seed + 1)
         probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
                                         for i, x in enumerate(space.sample(rng, cfg.overhead_candidates))}}
-        runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes")
+        runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes", cfg.measure_passes)
         ok = [r for r in runs.values() if "latency_ms" in r]
         predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
         save(predictor, predictor_path)
@@ -202,7 +204,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
 
     step(f"exporting to TFLite ({device.flavour}) and measuring end to end on '{device.name}'")
     runs = _export_and_measure(device, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},
-                               base.input_shape, predictor, out / "exported")
+                               base.input_shape, predictor, out / "exported", cfg.measure_passes)
     for run in runs.values():
         run["predicted_ms"] = predictor.predict_network([layer.spec for layer in run["layers"]])
 

@@ -65,7 +65,8 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
         "## Fine-tuned candidates", "",
         "The best joint candidate under each latency budget, fine-tuned with its weight masks fixed "
         f"({cfg.finetune_images} images, {cfg.finetune_epochs} epoch), exported to TFLite and measured end to end "
-        "on the device. Accuracy is on the MNIST test split, which the search never saw.", "",
+        f"on the device (median of {cfg.measure_passes} interleaved passes). Accuracy is on the MNIST test split, "
+        "which the search never saw.", "",
         "![candidates](candidates.png)", "",
     ]
     rows = []

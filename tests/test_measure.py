@@ -19,9 +19,13 @@ def test_wider_network_measures_slower(tmp_path, device_name):
         path = tmp_path / f"mbv2_{width}{exported.suffix}"
         path.write_bytes(exported.model)
         files.append(path)
-    narrow, wide = measure_files(device, files)
+    narrow, wide = measure_files(device, files, passes=3)
     assert narrow["file"] == str(files[0]) and narrow["latency_ms"] > 0
     assert wide["latency_ms"] > 1.5 * narrow["latency_ms"]
+    for record in (narrow, wide):  # the median of three interleaved passes
+        assert len(record["passes"]) == 3 and record["latency_ms"] == sorted(record["passes"])[1]
+    with pytest.raises(UserError, match="passes 0"):
+        measure_files(device, files, passes=0)
 
 
 def test_wrong_file_type_and_missing_file_are_named(tmp_path):
