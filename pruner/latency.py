@@ -41,19 +41,18 @@ class CandidateLatency:
     block: str
     overhead_ms: float = 0.0
 
-    def _priced(self, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
-        """Latency of each spec at its faster form, and whether that form is dense storage of a sparse layer."""
-        sparse = [i for i, s in enumerate(specs) if s.is_sparse]
-        lat = np.asarray(self.predict([*specs, *(specs[i].replace(density=1.0) for i in sparse)]), dtype=float)
-        cost, as_dense = lat[: len(specs)].copy(), np.zeros(len(specs), dtype=bool)
-        as_dense[sparse] = lat[len(specs):] < cost[sparse]
-        cost[sparse] = np.minimum(cost[sparse], lat[len(specs):])
-        return cost, as_dense
+    def _priced_rows(self, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Layer names, then per row of X and layer: the faster form's latency and whether it is dense storage
+        of a sparse layer (both [rows, layers]), with one predictor call for all rows."""
+        per_row = [self.space.kernel_specs(x, self.block) for x in X]
+        names = list(per_row[0]) if per_row else []
+        cost, as_dense = faster_forms(self.predict, [spec for specs in per_row for spec in specs.values()])
+        return names, cost.reshape(len(X), len(names)), as_dense.reshape(len(X), len(names))
 
     def layer_choices(self, x: Sequence[int] | np.ndarray) -> dict[str, tuple[KernelSpec, float]]:
         """Per layer: the spec as it will be exported (dense where faster) and its predicted latency."""
         specs = self.space.kernel_specs(x, self.block)
-        cost, as_dense = self._priced(list(specs.values()))
+        cost, as_dense = faster_forms(self.predict, list(specs.values()))
         return {
             name: (spec.replace(density=1.0) if dense else spec, float(c))
             for (name, spec), c, dense in zip(specs.items(), cost, as_dense, strict=True)
@@ -65,25 +64,29 @@ class CandidateLatency:
         The search's repair: the candidate keeps its predicted latency and loses zeroed weights that cost
         accuracy and buy no speed (on TFLite's built-in kernels, sparse only pays at low density)."""
         X = np.array(np.atleast_2d(X), dtype=int)
-        n_width, names = len(self.space.graph.groups), [layer.name for layer in self.space.graph.prunable]
-        specs = []
-        for x in X:
-            layer_specs = self.space.kernel_specs(x, self.block)
-            specs += [layer_specs[name] for name in names]
-        _, as_dense = self._priced(specs)
-        X[:, n_width:] = np.where(as_dense.reshape(len(X), len(names)), self.space.upper[n_width:], X[:, n_width:])
+        if not len(X):
+            return X
+        names, _, as_dense = self._priced_rows(X)
+        prunable = [names.index(layer.name) for layer in self.space.graph.prunable]
+        n_width = len(self.space.graph.groups)
+        X[:, n_width:] = np.where(as_dense[:, prunable], self.space.upper[n_width:], X[:, n_width:])
         return X
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) of each row of X, with one batched predictor call for all rows."""
-        X = np.atleast_2d(X)
-        specs, owners = [], []
-        for row, x in enumerate(X):
-            layer_specs = self.space.kernel_specs(x, self.block).values()
-            specs += layer_specs
-            owners += [row] * len(layer_specs)
-        cost, _ = self._priced(specs)
-        return np.bincount(owners, weights=cost, minlength=len(X)) + self.overhead_ms
+        _, cost, _ = self._priced_rows(np.atleast_2d(X))
+        return cost.sum(axis=1) + self.overhead_ms
+
+
+def faster_forms(predict: PredictFn, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
+    """Each spec's latency at its faster form, and whether that form is dense storage of a sparse layer: the
+    one rule both the search's price and the exporter's choice follow."""
+    sparse = [i for i, s in enumerate(specs) if s.is_sparse]
+    lat = np.asarray(predict([*specs, *(specs[i].replace(density=1.0) for i in sparse)]), dtype=float)
+    cost, as_dense = lat[: len(specs)].copy(), np.zeros(len(specs), dtype=bool)
+    as_dense[sparse] = lat[len(specs):] < cost[sparse]
+    cost[sparse] = np.minimum(cost[sparse], lat[len(specs):])
+    return cost, as_dense
 
 
 def prefer_dense(predict: PredictFn) -> Callable[[list[KernelSpec]], list[bool]]:
@@ -91,7 +94,6 @@ def prefer_dense(predict: PredictFn) -> Callable[[list[KernelSpec]], list[bool]]
     predicted faster."""
 
     def choose(specs: list[KernelSpec]) -> list[bool]:
-        lat = np.asarray(predict([*specs, *(s.replace(density=1.0) for s in specs)]), dtype=float)
-        return (lat[len(specs):] < lat[: len(specs)]).tolist()
+        return faster_forms(predict, specs)[1].tolist()
 
     return choose
