@@ -35,7 +35,7 @@ def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:
     """The genes a method leaves alone: densities at 1.0 for channel-only, widths at 1.0 for weight-only."""
     if method == "joint":
         return None
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     mask = np.zeros(space.n_var, dtype=bool)
     if method == "channel-only":
         mask[n_width:] = True
@@ -49,7 +49,7 @@ def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:
 def uniform_candidate(space: SearchSpace, multiplier: float) -> np.ndarray:
     """Every width gene at `multiplier` (within its bounds), every layer dense: the uniform baseline."""
     width = int(np.argmin(np.abs(np.asarray(space.width_grid) - multiplier)))
-    return np.clip(np.r_[[width] * len(space.graph.groups), space.upper[len(space.graph.groups):]],
+    return np.clip(np.r_[[width] * space.n_width, space.upper[space.n_width:]],
                    space.lower, space.upper)
 
 
@@ -116,7 +116,7 @@ def run_fronts(
         fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     for table in fronts.values():
         genes = table[list(space.gene_names)].to_numpy(int)
         table["top1"] = estimator(genes)[:, TOP1] if len(genes) else []

@@ -68,7 +68,7 @@ class CandidateLatency:
             return X
         names, _, as_dense = self._priced_rows(X)
         prunable = [names.index(layer.name) for layer in self.space.graph.prunable]
-        n_width = len(self.space.graph.groups)
+        n_width = self.space.n_width
         X[:, n_width:] = np.where(as_dense[:, prunable], self.space.upper[n_width:], X[:, n_width:])
         return X
 

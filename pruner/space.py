@@ -86,7 +86,13 @@ class SearchSpace:
 
     @property
     def n_var(self) -> int:
-        return len(self.graph.groups) + len(self.graph.prunable)
+        """Number of genes: the width genes, then the density genes."""
+        return self.n_width + len(self.graph.prunable)
+
+    @property
+    def n_width(self) -> int:
+        """Number of width genes (one per channel group); the density genes start at this index."""
+        return len(self.graph.groups)
 
     @cached_property
     def lower(self) -> np.ndarray:
@@ -102,7 +108,7 @@ class SearchSpace:
     @cached_property
     def upper(self) -> np.ndarray:
         """Largest grid index per gene (ratio 1.0: the full width, dense)."""
-        n_w = len(self.graph.groups)
+        n_w = self.n_width
         return np.array([len(self.width_grid) - 1] * n_w + [len(self.density_grid) - 1] * (self.n_var - n_w))
 
     def full(self) -> np.ndarray:
@@ -137,7 +143,7 @@ class SearchSpace:
     def decode(self, x: Sequence[int] | np.ndarray) -> Candidate:
         """Grid indices to width ratios and densities."""
         x = self.check(x)
-        n_w = len(self.graph.groups)
+        n_w = self.n_width
         return Candidate(tuple(self.width_grid[i] for i in x[:n_w]), tuple(self.density_grid[i] for i in x[n_w:]))
 
     def encode(self, candidate: Candidate) -> np.ndarray:

@@ -50,7 +50,7 @@ def run(space, out):
 
 def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space, tmp_path):
     run(space, tmp_path)
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     archives = {m: np.load(tmp_path / m / "archive.npz") for m in ("joint", "channel-only", "weight-only")}
     counts = {m: len(z["X"]) for m, z in archives.items()}
     # the same budget: n_gen x pop evaluations, plus the two ends and the final population the archive re-adds
@@ -71,7 +71,7 @@ def latency_of(space: SearchSpace) -> CandidateLatency:
 
 
 def test_fixed_genes_of_the_baselines(space):
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     channel_only, weight_only = fixed_genes(space, "channel-only"), fixed_genes(space, "weight-only")
     assert channel_only.mask[n_width:].all() and not channel_only.mask[:n_width].any()
     assert weight_only.mask[:n_width].all() and not weight_only.mask[n_width:].any()
@@ -91,7 +91,7 @@ def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space
     assert sum(len(X) for X in estimator.seen) == len(again.fronts["uniform"]) + top1_lookups
     written = pd.read_csv(tmp_path / "pareto.csv")
     assert set(written["method"]) == {"joint", "channel-only", "weight-only", "uniform"}
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     genes = np.array([[int(g) for g in row.split(",")] for row in written["genes"]])
     np.testing.assert_array_equal(written["weight_pruned_layers"], (genes[:, n_width:] < 9).sum(axis=1))
     assert (written.loc[written["method"] == "channel-only", "weight_pruned_layers"] == 0).all()

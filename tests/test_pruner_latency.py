@@ -48,7 +48,7 @@ def specs_at(space: SearchSpace, x: np.ndarray) -> list[KernelSpec]:
 def test_densify_sets_dense_exactly_the_layers_the_device_runs_dense(space, priced):
     X = space.sample(np.random.default_rng(1), 8)
     repaired = priced.densify(X)
-    n_width = len(space.graph.groups)
+    n_width = space.n_width
     np.testing.assert_array_equal(repaired[:, :n_width], X[:, :n_width])  # widths untouched
     for x, r in zip(X, repaired, strict=True):
         choices = priced.layer_choices(x)
