@@ -64,6 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generations", type=int, default=32)
     p.add_argument("--population", type=int, default=64)
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
+    p.add_argument("--weight-stage", type=float, default=None,
+                   help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
+                        "search (default: pruner.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
+                        "densities, as JCW does")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
     p.add_argument("--val-size", type=int, default=1000, help="held-out validation images per estimate")
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
@@ -92,7 +96,7 @@ def run_search(args: argparse.Namespace) -> int:
     from pruner.checkpoint import load_checkpoint
     from pruner.data import load_mnist_sized
     from pruner.estimate import mnist_proxy_data, proxy_estimator
-    from pruner.fronts import run_fronts
+    from pruner.fronts import WEIGHT_STAGE, run_fronts
     from pruner.latency import CandidateLatency
     from pruner.search import SearchConfig
     from pruner.supernet import SupernetEstimator, build_supernet
@@ -119,7 +123,8 @@ def run_search(args: argparse.Namespace) -> int:
     budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
     fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain,
-                        repair=latency.densify)
+                        repair=latency.densify,
+                        weight_stage=WEIGHT_STAGE if args.weight_stage is None else args.weight_stage)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):

@@ -19,16 +19,19 @@ from pruner.search import (
     SearchProblem,
     best_under_budgets,
     hypervolumes,
+    non_dominated,
     pareto_front,
     plot_fronts,
     search,
     shared_ref_point,
     uniform_sweep,
 )
+from pruner.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.space import SearchSpace
 
 METHODS = ("joint", "channel-only", "weight-only")
 MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+WEIGHT_STAGE = 0.3  # share of the joint method's evaluations for its weight stage (pruner.sensitivity)
 
 
 def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:
@@ -75,14 +78,20 @@ def run_fronts(
     progress: bool = True,
     on_generation: Callable[[np.ndarray], None] | None = None,
     repair: Callable[[np.ndarray], np.ndarray] | None = None,
+    weight_stage: float = WEIGHT_STAGE,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
     fronts.png, summary.json and budgets.csv to `out`.
 
     `repair` maps new candidates to ones at least as good before they are evaluated, for every method alike;
-    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense."""
+    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense.
+    `weight_stage` is the share of the joint method's evaluations spent adding sparse layers to the front of
+    a widths-only search (pruner.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
+    Every method gets the same budget of evaluations."""
     out, config = Path(out), config or SearchConfig()
+    if not 0 <= weight_stage < 1:
+        raise ValueError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
     out.mkdir(parents=True, exist_ok=True)
 
     archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
@@ -109,10 +118,17 @@ def run_fronts(
         if saved.exists():
             with np.load(saved) as z:
                 archive.append((z["X"], z["F"]))
-        result = search(problem, config, run_dir=out / method, fixed=fixed_genes(space, method), progress=progress,
-                        seeds=seeds, on_generation=keep)
+        widths_gens = _widths_generations(space, config, weight_stage, repair) if method == "joint" else config.n_gen
+        staged = widths_gens < config.n_gen
+        result = search(problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
+                        run_dir=out / method, fixed=fixed_genes(space, "channel-only" if staged else method),
+                        progress=progress, seeds=seeds, on_generation=keep)
         archive.append((result.X, result.F))
         _save_archive(saved, archive)
+        if staged:
+            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size,
+                          repair or (lambda X: X))
+            _save_archive(saved, archive)
         fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
@@ -125,8 +141,44 @@ def run_fronts(
     ref = shared_ref_point(fronts)
     result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
                     if "joint" in fronts else pd.DataFrame())
-    _write(space, result, out, config)
+    _write(space, result, out, config, weight_stage)
     return result
+
+
+def _widths_generations(
+    space: SearchSpace, config: SearchConfig, weight_stage: float, repair: Callable[[np.ndarray], np.ndarray] | None
+) -> int:
+    """Generations of the joint method's widths-only search: what leaves its weight stage `weight_stage` of the
+    evaluations, and at least twice the layer scan (all of them when weight_stage is 0)."""
+    if weight_stage <= 0:
+        return config.n_gen
+    total = config.n_gen * config.pop_size
+    stage = max(round(weight_stage * total), 2 * len(scan_candidates(space, repair or (lambda X: X))))
+    return max(1, (total - stage) // config.pop_size)
+
+
+def _weight_stage(
+    space: SearchSpace,
+    objectives: Callable[[np.ndarray], np.ndarray],
+    archive: list[tuple[np.ndarray, np.ndarray]],
+    budget: int,
+    repair: Callable[[np.ndarray], np.ndarray],
+) -> None:
+    """The joint method's second stage: scan the layers, then add the cheapest to the widths-only front, within
+    `budget` evaluations; candidates the archive holds (a resumed run) are not evaluated again."""
+    X, F = _stacked(archive)
+    known = {tuple(x): f for x, f in zip(X.tolist(), F, strict=True)}
+
+    def evaluate_new(Xq: np.ndarray) -> np.ndarray:
+        new = [x for x in dict.fromkeys(map(tuple, Xq.tolist())) if x not in known]
+        if new:
+            known.update(zip(new, objectives(np.array(new, dtype=int)), strict=True))
+        return np.array([known[tuple(x)] for x in Xq.tolist()])
+
+    dense = (X[:, space.n_width:] == space.upper[space.n_width:]).all(axis=1)  # the widths-only search's rows
+    front = np.unique(X[dense][non_dominated(F[dense])], axis=0)  # sorted: the same order when resumed
+    scan = scan_layers(space, evaluate_new, repair, limit=budget)
+    evaluate_new(sparsified(front, scan, repair, budget - scan.evaluated))
 
 
 def _stacked(archive: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +192,7 @@ def _save_archive(path: Path, archive: list[tuple[np.ndarray, np.ndarray]]) -> N
     tmp.replace(path)
 
 
-def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) -> None:
+def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig, weight_stage: float) -> None:
     summary_cols = ["method", "genes", "latency_ms", "loss", "top1", "weight_pruned_layers"]
     table = pd.concat([t.assign(method=m) for m, t in result.fronts.items()], ignore_index=True)
     table[summary_cols].to_csv(out / "pareto.csv", index=False)
@@ -158,5 +210,6 @@ def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig) 
         "ref_point": {"loss": result.ref_point[0], "latency_ms": result.ref_point[1]},
         "front_sizes": {m: len(t) for m, t in result.fronts.items()},
         "config": dataclasses.asdict(config),
+        "weight_stage": weight_stage,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

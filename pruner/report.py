@@ -8,6 +8,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pruner.fronts import WEIGHT_STAGE
+
 NOTE = """\
 **What the device is.** `{device}` is this machine (x86) running TFLite's built-in kernels with XNNPACK
 off. On x86 with AVX, XNNPACK never runs sparse kernels ("dense is expected to be faster"), so weight
@@ -56,7 +58,10 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
         "Joint channel + weight pruning against channel-only, weight-only and uniform width multipliers, "
         f"each searched with the same estimator (proxy: BatchNorm recalibrated, {cfg.val_size} held-out validation "
         f"images) and predicted latency ({cfg.generations} generations of {cfg.population}). A density the device "
-        "would run dense anyway is set back to dense in every method. Points of the joint front that prune "
+        "would run dense anyway is set back to dense in every method. The joint search is an NSGA-II over "
+        f"widths, then, with at least {WEIGHT_STAGE:.0%} of its evaluations, its weight stage: each layer is made "
+        "sparse alone in the full model and scored once, and the front's candidates get the layers that add the "
+        "least loss per ms saved, cheapest first (`pruner.sensitivity`). Points of the joint front that prune "
         f"weights at all: {(fronts.fronts['joint']['weight_pruned_layers'] > 0).sum()} of "
         f"{len(fronts.fronts['joint'])}.", "",
         "![fronts](search/fronts.png)", "",

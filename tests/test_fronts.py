@@ -78,6 +78,8 @@ def test_fixed_genes_of_the_baselines(space):
     assert fixed_genes(space, "joint") is None
     with pytest.raises(ValueError, match="unknown method"):
         fixed_genes(space, "random")
+    with pytest.raises(ValueError, match="weight_stage 1.5"):
+        run_fronts(space, latency_of(space), Recorder(space), "unused", CONFIG, weight_stage=1.5)
 
 
 def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space, tmp_path):
@@ -97,3 +99,20 @@ def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space
     assert (written.loc[written["method"] == "channel-only", "weight_pruned_layers"] == 0).all()
     budgets = pd.read_csv(tmp_path / "budgets.csv")
     assert (budgets.loc[budgets["found"], "latency_ms"] <= budgets.loc[budgets["found"], "budget_ms"]).all()
+
+
+@pytest.mark.parametrize("weight_stage", [0.3, 0.0], ids=["staged", "one_stage"])
+def test_joint_is_a_widths_search_then_the_weight_stage_unless_asked_for_one_stage(space, tmp_path, weight_stage):
+    latency = latency_of(space)
+    run_fronts(space, latency, Recorder(space), tmp_path, CONFIG, methods=("joint",), progress=False,
+               repair=latency.densify, weight_stage=weight_stage)
+    X = np.unique(np.load(tmp_path / "joint" / "archive.npz")["X"], axis=0)
+    assert len(X) <= CONFIG.n_gen * CONFIG.pop_size + 2  # the same budget as every other method
+    n_width = space.n_width
+    sparse = (X[:, n_width:] < space.upper[n_width:]).any(axis=1)
+    dense_widths = {tuple(x[:n_width]) for x in X[~sparse]}
+    from_dense = np.array([tuple(x[:n_width]) in dense_widths for x in X[sparse]])
+    if weight_stage:  # sparse layers only on widths the widths-only search evaluated (its front, the scan's full)
+        assert sparse.sum() >= CONFIG.pop_size and from_dense.all()
+    else:  # one NSGA-II over widths and densities: random widths with random densities from the start
+        assert not from_dense.all()
