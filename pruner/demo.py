@@ -29,7 +29,7 @@ from pruner.export import export
 from pruner.fronts import run_fronts
 from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
 from pruner.models import build_model
-from pruner.report import write_report
+from pruner.report import busy_note, write_report
 from pruner.search import SearchConfig
 from pruner.space import SearchSpace
 from pruner.train import Evaluation, evaluate, recalibrate_bn, train
@@ -209,6 +209,8 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         run["predicted_ms"] = predictor.predict_network([layer.spec for layer in run["layers"]])
 
     step("writing the report")
+    if note := busy_note(runs):
+        print(note.replace("**", ""), flush=True)
     report = write_report(out, device, cfg, full_eval, p.held_out, predictor.overhead, fronts, results, runs)
     step(f"done: {report}")
     return report

@@ -43,6 +43,20 @@ def _candidates_plot(path: Path, runs: dict, results: dict, full_top1: float) ->
     fig.savefig(path, dpi=90)
 
 
+def busy_note(runs: dict, tolerance: float = 0.1) -> str:
+    """A warning when the unpruned model, whose kernels the predictor was fitted on, measures more than
+    `tolerance` off its prediction: then the machine was busy while measuring, not the predictor wrong."""
+    full = runs.get("full", {})
+    if "latency_ms" not in full:
+        return ""
+    error = full["predicted_ms"] / full["latency_ms"] - 1
+    if abs(error) <= tolerance:
+        return ""
+    return (f"**Note:** the full model too measured {error:+.1%} off its prediction, so the machine was probably "
+            "busy while measuring (this is a shared machine). `make demo` again re-measures only, in about a "
+            "minute.\n")
+
+
 def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fronts, results: dict,
                  runs: dict) -> Path:
     """Write out/report.md (and out/candidates.png); returns the report's path."""
@@ -89,7 +103,7 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
             "error": f"{run['predicted_ms'] / run['latency_ms'] - 1:+.1%}",
             "size KiB": f"{run['bytes'] / 1024:.0f}",
         })
-    lines += [pd.DataFrame(rows).to_markdown(index=False), ""]
+    lines += [pd.DataFrame(rows).to_markdown(index=False), "", busy_note(runs)]
     for name, r in results.items():
         layers = {layer.name: layer for layer in runs[name]["layers"]}
         table = r["table"].copy()
