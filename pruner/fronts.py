@@ -16,6 +16,7 @@ from pruner.estimate import LOSS, TOP1, Estimator
 from pruner.search import (
     FixedGenes,
     SearchConfig,
+    SearchError,
     SearchProblem,
     best_under_budgets,
     hypervolumes,
@@ -118,6 +119,8 @@ def run_fronts(
         if saved.exists():
             with np.load(saved) as z:
                 archive.append((z["X"], z["F"]))
+        if method == "joint":
+            _check_weight_stage(out / method / "weight_stage.json", weight_stage)
         widths_gens = _widths_generations(space, config, weight_stage, repair) if method == "joint" else config.n_gen
         staged = widths_gens < config.n_gen
         result = search(problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
@@ -143,6 +146,18 @@ def run_fronts(
                     if "joint" in fronts else pd.DataFrame())
     _write(space, result, out, config, weight_stage)
     return result
+
+
+def _check_weight_stage(path: Path, weight_stage: float) -> None:
+    """Record the joint method's weight_stage in its run directory, or refuse a directory run with another."""
+    if path.exists():
+        saved = json.loads(path.read_text())["weight_stage"]
+        if saved != weight_stage:
+            raise SearchError(f"{path}: this run used weight_stage {saved}, not {weight_stage}; use another run "
+                              "directory")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"weight_stage": weight_stage}))
 
 
 def _widths_generations(

@@ -15,7 +15,7 @@ from pruner.fronts import fixed_genes, run_fronts
 from pruner.graph import analyze
 from pruner.latency import CandidateLatency
 from pruner.models import MobileNetV2
-from pruner.search import SearchConfig
+from pruner.search import SearchConfig, SearchError
 from pruner.space import SearchSpace
 from tests.test_pruner_latency import predict
 
@@ -61,6 +61,8 @@ def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space
     assert (joint[:, n_width:] < space.upper[n_width:]).any(), "the joint search prunes weights somewhere"
     assert (archives["channel-only"]["X"][:, n_width:] == space.upper[n_width:]).all()
     assert (archives["weight-only"]["X"][:, :n_width] == space.upper[:n_width]).all()
+    with pytest.raises(SearchError, match="weight_stage 0.3, not 0.5"):  # a resumed run keeps its settings
+        run_fronts(space, latency_of(space), Recorder(space), tmp_path, CONFIG, progress=False, weight_stage=0.5)
     for z in archives.values():  # no zeros in a layer the device runs dense, in any method
         np.testing.assert_array_equal(latency_of(space).densify(z["X"]), z["X"])
     assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").stat().st_size > 0
