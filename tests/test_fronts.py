@@ -12,19 +12,12 @@ import pandas as pd
 import pytest
 
 from pruner.fronts import fixed_genes, run_fronts
-from pruner.graph import analyze
 from pruner.latency import CandidateLatency
-from pruner.models import MobileNetV2
 from pruner.search import SearchConfig, SearchError
 from pruner.space import SearchSpace
 from tests.test_pruner_latency import predict
 
 CONFIG = SearchConfig(n_gen=5, pop_size=16, seed=4)
-
-
-@pytest.fixture(scope="module")
-def space() -> SearchSpace:
-    return SearchSpace(analyze(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32)))
 
 
 class Recorder:

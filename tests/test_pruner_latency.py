@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from profiler.kernel import KernelSpec
-from pruner.graph import analyze
 from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
-from pruner.models import MobileNetV2
 from pruner.space import SearchSpace
 
 SPARSE_PAYS_BELOW = 0.4
@@ -21,11 +19,6 @@ SPARSE_PAYS_BELOW = 0.4
 def predict(specs: list[KernelSpec]) -> np.ndarray:
     """ms per kernel: MACs / 1e6 stored dense, times density / 0.4 stored sparse (faster only below 0.4)."""
     return np.array([s.macs / 1e6 * (s.density / SPARSE_PAYS_BELOW if s.is_sparse else 1.0) for s in specs])
-
-
-@pytest.fixture(scope="module")
-def space() -> SearchSpace:
-    return SearchSpace(analyze(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32)))
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pruner.graph import analyze
 from pruner.latency import CandidateLatency
-from pruner.models import MobileNetV2
 from pruner.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.space import SearchSpace
-from tests.test_pruner_latency import SPARSE_PAYS_BELOW, predict
-
-
-@pytest.fixture(scope="module")
-def space() -> SearchSpace:
-    return SearchSpace(analyze(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32)))
+from tests.test_fronts import latency_of
+from tests.test_pruner_latency import SPARSE_PAYS_BELOW
 
 
 @pytest.fixture(scope="module")
 def latency(space) -> CandidateLatency:
-    return CandidateLatency(space, predict, "1x4", overhead_ms=0.1)
+    return latency_of(space)
 
 
 def weights(space: SearchSpace) -> np.ndarray:
