@@ -3,9 +3,9 @@
 Made for devices whose sparse kernels pay only at low density and in few layers (TFLite's built-in kernels on
 x86: below about 35% density, in the late 1x1 convs). There a single NSGA-II over every width and density does
 not find, in a few hundred evaluations, the handful of layers that can be made sparse at almost no loss; it
-tied channel-only pruning in bench/results/search.md. This stage scans each layer once, made sparse alone in
-the full model, ranks the layers by loss added per ms saved, and gives each candidate of a channel-pruned
-front its k cheapest layers, k = 1, 2, ... until its budget of evaluations is spent.
+tied channel-only pruning (`joint, one stage` in bench/results/search.md). This stage scans each layer once,
+made sparse alone in the full model, ranks the layers by loss added per ms saved, and gives each candidate of
+a channel-pruned front its k cheapest layers, k = 1, 2, ... until its budget of evaluations is spent.
 """
 
 from __future__ import annotations
