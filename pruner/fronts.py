@@ -92,8 +92,9 @@ def run_fronts(
     Every method gets the same budget of evaluations."""
     out, config = Path(out), config or SearchConfig()
     if not 0 <= weight_stage < 1:
-        raise ValueError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
+        raise SearchError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
     out.mkdir(parents=True, exist_ok=True)
+    stage_repair = repair or (lambda X: X)  # the weight stage needs one: where none is given, keep every density
 
     archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
 
@@ -121,7 +122,8 @@ def run_fronts(
                 archive.append((z["X"], z["F"]))
         if method == "joint":
             _check_weight_stage(out / method / "weight_stage.json", weight_stage)
-        widths_gens = _widths_generations(space, config, weight_stage, repair) if method == "joint" else config.n_gen
+        widths_gens = (_widths_generations(space, config, weight_stage, stage_repair) if method == "joint"
+                       else config.n_gen)
         staged = widths_gens < config.n_gen
         result = search(problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
                         run_dir=out / method, fixed=fixed_genes(space, "channel-only" if staged else method),
@@ -129,17 +131,15 @@ def run_fronts(
         archive.append((result.X, result.F))
         _save_archive(saved, archive)
         if staged:
-            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size,
-                          repair or (lambda X: X))
+            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size, stage_repair)
             _save_archive(saved, archive)
         fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
-    n_width = space.n_width
     for table in fronts.values():
         genes = table[list(space.gene_names)].to_numpy(int)
         table["top1"] = estimator(genes)[:, TOP1] if len(genes) else []
-        table["weight_pruned_layers"] = (genes[:, n_width:] < space.upper[n_width:]).sum(axis=1)
+        table["weight_pruned_layers"] = space.weight_pruned_layers(genes) if len(genes) else []
         table.insert(0, "genes", [",".join(map(str, g)) for g in genes])
     ref = shared_ref_point(fronts)
     result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
@@ -161,14 +161,14 @@ def _check_weight_stage(path: Path, weight_stage: float) -> None:
 
 
 def _widths_generations(
-    space: SearchSpace, config: SearchConfig, weight_stage: float, repair: Callable[[np.ndarray], np.ndarray] | None
+    space: SearchSpace, config: SearchConfig, weight_stage: float, repair: Callable[[np.ndarray], np.ndarray]
 ) -> int:
     """Generations of the joint method's widths-only search: what leaves its weight stage `weight_stage` of the
     evaluations, and at least twice the layer scan (all of them when weight_stage is 0)."""
     if weight_stage <= 0:
         return config.n_gen
     total = config.n_gen * config.pop_size
-    stage = max(round(weight_stage * total), 2 * len(scan_candidates(space, repair or (lambda X: X))))
+    stage = max(round(weight_stage * total), 2 * len(scan_candidates(space, repair)))
     return max(1, (total - stage) // config.pop_size)
 
 
@@ -190,7 +190,7 @@ def _weight_stage(
             known.update(zip(new, objectives(np.array(new, dtype=int)), strict=True))
         return np.array([known[tuple(x)] for x in Xq.tolist()])
 
-    dense = (X[:, space.n_width:] == space.upper[space.n_width:]).all(axis=1)  # the widths-only search's rows
+    dense = space.weight_pruned_layers(X) == 0  # the widths-only search's rows
     front = np.unique(X[dense][non_dominated(F[dense])], axis=0)  # sorted: the same order when resumed
     scan = scan_layers(space, evaluate_new, repair, limit=budget)
     evaluate_new(sparsified(front, scan, repair, budget - scan.evaluated))

@@ -43,13 +43,18 @@ def _candidates_plot(path: Path, runs: dict, results: dict, full_top1: float) ->
     fig.savefig(path, dpi=90)
 
 
+def prediction_error(run: dict) -> float:
+    """How far a measured network's prediction is off: predicted / measured - 1."""
+    return run["predicted_ms"] / run["latency_ms"] - 1
+
+
 def busy_note(runs: dict, tolerance: float = 0.1) -> str:
     """A warning when the unpruned model, whose kernels the predictor was fitted on, measures more than
     `tolerance` off its prediction: then the machine was busy while measuring, not the predictor wrong."""
     full = runs.get("full", {})
     if "latency_ms" not in full:
         return ""
-    error = full["predicted_ms"] / full["latency_ms"] - 1
+    error = prediction_error(full)
     if abs(error) <= tolerance:
         return ""
     return (f"**Note:** the full model too measured {error:+.1%} off its prediction, so the machine was probably "
@@ -100,7 +105,7 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
             "top-1 after": f"{(r['after'] if r else full_eval).top1:.2%}",
             "predicted ms": f"{run['predicted_ms']:.4f}",
             "measured ms": f"{run['latency_ms']:.4f}",
-            "error": f"{run['predicted_ms'] / run['latency_ms'] - 1:+.1%}",
+            "error": f"{prediction_error(run):+.1%}",
             "size KiB": f"{run['bytes'] / 1024:.0f}",
         })
     lines += [pd.DataFrame(rows).to_markdown(index=False), "", busy_note(runs)]

@@ -94,6 +94,11 @@ class SearchSpace:
         """Number of width genes (one per channel group); the density genes start at this index."""
         return len(self.graph.groups)
 
+    def weight_pruned_layers(self, X: np.ndarray) -> np.ndarray:
+        """Per row of X: how many layers it stores below full density."""
+        X = np.atleast_2d(X)
+        return (X[:, self.n_width:] < self.upper[self.n_width:]).sum(axis=1)
+
     @cached_property
     def lower(self) -> np.ndarray:
         """Smallest allowed grid index per gene (the first grid value at or above the kind's bound)."""
