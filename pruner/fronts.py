@@ -151,7 +151,10 @@ def run_fronts(
 def _check_weight_stage(path: Path, weight_stage: float) -> None:
     """Record the joint method's weight_stage in its run directory, or refuse a directory run with another."""
     if path.exists():
-        saved = json.loads(path.read_text())["weight_stage"]
+        try:
+            saved = json.loads(path.read_text())["weight_stage"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SearchError(f"{path}: unreadable ({e}); use another run directory") from e
         if saved != weight_stage:
             raise SearchError(f"{path}: this run used weight_stage {saved}, not {weight_stage}; use another run "
                               "directory")

@@ -56,6 +56,9 @@ def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space
     assert (archives["weight-only"]["X"][:, :n_width] == space.upper[:n_width]).all()
     with pytest.raises(SearchError, match="weight_stage 0.3, not 0.5"):  # a resumed run keeps its settings
         run_fronts(space, latency_of(space), Recorder(space), tmp_path, CONFIG, progress=False, weight_stage=0.5)
+    (tmp_path / "joint" / "weight_stage.json").write_text("{truncated")
+    with pytest.raises(SearchError, match="weight_stage.json: unreadable"):
+        run_fronts(space, latency_of(space), Recorder(space), tmp_path, CONFIG, progress=False)
     for z in archives.values():  # no zeros in a layer the device runs dense, in any method
         np.testing.assert_array_equal(latency_of(space).densify(z["X"]), z["X"])
     assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").stat().st_size > 0
