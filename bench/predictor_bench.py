@@ -35,7 +35,7 @@ from profiler.plan import expand, load_plan
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 
-PHONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "resnet18_phone_layers_0-9.csv"
+PHONE = Path(__file__).resolve().parents[1] / "data" / "resnet18_phone_layers_0-9.csv"
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "results" / "predictor.md"
 LAYERS_PLAN = HERE / "local_sparse_layers.yaml"

@@ -29,7 +29,15 @@ _COMMON = {
     "max_cv": {"type": "number", "exclusiveMinimum": 0},
 }
 _BY_TRANSPORT = {
-    "local": ({}, []),
+    "local": (
+        {
+            # another interpreter on this machine (e.g. the emulated ARM device's wrapper); relative to the
+            # working directory; `setup` is the command that installs it, named when it is missing
+            "python": {"type": "string", "minLength": 1},
+            "setup": {"type": "string"},
+        },
+        [],
+    ),
     "ssh": (
         {
             "host": {"type": "string", "pattern": r"^[A-Za-z0-9.:_-]+$"},

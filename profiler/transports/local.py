@@ -1,8 +1,10 @@
-"""This machine: the runner in a subprocess with this Python."""
+"""This machine: the runner in a subprocess with this Python, or with the entry's `python` (another
+interpreter on this machine, e.g. the emulated ARM device's qemu wrapper)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,10 +31,15 @@ class LocalTransport:
     def __init__(self, device: Device, timeout_s: float = 3600):
         self.device = device
         self.timeout_s = timeout_s
+        self.python = device.options.get("python", sys.executable)
+        if not os.access(self.python, os.X_OK):
+            setup = device.options.get("setup")
+            hint = f": run `{setup}` first" if setup else "; fix python: in devices.yaml"
+            raise DeviceError(f"device '{device.name}': interpreter {self.python} is not installed{hint}")
 
     def run(self, batch_dir: Path) -> Iterator[dict]:
         proc = subprocess.Popen(
-            [sys.executable, str(RUNNER), str(batch_dir)],
+            [self.python, str(RUNNER), str(batch_dir)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         try:
