@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from torch import nn
 from profiler.errors import UserError
 from pruner.apply import apply_candidate
 from pruner.graph import analyze
-from pruner.models import build_model
+from pruner.models import MODELS, build_model
 from pruner.space import SearchSpace
 
 
@@ -57,7 +58,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         arch, kwargs, shape = payload["arch"], payload["kwargs"], tuple(payload["input_shape"])
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{path}: not a jcw checkpoint ({type(err).__name__}: {err})") from None
-    model = build_model(arch, **kwargs)
+    model = _build(path, arch, kwargs)
     ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"])
     if ckpt.genes is not None:
         ckpt.model = apply_candidate(model, ckpt.space(), np.asarray(ckpt.genes), block=ckpt.block)
@@ -66,6 +67,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except RuntimeError as err:
         raise UserError(f"{path}: weights do not fit {arch}{kwargs}: {str(err).splitlines()[0]}") from None
     return ckpt.__class__(ckpt.model.eval(), arch, kwargs, shape, ckpt.genes, ckpt.block)
+
+
+def _build(path: Path, arch: object, kwargs: object) -> nn.Module:
+    """The checkpoint's architecture, its `arch` and `kwargs` checked first so a foreign file is a one-line error."""
+    if not isinstance(arch, str) or arch not in MODELS:
+        raise UserError(f"{path}: unknown arch {arch!r}; this jcw builds {', '.join(MODELS)}")
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{path}: kwargs must be a mapping of {arch}'s arguments, got {type(kwargs).__name__}")
+    takes = set(inspect.signature(MODELS[arch]).parameters)
+    unknown = ", ".join(repr(k) for k in kwargs if k not in takes)
+    if unknown:
+        raise UserError(f"{path}: kwargs {unknown}: not an argument of {arch} (it takes {', '.join(sorted(takes))})")
+    try:
+        return build_model(arch, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:  # e.g. width_mult "wide": the arguments' values
+        raise UserError(f"{path}: kwargs {kwargs} do not build {arch} ({err})") from None
 
 
 def parse_genes(text: str) -> np.ndarray:
