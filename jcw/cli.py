@@ -28,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         print("jcw: interrupted; finished rows are saved, re-run to resume", file=sys.stderr)
         return 130
     except UserError as err:
-        print(f"jcw {args.command}: error: {err}", file=sys.stderr)
+        print(f"jcw {args.command}: error: {_capped(str(err))}", file=sys.stderr)
         return 2
+
+def _capped(message: str, limit: int = 500) -> str:
+    """`message` cut to `limit` characters, saying how many were cut, so no error line runs to megabytes."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}... ({len(message) - limit} more characters)"
 
 if __name__ == "__main__":
     sys.exit(main())
