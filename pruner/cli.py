@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import reprlib
+from collections.abc import Callable
 from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a reference model on MNIST and save a checkpoint")
     p.add_argument("--arch", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "mobilenet_v1"])
-    p.add_argument("--width", type=float, default=0.5, help="width multiplier (default 0.5)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--limit", type=int, help="train on the first N training images only")
-    p.add_argument("--input-size", type=int, default=28, help="MNIST scaled to this many pixels a side")
+    p.add_argument("--width", type=_positive_float, default=0.5, help="width multiplier (default 0.5)")
+    p.add_argument("--epochs", type=_at_least(1), default=1)
+    p.add_argument("--limit", type=_at_least(1), help="train on the first N training images only")
+    p.add_argument("--input-size", type=_at_least(1), default=28, help="MNIST scaled to this many pixels a side")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.set_defaults(run=run_train)
 
@@ -44,12 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="unpruned checkpoint")
     p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
     _device_args(p)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--epochs", type=_at_least(1), default=1)
     p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--limit", type=int, help="train on the first N training images only")
+    p.add_argument("--limit", type=_at_least(1), help="train on the first N training images only")
     p.add_argument("--out", required=True, help="pruned checkpoint to write")
     p.set_defaults(run=run_finetune)
 
@@ -60,16 +63,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", required=True, help="latency model of the device (jcw fit)")
     p.add_argument("--data", default="mnist", choices=["mnist"], help="dataset of the accuracy estimate")
     p.add_argument("--out", required=True, help="run directory (resumes an interrupted search)")
-    p.add_argument("--budgets", default="", help="latency budgets in ms, comma-separated, e.g. 2,4,8")
-    p.add_argument("--generations", type=int, default=32)
-    p.add_argument("--population", type=int, default=64)
+    p.add_argument("--budgets", type=_budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
+    p.add_argument("--generations", type=_at_least(1), default=32)
+    p.add_argument("--population", type=_at_least(2), default=64)
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
     p.add_argument("--weight-stage", type=float, default=None,
                    help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
                         "search (default: pruner.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
-    p.add_argument("--val-size", type=int, default=1000, help="held-out validation images per estimate")
+    p.add_argument("--val-size", type=_at_least(1), default=1000, help="held-out validation images per estimate")
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
     p.add_argument("--retrain-steps", type=int, default=0,
                    help="supernet: sandwich steps on the current population after each generation (JCW)")
@@ -86,6 +89,40 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", required=True, help="a device in devices.yaml")
     p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for an integer flag of at least `minimum`: a bad value is a usage error naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{reprlib.repr(text)} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type for a positive finite number (inf and nan would only fail deep inside a command)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{reprlib.repr(text)} is not a positive number")
+    return value
+
+
+def _budgets(text: str) -> list[float]:
+    """Latency budgets in ms, comma-separated, each checked before the search loads anything."""
+    try:
+        return [_positive_float(item) for item in text.replace(" ", "").split(",") if item]
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err} (budgets are milliseconds, comma-separated, e.g. 2,4.5)") from None
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -120,9 +157,8 @@ def run_search(args: argparse.Namespace) -> int:
         if args.retrain_steps:
             def retrain(X):
                 return estimator.retrain(X, args.retrain_steps)
-    budgets = [float(b) for b in args.budgets.split(",") if b.strip()]
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    fronts = run_fronts(space, latency, estimator, args.out, config, budgets, on_generation=retrain,
+    fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
                         repair=latency.densify,
                         weight_stage=WEIGHT_STAGE if args.weight_stage is None else args.weight_stage)
     for method, value in fronts.hypervolume.items():

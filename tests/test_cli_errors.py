@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+import pruner.data
 from jcw.cli import main
 
 
@@ -15,3 +18,46 @@ def test_a_huge_error_message_is_capped_to_one_short_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and len(err) < 700
     assert err.startswith("jcw plan: error: ") and "more characters)" in err
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """MNIST loading fails the test: a bad flag must be refused before any data loads."""
+
+    def load(*args, **kwargs):
+        raise AssertionError("data loaded before the flags were checked")
+
+    monkeypatch.setattr(pruner.data, "load_mnist_sized", load)
+
+
+def usage_error(capsys, *args) -> str:
+    """The stderr line of a usage error (exit code 2) from `jcw ARGS`."""
+    with pytest.raises(SystemExit) as exit_:
+        jcw(*args)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--epochs", "0"), ("--epochs", "-3"), ("--width", "0"),
+                                             ("--width", "nan"), ("--input-size", "0"), ("--limit", "0")])
+def test_train_refuses_a_non_positive_flag_before_loading_data(tmp_path, capsys, no_data, flag, value):
+    line = usage_error(capsys, "train", flag, value, "--out", tmp_path / "ckpt.pt")
+    assert line.startswith("jcw train: error: argument ") and flag in line and value in line
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--epochs", "0"), ("--limit", "-1")])
+def test_finetune_refuses_a_non_positive_flag_before_loading_data(tmp_path, capsys, no_data, flag, value):
+    line = usage_error(capsys, "finetune", "--model", tmp_path / "none.pt", "--candidate", "1,2",
+                       "--device", "local-sparse", flag, value, "--out", tmp_path / "tuned.pt")
+    assert line.startswith("jcw finetune: error: argument ") and flag in line and value in line
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--budgets", "5ms"), ("--budgets", "0.5,-2"), ("--budgets", "1,inf"),
+                                             ("--generations", "0"), ("--population", "1"), ("--val-size", "0")])
+def test_search_checks_its_flags_before_loading_anything(tmp_path, capsys, no_data, flag, value):
+    """The checkpoint and predictor do not exist: the flag is refused before either is opened."""
+    line = usage_error(capsys, "search", "--model", tmp_path / "none.pt", "--device", "local-sparse",
+                       "--predictor", tmp_path / "none.zip", "--out", tmp_path / "run", flag, value)
+    assert line.startswith("jcw search: error: argument ") and flag in line
+    assert value.split(",")[-1] in line
