@@ -51,6 +51,26 @@ _FUNCTIONAL_ACT = {torch.relu: "relu", nn.functional.relu: "relu", nn.functional
 _IDENTITY_MODULES = (nn.Dropout, nn.Identity)
 
 
+def _type_name(cls: type | str) -> str:
+    """A module class as a reader knows it: 'nn.Upsample' for torch's own, the class name for the model's."""
+    if isinstance(cls, str):
+        return cls
+    return f"nn.{cls.__name__}" if cls.__module__.startswith("torch.nn.") else cls.__qualname__
+
+
+def _unsupported(gm: fx.GraphModule, node: fx.Node) -> ExportError:
+    """The error for a node with no lowering, naming the module (and its type) the user has to change."""
+    if node.op == "call_module":
+        what = f"module '{node.target}' ({_type_name(type(gm.get_submodule(node.target)))})"
+    else:
+        kind = {"call_function": "function", "call_method": "method"}.get(node.op, node.op)
+        what = f"{kind} '{getattr(node.target, '__name__', node.target)}'"
+        if stack := node.meta.get("nn_module_stack"):  # the modules whose forward called it, innermost last
+            path, cls = list(stack.values())[-1]
+            what += f" in module '{path}' ({_type_name(cls)})"
+    return ExportError(f"{what} is not supported by the exporter (fx node {node.name})")
+
+
 def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
@@ -299,6 +319,5 @@ def export(
             elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
                 raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
             else:
-                what = node.target if node.op == "call_module" else getattr(node.target, "__name__", node.target)
-                raise ExportError(f"{node.op} '{what}' (node {node.name}) is not supported by the exporter")
+                raise _unsupported(gm, node)
     return Exported(writer.finish(outputs), flavour, tuple(layers))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 
 import pruner.data
 from jcw.cli import main
+from pruner.export import ExportError, export
 
 
 def jcw(*args) -> int:
@@ -61,3 +64,31 @@ def test_search_checks_its_flags_before_loading_anything(tmp_path, capsys, no_da
                        "--predictor", tmp_path / "none.zip", "--out", tmp_path / "run", flag, value)
     assert line.startswith("jcw search: error: argument ") and flag in line
     assert value.split(",")[-1] in line
+
+
+class Gate(nn.Module):
+    """A layer of the model's own whose forward calls what the exporter cannot lower."""
+
+    def __init__(self, use_method: bool) -> None:
+        super().__init__()
+        self.use_method = use_method
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sigmoid() if self.use_method else torch.sigmoid(x)
+
+
+def conv_then(layer: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(layer))
+
+
+def test_export_names_an_unsupported_module_and_its_type():
+    with pytest.raises(ExportError) as err:
+        export(conv_then(nn.Upsample(scale_factor=2)), (1, 1, 8, 8), "builtin")
+    assert str(err.value) == "module '1.0' (nn.Upsample) is not supported by the exporter (fx node _1_0)"
+
+
+@pytest.mark.parametrize(("use_method", "kind"), [(False, "function"), (True, "method")])
+def test_export_names_an_unsupported_call_and_the_module_it_sits_in(use_method, kind):
+    with pytest.raises(ExportError) as err:
+        export(conv_then(Gate(use_method)), (1, 1, 8, 8), "builtin")
+    assert str(err.value).startswith(f"{kind} 'sigmoid' in module '1.0' (Gate) is not supported by the exporter")
