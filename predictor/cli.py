@@ -25,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model file written by `jcw fit`")
     p.add_argument("--configs", required=True, help="table of kernels (CSV or Parquet)")
     p.add_argument("--out", required=True, help="table to write: the input rows plus predicted_ms")
-    p.add_argument("--refit", action="store_true", help="refit a model saved under other library versions")
     p.set_defaults(run=run_predict)
 
 
@@ -56,7 +55,7 @@ def run_predict(args: argparse.Namespace) -> int:
     """Write the configs table with a predicted_ms column, rows in input order."""
     from predictor import persist, table
 
-    model = persist.load(args.model, refit=args.refit)
+    model = persist.load(args.model)
     raw = table.read_table(args.configs)
     out = raw.copy()
     out["predicted_ms"] = model.predict(table.normalise(raw, args.configs, need_latency=False))

@@ -1,14 +1,17 @@
-"""Model files: round trip, and a clear failure (or a refit) under other library versions."""
+"""Model files: round trip by refitting, never unpickling (old files included), and one-line errors for broken ones."""
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import zipfile
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from jcw.cli import main
 from predictor import persist
 from predictor.latency import LatencyModel
 from predictor.network import Overhead
@@ -25,58 +28,125 @@ def fitted():
     return model, train
 
 
-def test_round_trip_keeps_predictions_and_overhead(fitted, tmp_path):
+@pytest.fixture
+def saved(fitted, tmp_path):
+    persist.save(fitted[0], tmp_path / "m.jcwm")
+    return tmp_path / "m.jcwm"
+
+
+def test_round_trip_refits_the_same_predictions_and_keeps_the_overhead(fitted, saved):
     model, train = fitted
-    persist.save(model, tmp_path / "m.jcwm")
-    loaded = persist.load(tmp_path / "m.jcwm")
+    assert sorted(zipfile.ZipFile(saved).namelist()) == ["manifest.json", "training.parquet"]  # no pickle
+    loaded = persist.load(saved)
     np.testing.assert_array_equal(loaded.predict(train), model.predict(train))
     assert loaded.overhead == model.overhead and loaded.contexts == model.contexts
 
 
-def _tamper(src, dst, versions=None, schema=None):
-    """Copy a model file, overriding manifest versions and/or replacing its feature schema."""
+class Payload:
+    """A pickle that, when unpickled, creates `marker`: what a crafted model.pkl could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _rewrite(src, dst, manifest=None, files=None, table=None):
+    """Copy a model file, with `manifest(dict)` changing its manifest, `files` added or replaced and
+    `table(frame)` changing its training table."""
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
-        for name in zin.namelist():
-            data = zin.read(name)
-            if name == "manifest.json":
-                manifest = json.loads(data)
-                manifest["versions"].update(versions or {})
-                manifest["schema"] = schema if schema is not None else manifest["schema"]
-                data = json.dumps(manifest).encode()
+        contents = {name: zin.read(name) for name in zin.namelist()}
+        if manifest is not None:
+            contents["manifest.json"] = json.dumps(manifest(json.loads(contents["manifest.json"]))).encode()
+        if table is not None:
+            out = io.BytesIO()
+            table(pd.read_parquet(io.BytesIO(contents["training.parquet"]))).to_parquet(out, index=False)
+            contents["training.parquet"] = out.getvalue()
+        for name, data in {**contents, **(files or {})}.items():
             zout.writestr(name, data)
+    return dst
 
 
-def test_other_scikit_learn_version_fails_clearly_or_refits(fitted, tmp_path):
+def format_1(manifest: dict) -> dict:
+    """A manifest as the format-1 save wrote it, under other library versions and the old feature schema."""
+    versions = {"python": "3.10.4", "scikit-learn": "0.24.2", "numpy": "1.21.0"}
+    return {**manifest, "format": 1, "versions": versions, "schema": {"version": 1}}
+
+
+def test_the_payload_is_live(tmp_path):
+    """The check the tests below rely on: unpickling the planted payload does create its marker."""
+    pickle.loads(pickle.dumps(Payload(tmp_path / "marker")))
+    assert (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("old", [True, False], ids=["format_1", "format_2_with_a_planted_pickle"])
+def test_a_planted_pickle_is_never_unpickled(fitted, saved, tmp_path, capsys, old):
     model, train = fitted
-    persist.save(model, tmp_path / "m.jcwm")
-    _tamper(tmp_path / "m.jcwm", tmp_path / "old.jcwm", versions={"scikit-learn": "0.24.2"})
-    with pytest.raises(UserError, match=r"scikit-learn 0\.24\.2 \(saved\) vs"):
-        persist.load(tmp_path / "old.jcwm")
-    refitted = persist.load(tmp_path / "old.jcwm", refit=True)
-    np.testing.assert_allclose(refitted.predict(train), model.predict(train), rtol=1e-6)
-    assert refitted.overhead == model.overhead
+    marker = tmp_path / "marker"
+    planted = _rewrite(saved, tmp_path / "planted.jcwm", format_1 if old else None,
+                       {"model.pkl": pickle.dumps(Payload(marker))})
+    loaded = persist.load(planted)
+    np.testing.assert_array_equal(loaded.predict(train), model.predict(train))
+    assert loaded.overhead == model.overhead
+    err = capsys.readouterr().err
+    assert ("format 1" in err and "persist.convert" in err and len(err.splitlines()) == 1) if old else err == ""
+
+    train.drop(columns="latency_ms").to_csv(tmp_path / "configs.csv", index=False)
+    assert main(["predict", "--model", str(planted), "--configs", str(tmp_path / "configs.csv"),
+                 "--out", str(tmp_path / "pred.csv")]) == 0
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "pred.csv")["predicted_ms"], model.predict(train))
+    assert not marker.exists()
 
 
-SCHEMA_V1 = {  # what files saved before the dense/sparse regime split carry
-    "base_features": ["one", "in_elems", "patch_elems", "out_elems", "nnz_weights", "macs",
-                      *(f"macs_d{i}" for i in range(7))],
-    "tree_features": ["h", "w", "k", "stride", "cin", "cout", "density", "log_macs", "log_nnz_macs",
-                      "log_in_elems", "log_out_elems", "log_out_pixels", "op", "block", "activation"],
-    "density_knots": [0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0],
-    "family": ["op", "h", "w", "k", "stride", "block", "activation", "device", "runtime", "flavour"],
-}
-
-
-def test_model_from_before_the_regime_split_fails_clearly_or_refits(fitted, tmp_path):
+def test_convert_rewrites_a_format_1_file_without_its_pickle(fitted, saved, tmp_path, capsys):
     model, train = fitted
-    persist.save(model, tmp_path / "m.jcwm")
-    _tamper(tmp_path / "m.jcwm", tmp_path / "v1.jcwm", schema=SCHEMA_V1)
-    with pytest.raises(UserError, match=rf"feature schema v1 \(saved\) vs v{persist.SCHEMA} \(here\)"):
-        persist.load(tmp_path / "v1.jcwm")
-    np.testing.assert_allclose(persist.load(tmp_path / "v1.jcwm", refit=True).predict(train), model.predict(train))
+    old = _rewrite(saved, tmp_path / "old.jcwm", format_1, {"model.pkl": pickle.dumps(Payload(tmp_path / "marker"))})
+    persist.convert(old, tmp_path / "new.jcwm")
+    assert capsys.readouterr().err.startswith("note: model")
+    assert json.loads(zipfile.ZipFile(tmp_path / "new.jcwm").read("manifest.json"))["format"] == persist.FORMAT
+    assert "model.pkl" not in zipfile.ZipFile(tmp_path / "new.jcwm").namelist()
+    np.testing.assert_array_equal(persist.load(tmp_path / "new.jcwm").predict(train), model.predict(train))
+    assert capsys.readouterr().err == "" and not (tmp_path / "marker").exists()
 
 
-def test_not_a_model_file(tmp_path):
+def _set(field, value):
+    return lambda m: {**m, field: value}
+
+
+def _without(field):
+    return lambda m: {k: v for k, v in m.items() if k != field}
+
+
+@pytest.mark.parametrize(
+    "manifest, table, message",
+    [
+        (lambda m: [m], None, "manifest.json must be a JSON object, got list"),
+        (_without("overhead"), None, "field 'overhead' is None"),
+        (_set("overhead", [0.3, 0.02]), None, r"field 'overhead' is \[0.3, 0.02\]"),
+        (_set("overhead", {"per_network_ms": float("nan"), "per_kernel_ms": 0.0}), None, "field 'overhead'"),
+        (_set("overhead", {"per_network_ms": "0.3", "per_kernel_ms": 0.0}), None, "field 'overhead'"),
+        (_set("overhead", {"per_network_ms": 0.3}), None, "field 'overhead'"),
+        (_set("kind", "deep-net"), None, "field 'kind' is 'deep-net'; expected one of physics"),
+        (_set("kind", ["physics"]), None, "field 'kind'"),
+        (_set("format", 3), None, "field 'format' is 3; this predictor reads 1 and 2"),
+        (None, lambda t: t.drop(columns="density"), "training.parquet: missing column density"),
+        (None, lambda t: t.drop(columns="latency_ms"), "training.parquet: missing column latency_ms"),
+    ],
+    ids=["list", "no_overhead", "overhead_list", "overhead_nan", "overhead_string", "overhead_half", "unknown_kind",
+         "kind_list", "format_3", "no_density_column", "no_latency_column"],
+)
+def test_a_malformed_file_is_a_one_line_error_naming_the_file_and_field(saved, tmp_path, manifest, table, message):
+    broken = _rewrite(saved, tmp_path / "broken.jcwm", manifest, table=table)
+    with pytest.raises(UserError, match=message) as err:
+        persist.load(broken)
+    assert str(err.value).startswith(f"model {broken}: ") and "\n" not in str(err.value)
+
+
+def test_unreadable_parts_are_one_line_errors(saved, tmp_path):
     (tmp_path / "x.jcwm").write_text("hello")
     with pytest.raises(UserError, match="not a predictor model file"):
         persist.load(tmp_path / "x.jcwm")
+    _rewrite(saved, tmp_path / "t.jcwm", files={"training.parquet": b"PAR1 truncated"})
+    with pytest.raises(UserError, match="training.parquet cannot be read"):
+        persist.load(tmp_path / "t.jcwm")
