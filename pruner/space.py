@@ -7,6 +7,8 @@ density each), both in the model's execution order. Per-kind lower bounds follow
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -125,18 +127,33 @@ class SearchSpace:
         return rng.integers(self.lower, self.upper + 1, size=(n, self.n_var))
 
     def check(self, x: Sequence[int] | np.ndarray) -> np.ndarray:
-        """`x` as an int vector, or SpaceError when its length, values or bounds are wrong."""
+        """`x` as an int vector, or SpaceError naming the first gene that is not an integer within its bounds.
+
+        Integer arrays (the search's own) are checked at once; anything else (floats, Python ints too large for
+        int64, strings) gene by gene, before a conversion could overflow or turn inf into garbage.
+        """
         arr = np.asarray(x)
-        if arr.shape != (self.n_var,) or not np.all(np.equal(np.round(arr), arr)):
+        if arr.shape != (self.n_var,):
             raise SpaceError(f"a candidate is {self.n_var} integers; got shape {arr.shape}")
-        arr = arr.astype(int)
-        bad = np.flatnonzero((arr < self.lower) | (arr > self.upper))
-        if bad.size:
-            i = int(bad[0])
-            raise SpaceError(
-                f"gene {i} ({self.gene_names[i]}) = {arr[i]} is outside [{self.lower[i]}, {self.upper[i]}]"
-            )
-        return arr
+        if arr.dtype.kind in "iu":
+            bad = np.flatnonzero((arr < self.lower) | (arr > self.upper))
+            genes = [(int(bad[0]), arr[bad[0]].item())] if bad.size else []
+        else:  # the given values, not numpy's conversion of them ([9, "x"] becomes ["9", "x"])
+            genes = list(enumerate(x.tolist() if isinstance(x, np.ndarray) else x))
+        for i, value in genes:
+            self._check_gene(i, value)
+        return arr.astype(int)
+
+    def _check_gene(self, i: int, value: object) -> None:
+        """SpaceError naming gene `i` unless `value` is an integer (an integral float too) within its bounds."""
+        try:
+            shown = f"gene {i} ({self.gene_names[i]}) = {reprlib.repr(value)}"
+        except ValueError:  # an int beyond Python's 4300-digit printing limit
+            shown = f"gene {i} ({self.gene_names[i]}) = an integer of {int(value).bit_length()} bits"
+        if not (isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())):
+            raise SpaceError(f"{shown} is not an integer")
+        if not self.lower[i] <= value <= self.upper[i]:
+            raise SpaceError(f"{shown} is outside [{self.lower[i]}, {self.upper[i]}]")
 
     @cached_property
     def gene_names(self) -> tuple[str, ...]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 import pruner.data
 from jcw.cli import main
+from pruner.checkpoint import load_checkpoint
 from pruner.export import ExportError, export
+from pruner.graph import analyze
+from pruner.space import SearchSpace, SpaceError
 
 
 def jcw(*args) -> int:
@@ -92,3 +97,63 @@ def test_export_names_an_unsupported_call_and_the_module_it_sits_in(use_method, 
     with pytest.raises(ExportError) as err:
         export(conv_then(Gate(use_method)), (1, 1, 8, 8), "builtin")
     assert str(err.value).startswith(f"{kind} 'sigmoid' in module '1.0' (Gate) is not supported by the exporter")
+
+
+@pytest.fixture(scope="module")
+def space():
+    """The search space of a small real model: three width genes (the first 'width:0'), one density gene."""
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return SearchSpace(analyze(model, (1, 1, 8, 8)))
+
+
+@pytest.mark.parametrize(("value", "problem"), [(99999999999999999999999, "is outside"), (10**5000, "is outside"),
+                                                (-(2**70), "is outside"), (math.inf, "is not an integer"),
+                                                (math.nan, "is not an integer"), (8.5, "is not an integer"),
+                                                ("x", "is not an integer")],
+                         ids=["1e23", "10**5000", "-2**70", "inf", "nan", "8.5", "x"])
+def test_space_check_names_the_gene_of_a_huge_or_non_finite_value(space, value, problem):
+    genes = list(space.full())
+    genes[1] = value
+    with pytest.raises(SpaceError) as err:
+        space.check(genes)
+    message = str(err.value)
+    assert message.startswith(f"gene 1 ({space.gene_names[1]}) = ") and problem in message
+    assert len(message) < 120
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny briefly trained MobileNetV2 checkpoint."""
+    path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
+    assert jcw("train", "--limit", 256, "--width", 0.25, "--input-size", 28, "--out", path) == 0
+    return path
+
+
+def export_error(checkpoint, candidate, tmp_path, capsys) -> str:
+    """The one stderr line of `jcw export --candidate CANDIDATE`, which must exit with code 2."""
+    capsys.readouterr()
+    out = tmp_path / "cand.tflite"
+    assert jcw("export", "--model", checkpoint, "--candidate", candidate, "--device", "local-sparse",
+               "--out", out) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jcw export: error: ")
+    assert not out.exists()
+    return lines[0]
+
+
+PARSE_GENES_OVERFLOWS = pytest.mark.xfail(
+    raises=OverflowError, strict=True,
+    reason="pruner.checkpoint.parse_genes overflows on a huge gene before SearchSpace.check sees it (issue 15)")
+
+
+@pytest.mark.parametrize("candidate", [pytest.param("99999999999999999999999", marks=PARSE_GENES_OVERFLOWS), "1,2,x"])
+def test_export_refuses_a_malformed_candidate_in_one_line(checkpoint, tmp_path, capsys, candidate):
+    export_error(checkpoint, candidate, tmp_path, capsys)
+
+
+@PARSE_GENES_OVERFLOWS
+def test_export_names_the_gene_of_a_huge_value_in_a_full_length_candidate(checkpoint, tmp_path, capsys):
+    full = load_checkpoint(checkpoint).space().full()
+    genes = ",".join(["99999999999999999999999"] + [str(v) for v in full[1:]])
+    assert "gene 0 (width:" in export_error(checkpoint, genes, tmp_path, capsys)
