@@ -5,7 +5,7 @@ DEVICE ?= local-sparse
 PLAN ?=
 OUT ?= results
 
-.PHONY: install test demo profile bench lint clean
+.PHONY: install test demo profile bench lint clean arm-emu
 
 install: $(VENV_STAMP)
 
@@ -30,8 +30,11 @@ profile: install
 bench: install
 	set -e; for f in bench/*.py; do echo "== $$f"; $(PY) $$f; done
 
+arm-emu:  # the emulated ARM device (devices.yaml: arm-emu): aarch64 Python + LiteRT under qemu-user
+	bash scripts/install-arm-emu.sh .arm-emu
+
 lint: install
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf .venv results .pytest_cache
+	rm -rf .venv results .pytest_cache .arm-emu

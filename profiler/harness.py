@@ -1,9 +1,9 @@
 """Measurement models: one kernel as the lowering emits it, plus the baseline whose time is subtracted.
 
 A standalone kernel is timed inside the thinnest model that runs it. Its baseline is either the
-empty harness (input -> RESHAPE -> output: the runtime's per-invoke cost) or, for XNNPACK's
-sparse path, the wrapper subgraph without the kernel (XNNPACK only runs a 1x1 conv sparse inside a
-stem-conv ... global-mean subgraph).
+empty harness (input -> RESHAPE -> output: the runtime's per-invoke cost) or, for a kernel measured
+in XNNPACK's sparse (NCHW) regime, the wrapper cluster without the kernel (XNNPACK runs a node in
+NCHW only inside a stem-conv ... global-mean cluster that passes its gate: profiler.xnnpack).
 """
 
 from __future__ import annotations
@@ -35,22 +35,23 @@ def input_shape(spec: KernelSpec, flavour: str) -> tuple[int, ...]:
     return (1, spec.cin, spec.h, spec.w) if flavour == "onnx" else (1, spec.h, spec.w, spec.cin)
 
 
-def needs_wrapper(spec: KernelSpec, flavour: str) -> bool:
-    """XNNPACK runs a sparse 1x1 conv sparse only inside its NCHW subgraph shape; dense ones are timed
-    there too, so that a density sweep compares like with like."""
-    return flavour == "xnnpack" and spec.op == "conv" and spec.k == 1 and spec.stride == 1
+def needs_wrapper(spec: KernelSpec) -> bool:
+    """A kernel measured inside XNNPACK's sparse (NCHW) regime needs a cluster around it; others run alone."""
+    return spec.layout == "nchw"
 
 
 def kernel_model(spec: KernelSpec, flavour: str, weight: np.ndarray, bias: np.ndarray) -> bytes:
-    """A model running exactly one kernel (inside the XNNPACK wrapper where it needs one)."""
+    """A model running exactly one kernel (inside an NCHW cluster where its layout asks for one)."""
     if flavour == "onnx":
         from profiler.onnx_writer import OnnxModel
 
         m = OnnxModel()
         m.outputs = [lower_onnx(m, m.input("x", input_shape(spec, flavour)), spec, weight, bias, "kernel")]
         return m.to_bytes()
-    if needs_wrapper(spec, flavour):
-        return _xnnpack_wrapper(spec, (weight, bias))
+    if needs_wrapper(spec):
+        if flavour != "xnnpack":
+            raise ValueError(f"{spec.name()}: the nchw layout exists only on the xnnpack flavour")
+        return nchw_wrapper(spec, (weight, bias)).to_bytes()
     m = TFLiteModel()
     m.outputs = [lower_tflite(m, m.input("x", input_shape(spec, flavour)), spec, weight, bias, flavour, "kernel")]
     return m.to_bytes()
@@ -58,8 +59,8 @@ def kernel_model(spec: KernelSpec, flavour: str, weight: np.ndarray, bias: np.nd
 
 def baseline_model(spec: KernelSpec, flavour: str) -> tuple[str, bytes]:
     """(name, model) of what to subtract from the kernel model's time; equal names share a model."""
-    if needs_wrapper(spec, flavour):
-        return f"wrapper_{spec.h}x{spec.w}_{spec.cin}", _xnnpack_wrapper(spec, None)
+    if needs_wrapper(spec):
+        return f"nchw_{spec.h}x{spec.w}_{spec.cin}_{_stem_channels(spec)}", nchw_wrapper(spec, None).to_bytes()
     if flavour == "onnx":
         from profiler.onnx_writer import OnnxModel
 
@@ -71,17 +72,32 @@ def baseline_model(spec: KernelSpec, flavour: str) -> tuple[str, bytes]:
     return "empty_tflite", m.to_bytes()
 
 
-def _xnnpack_wrapper(spec: KernelSpec, kernel: tuple[np.ndarray, np.ndarray] | None) -> bytes:
-    """PAD -> 3x3/2 conv on 3 channels -> [the kernel] -> MEAN: the subgraph XNNPACK's sparse path needs."""
+BALLAST_DENSITY = 0.05
+"""Density of the 1x1 conv that keeps an NCHW wrapper's cluster over XNNPACK's 2/3-zeros gate."""
+
+
+def _stem_channels(spec: KernelSpec) -> int:
+    """Channels of the wrapper's stem: enough that the ballast's zeros outweigh a dense kernel's weights at the gate
+    (3 * 0.95 * s * cin > 2 * (s * cin + cin * cout) needs s > 2.35 * cout), in steps of 16 so baselines are shared."""
+    gated = spec.cout if spec.op == "conv" else 0
+    return 16 * (int(2.4 * gated) // 16 + 1)
+
+
+def nchw_wrapper(spec: KernelSpec, kernel: tuple[np.ndarray, np.ndarray] | None) -> TFLiteModel:
+    """PAD -> 3x3/2 conv on 3 channels -> sparse 1x1 ballast -> [the kernel] -> MEAN: a cluster XNNPACK runs in
+    NCHW whatever the kernel's density (the ballast's zeros carry the gate); without the kernel, its baseline."""
     rng = np.random.default_rng(0)
-    stem = KernelSpec("conv", 2 * spec.h, 2 * spec.w, 3, spec.cin, k=3, stride=2, activation="relu")
+    stem_out = _stem_channels(spec)
+    stem = KernelSpec("conv", 2 * spec.h, 2 * spec.w, 3, stem_out, k=3, stride=2, activation="relu")
+    ballast = KernelSpec("conv", spec.h, spec.w, stem_out, spec.cin, density=BALLAST_DENSITY, block="1x4")
     m = TFLiteModel()
     x = m.input("x", (1, stem.h, stem.w, 3))
     x = lower_tflite(m, x, stem, *random_weights(stem, rng), "xnnpack", "stem")
+    x = lower_tflite(m, x, ballast, *random_weights(ballast, rng), "xnnpack", "ballast")
     if kernel is not None:
         x = lower_tflite(m, x, spec, *kernel, "xnnpack", "kernel")
     m.outputs = [m.mean(x, [1, 2], name="pool")]
-    return m.to_bytes()
+    return m
 
 
 @dataclass(frozen=True)

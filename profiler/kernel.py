@@ -16,6 +16,9 @@ ACTIVATIONS = ("none", "relu", "relu6")
 #          sparse FULLY_CONNECTED kernel, whose own name for it is "1x4");
 #   "unstructured": any weight alone.
 BLOCKS = ("1x4", "4x1", "unstructured")
+LAYOUTS = ("nhwc", "nchw")
+"""How the kernel runs: "nhwc" is every runtime's default (XNNPACK's dense path); "nchw" is XNNPACK's sparse
+inference, where every node of a cluster that passes its gate runs a CHW kernel (profiler.xnnpack)."""
 
 
 class SpecError(UserError, ValueError):
@@ -42,6 +45,7 @@ class KernelSpec:
     density: float = 1.0
     block: str = "1x4"
     activation: str = "none"
+    layout: str = "nhwc"
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> SpecError:
@@ -53,6 +57,10 @@ class KernelSpec:
             raise bad("activation", f"must be one of {', '.join(ACTIVATIONS)}")
         if self.block not in BLOCKS:
             raise bad("block", f"must be one of {', '.join(BLOCKS)}")
+        if self.layout not in LAYOUTS:
+            raise bad("layout", f"must be one of {', '.join(LAYOUTS)}")
+        if self.layout == "nchw" and not (self.op == "dwconv" or (self.op == "conv" and self.k == self.stride == 1)):
+            raise bad("layout", "XNNPACK runs only 1x1 stride-1 convs and depthwise convs inside an NCHW cluster")
         for name in ("h", "w", "cin", "cout", "k", "stride", "groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -116,10 +124,10 @@ class KernelSpec:
         return dataclasses.astuple(self.replace(density=round(self.density, 6)))
 
     def name(self) -> str:
-        """A short file-safe name, e.g. conv_56x56_128-128_k1s1_d0.3_1x4_none."""
+        """A short file-safe name, e.g. conv_56x56_128-128_k1s1_d0.3_1x4_none (and _nchw inside a sparse cluster)."""
         return (
             f"{self.op}_{self.h}x{self.w}_{self.cin}-{self.cout}_k{self.k}s{self.stride}"
-            f"_d{self.density:g}_{self.block}_{self.activation}"
+            f"_d{self.density:g}_{self.block}_{self.activation}" + ("_nchw" if self.layout == "nchw" else "")
         )
 
 

@@ -53,9 +53,14 @@ ACTIVATION = {
     "relu": ActivationFunctionType.ActivationFunctionType.RELU,
     "relu6": ActivationFunctionType.ActivationFunctionType.RELU6,
 }
-_OP = BuiltinOperator.BuiltinOperator
+OP = BuiltinOperator.BuiltinOperator
 _OPT = BuiltinOptions.BuiltinOptions
 _PAD = {"same": Padding.Padding.SAME, "valid": Padding.Padding.VALID}
+
+
+def decode_padding(value: int) -> str:
+    """A Conv2D/DepthwiseConv2D options' Padding value as "same" or "valid"."""
+    return next(name for name, v in _PAD.items() if v == value)
 
 
 @dataclass
@@ -135,62 +140,62 @@ class TFLiteModel:
         opts = {"Padding": _PAD[padding], "StrideW": stride, "StrideH": stride,
                 "FusedActivationFunction": ACTIVATION[activation],
                 "DilationWFactor": 1, "DilationHFactor": 1}
-        return self._op(_OP.CONV_2D, [x, w, b], out_shape, _OPT.Conv2DOptions, (Conv2DOptions, opts), name)
+        return self._op(OP.CONV_2D, [x, w, b], out_shape, _OPT.Conv2DOptions, (Conv2DOptions, opts), name)
 
     def depthwise_conv2d(self, x, w, b, stride, padding, activation, out_shape, name="") -> int:
         opts = {"Padding": _PAD[padding], "StrideW": stride, "StrideH": stride, "DepthMultiplier": 1,
                 "FusedActivationFunction": ACTIVATION[activation],
                 "DilationWFactor": 1, "DilationHFactor": 1}
-        return self._op(_OP.DEPTHWISE_CONV_2D, [x, w, b], out_shape, _OPT.DepthwiseConv2DOptions,
+        return self._op(OP.DEPTHWISE_CONV_2D, [x, w, b], out_shape, _OPT.DepthwiseConv2DOptions,
                         (DepthwiseConv2DOptions, opts), name)
 
     def fully_connected(self, x, w, b, activation, out_shape, name="") -> int:
         opts = {"FusedActivationFunction": ACTIVATION[activation], "KeepNumDims": False}
-        return self._op(_OP.FULLY_CONNECTED, [x, w, b], out_shape, _OPT.FullyConnectedOptions,
+        return self._op(OP.FULLY_CONNECTED, [x, w, b], out_shape, _OPT.FullyConnectedOptions,
                         (FullyConnectedOptions, opts), name)
 
     def densify(self, sparse, name="") -> int:
-        return self._op(_OP.DENSIFY, [sparse], self.shape(sparse), _OPT.DensifyOptions,
+        return self._op(OP.DENSIFY, [sparse], self.shape(sparse), _OPT.DensifyOptions,
                         (DensifyOptions, {}), name)
 
     def pad(self, x, pads: list[tuple[int, int]], name="") -> int:
         shape = tuple(s + a + b for s, (a, b) in zip(self.shape(x), pads, strict=True))
         paddings = self.constant(f"{name or 'pad'}/paddings", np.array(pads, np.int32))
-        return self._op(_OP.PAD, [x, paddings], shape, _OPT.PadOptions, (PadOptions, {}), name)
+        return self._op(OP.PAD, [x, paddings], shape, _OPT.PadOptions, (PadOptions, {}), name)
 
     def padv2(self, x, pads: list[tuple[int, int]], value: float, name="") -> int:
         """PAD with a constant value (e.g. -inf before a max pool, as PyTorch pads)."""
         shape = tuple(s + a + b for s, (a, b) in zip(self.shape(x), pads, strict=True))
         paddings = self.constant(f"{name or 'pad'}/paddings", np.array(pads, np.int32))
         fill = self.constant(f"{name or 'pad'}/value", np.array(value, np.float32))
-        return self._op(_OP.PADV2, [x, paddings, fill], shape, _OPT.PadV2Options, (PadV2Options, {}), name)
+        return self._op(OP.PADV2, [x, paddings, fill], shape, _OPT.PadV2Options, (PadV2Options, {}), name)
 
     def max_pool2d(self, x, k: int, stride: int, out_shape, name="") -> int:
         """A VALID max pool (pad first with padv2 for PyTorch's symmetric padding)."""
         opts = {"Padding": _PAD["valid"], "StrideW": stride, "StrideH": stride, "FilterWidth": k, "FilterHeight": k,
                 "FusedActivationFunction": ACTIVATION["none"]}
-        return self._op(_OP.MAX_POOL_2D, [x], out_shape, _OPT.Pool2DOptions, (Pool2DOptions, opts), name)
+        return self._op(OP.MAX_POOL_2D, [x], out_shape, _OPT.Pool2DOptions, (Pool2DOptions, opts), name)
 
     def mean(self, x, axes: list[int], keep_dims=False, name="") -> int:
         shape = [s for i, s in enumerate(self.shape(x)) if i not in axes or keep_dims]
         if keep_dims:
             shape = [1 if i in axes else s for i, s in enumerate(self.shape(x))]
         axis = self.constant(f"{name or 'mean'}/axis", np.array(axes, np.int32))
-        return self._op(_OP.MEAN, [x, axis], tuple(shape), _OPT.ReducerOptions,
+        return self._op(OP.MEAN, [x, axis], tuple(shape), _OPT.ReducerOptions,
                         (ReducerOptions, {"KeepDims": keep_dims}), name)
 
     def add(self, a, b, activation="none", name="") -> int:
-        return self._op(_OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
+        return self._op(OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
                         (AddOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
 
     def activation(self, x, activation: str, name="") -> int:
         """A standalone RELU or RELU6 (where no op before it can fuse the activation)."""
-        code = {"relu": _OP.RELU, "relu6": _OP.RELU6}[activation]
+        code = {"relu": OP.RELU, "relu6": OP.RELU6}[activation]
         return self._op(code, [x], self.shape(x), name=name)
 
     def reshape(self, x, shape: tuple[int, ...], name="") -> int:
         new_shape = self.constant(f"{name or 'reshape'}/shape", np.array(shape, np.int32))
-        return self._op(_OP.RESHAPE, [x, new_shape], tuple(shape), _OPT.ReshapeOptions,
+        return self._op(OP.RESHAPE, [x, new_shape], tuple(shape), _OPT.ReshapeOptions,
                         (ReshapeOptions, {}), name)
 
     # ---- serialisation --------------------------------------------------------------------------
@@ -341,7 +346,7 @@ def _serialise(model: TFLiteModel, description: str) -> bytes:
     code_offsets = []
     for code in codes:
         OperatorCode.Start(b)
-        OperatorCode.AddDeprecatedBuiltinCode(b, min(code, _OP.PLACEHOLDER_FOR_GREATER_OP_CODES))
+        OperatorCode.AddDeprecatedBuiltinCode(b, min(code, OP.PLACEHOLDER_FOR_GREATER_OP_CODES))
         OperatorCode.AddBuiltinCode(b, code)
         OperatorCode.AddVersion(b, 1)
         code_offsets.append(OperatorCode.End(b))

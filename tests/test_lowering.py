@@ -5,7 +5,7 @@ import onnxruntime as ort
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from profiler.harness import input_shape, kernel_model, needs_wrapper, random_weights
+from profiler.harness import BALLAST_DENSITY, input_shape, kernel_model, nchw_wrapper, needs_wrapper, random_weights
 from profiler.kernel import KernelSpec
 from profiler.lowering import runs_as_sparse_fc
 from profiler.tflite_writer import TFLiteModel
@@ -26,6 +26,9 @@ SPECS = [
     KernelSpec("fc", 1, 1, 64, 10, density=0.25, block="4x1"),
     KernelSpec("fc", 1, 1, 64, 10, density=0.5, block="1x4", activation="relu"),
     KernelSpec("fc", 1, 1, 30, 7),
+    KernelSpec("conv", 6, 6, 16, 24, density=0.3, layout="nchw"),  # inside XNNPACK's sparse cluster
+    KernelSpec("conv", 6, 6, 16, 16, layout="nchw"),
+    KernelSpec("dwconv", 6, 6, 16, 16, k=3, groups=16, activation="relu6", layout="nchw"),
 ]
 RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
@@ -39,9 +42,14 @@ def run_tflite(model: bytes, x: np.ndarray, flavour: str) -> np.ndarray:
 
 
 def expected(spec, x_nchw, weight, bias, flavour):
-    if needs_wrapper(spec, flavour):  # stem conv -> kernel -> global mean, stem weights from rng(0)
-        stem = KernelSpec("conv", 2 * spec.h, 2 * spec.w, 3, spec.cin, k=3, stride=2, activation="relu")
-        x_nchw = reference.kernel(x_nchw, stem, *random_weights(stem, np.random.default_rng(0)))
+    if needs_wrapper(spec):  # stem conv -> ballast 1x1 -> kernel -> global mean, their weights from rng(0)
+        wrapper = nchw_wrapper(spec, None)
+        stem, ballast = (next(t for t in wrapper.tensors if t.name == f"{n}/weight") for n in ("stem", "ballast"))
+        rng = np.random.default_rng(0)
+        stem_spec = KernelSpec("conv", 2 * spec.h, 2 * spec.w, 3, stem.shape[0], k=3, stride=2, activation="relu")
+        ballast_spec = KernelSpec("conv", spec.h, spec.w, stem.shape[0], spec.cin, density=BALLAST_DENSITY)
+        x_nchw = reference.kernel(x_nchw, stem_spec, *random_weights(stem_spec, rng))
+        x_nchw = reference.kernel(x_nchw, ballast_spec, *random_weights(ballast_spec, rng))
         return reference.kernel(x_nchw, spec, weight, bias).mean(axis=(2, 3))
     return reference.kernel(x_nchw, spec, weight, bias)
 
@@ -52,7 +60,9 @@ def test_kernel_model_matches_numpy(spec, flavour):
     rng = np.random.default_rng(1)
     weight, bias = random_weights(spec, rng)
     shape = input_shape(spec, "onnx")
-    if needs_wrapper(spec, flavour):
+    if needs_wrapper(spec):
+        if flavour != "xnnpack":
+            pytest.skip("the nchw layout exists only on XNNPACK")
         shape = (1, 3, 2 * spec.h, 2 * spec.w)
     x = rng.standard_normal(shape).astype(np.float32)
     want = expected(spec, x, weight, bias, flavour)
