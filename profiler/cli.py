@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from profiler.plan import MAX_KERNELS, SECONDS_PER_KERNEL
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure kernels on a device and append them to its table")
@@ -12,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan", help="YAML plan of kernels (default: the built-in default plan)")
     p.add_argument("--out", default="results", help="directory of results tables (default: results/)")
     p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 96)")
+    p.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
+                   help=f"refuse plans of more kernels (default {MAX_KERNELS:,}, ~{SECONDS_PER_KERNEL} s each)")
     p.set_defaults(run=run)
 
 

@@ -113,7 +113,7 @@ def profile_cli(args: argparse.Namespace) -> int:
     """`jcw profile`: each device gets a worker (devices on this machine share one) and its own table."""
     devices = [get_device(name, args.devices) for name in dict.fromkeys(args.device)]
     out = Path(args.out)
-    plans = {d.block: load_plan(args.plan, d.block) for d in devices}
+    plans = {d.block: load_plan(args.plan, d.block, args.max_kernels) for d in devices}
     lock = threading.Lock()
     local = [d for d in devices if d.transport == "local"]
     remote = [d for d in devices if d.transport != "local"]
