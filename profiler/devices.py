@@ -9,11 +9,12 @@ from pathlib import Path
 import jsonschema
 
 from profiler.errors import UserError
-from profiler.yamlfile import read_yaml
+from profiler.yamlfile import clip, read_yaml
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
 _PATH = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # remote paths: no spaces, quotes, shell metacharacters or leading '-'
 _ABS_PATH = r"^/[A-Za-z0-9_./+-]*$"  # absolute paths on a phone (adb does not expand '~')
+PLACEHOLDER_SERIAL = "REPLACE_WITH_SERIAL"  # the shipped devices.yaml's `pixel` serial, until the user puts theirs
 
 _COMMON = {
     "description": {"type": "string"},
@@ -111,12 +112,12 @@ class Device:
 def _describe(err: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in err.absolute_path)
     if err.validator == "additionalProperties":
-        return f"unknown field: {err.message}"
+        return f"unknown field: {clip(err.message)}"
     if err.validator == "required":
-        return f"missing field: {err.message}"
+        return f"missing field: {clip(err.message)}"
     if err.validator == "not":
         return "field 'xnnpack': only for runtime 'litert'"
-    return f"field '{where}': {err.message}"
+    return f"field '{where}': {clip(err.message)}"
 
 
 def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
@@ -127,13 +128,13 @@ def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
         raise UserError(f"{path}: expected a top-level mapping 'devices:' of device names to entries")
     devices = {}
     for name, entry in data["devices"].items():
-        where = f"{path}: device '{name}'"
+        where = f"{path}: device '{clip(str(name), 80)}'"
         if not isinstance(name, str) or not re.match(_NAME, name):
             raise UserError(f"{where}: device names may hold only letters, digits, '.', '_' and '-'")
         if not isinstance(entry, dict):
             raise UserError(f"{where}: expected a mapping of fields")
         transport = entry.get("transport")
-        if transport not in _BY_TRANSPORT:
+        if not isinstance(transport, str) or transport not in _BY_TRANSPORT:
             raise UserError(f"{where}: field 'transport' must be one of {', '.join(_BY_TRANSPORT)}")
         errors = sorted(jsonschema.Draft202012Validator(_schema(transport)).iter_errors(entry), key=str)
         if errors:
@@ -147,7 +148,11 @@ def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
 
 
 def get_device(name: str, path: str | Path = "devices.yaml") -> Device:
+    """The device `name` of a devices file, refused while its adb serial is still the shipped placeholder."""
     devices = load_devices(path)
     if name not in devices:
-        raise UserError(f"{path}: unknown device '{name}'; known devices: {', '.join(devices)}")
+        raise UserError(f"{path}: unknown device '{clip(name, 80)}'; known devices: {', '.join(devices)}")
+    if devices[name].options.get("serial") == PLACEHOLDER_SERIAL:
+        raise UserError(f"{path}: device '{name}': field 'serial' is still {PLACEHOLDER_SERIAL}: "
+                        "put the phone's serial there, as `adb devices` lists it")
     return devices[name]

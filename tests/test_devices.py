@@ -61,3 +61,51 @@ def test_hostile_device_name_is_refused(tmp_path):
     path = write(tmp_path, "devices:\n  'a;reboot':\n    transport: local\n    runtime: litert\n")
     with pytest.raises(UserError, match="device names may hold only"):
         load_devices(path)
+
+
+def test_shipped_pixel_with_the_placeholder_serial_is_refused_when_used():
+    assert load_devices("devices.yaml")["pixel"].options["serial"] == "REPLACE_WITH_SERIAL"  # the file still loads
+    with pytest.raises(UserError, match=r"device 'pixel': field 'serial' is still REPLACE_WITH_SERIAL.*adb devices"):
+        get_device("pixel", "devices.yaml")
+    assert get_device("local", "devices.yaml").transport == "local"
+
+
+def test_a_devices_file_that_is_not_utf8_is_one_line_naming_it(tmp_path):
+    path = tmp_path / "devices.yaml"
+    path.write_bytes("devices:\n  board:\n    description: M\u00fcnchen\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"devices.yaml: not UTF-8 text \(byte 0xfc at offset 36\)"):
+        load_devices(path)
+
+
+def test_a_device_named_twice_is_refused_naming_it(tmp_path):
+    entry = "    transport: local\n    runtime: litert\n"
+    path = write(tmp_path, f"devices:\n  board:\n{entry}  other:\n{entry}  board:\n{entry}")
+    with pytest.raises(UserError, match=r"devices.yaml: not valid YAML: line 8, column 3: duplicate key 'board'"):
+        load_devices(path)
+
+
+def test_merged_keys_may_still_be_overridden(tmp_path):
+    path = write(tmp_path, """
+        base: &base {transport: local, runtime: litert, threads: 1}
+        devices:
+          board:
+            <<: *base
+            threads: 2
+    """)
+    assert load_devices(path)["board"].threads == 2
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs" YAML document: `levels` lists of 9 aliases, each to the one before (9**levels strings)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ndevices:\n  board:\n    transport: local\n    runtime: litert\n" \
+                              f"    description: *l{levels - 1}\n"
+
+
+@pytest.mark.parametrize("levels, message", [(6, r"field 'description': .*\.\.\. \(\d+ more characters\)"),
+                                             (9, r"more than 2,000,000 nodes once its aliases are expanded")])
+def test_an_alias_bomb_is_one_short_line(tmp_path, levels, message):
+    with pytest.raises(UserError, match=message) as info:
+        load_devices(write(tmp_path, laughs(levels)))
+    assert len(str(info.value)) < 500 and "\n" not in str(info.value)
