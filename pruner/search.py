@@ -3,19 +3,23 @@
 The engine knows nothing of models: a `SearchProblem` gives integer bounds, a batched evaluator and an
 optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.survival), repairs every new
 candidate, checkpoints every generation so an interrupted run resumes to the very same result, and shows the
-current front's size and hypervolume. The baselines (genes held fixed, uniform width multipliers) and the
+current front's size and hypervolume. A checkpoint is data only (JSON settings, the evaluations as arrays, read
+without pickle, so a run directory from elsewhere cannot run code): resuming replays the finished generations
+with the same seed, each evaluation answered from the checkpoint; NSGA-II, deterministic given its seed and the
+objectives, reaches the same state. The baselines (genes held fixed, uniform width multipliers) and the
 output helpers (front table, hypervolumes against one reference point, best candidate per latency budget,
 plot) live here too.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import json
+import math
 import os
-import pickle
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +46,9 @@ from profiler.errors import UserError
 from pruner.survival import AnchorSurvival, spread_anchors
 
 LOSS, LATENCY = "loss", "latency_ms"
-CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_VERSION = 2
+CHECKPOINT = "checkpoint.npz"
+OLD_CHECKPOINT = "checkpoint.pkl"  # an older jcw's pickled checkpoint: never read (unpickling can run code)
+CHECKPOINT_VERSION = 3
 
 
 class SearchError(UserError, ValueError):
@@ -270,32 +275,135 @@ def generations_done(algorithm: Algorithm) -> int:
     return algorithm.n_iter - 1 if algorithm.is_initialized else 0
 
 
-def save_checkpoint(path: Path, state: dict, algorithm: Algorithm) -> None:
-    """Pickle the algorithm (rng state included) without its problem and callback, atomically."""
-    bare = copy.copy(algorithm)
-    bare.problem, bare.callback = None, Callback()
+@dataclass
+class Evaluations:
+    """Every batch of candidates the search evaluated, in order, with its objectives: what a checkpoint keeps so a
+    resumed search replays its finished generations instead of evaluating them again."""
+
+    X: list[np.ndarray] = field(default_factory=list)
+    F: list[np.ndarray] = field(default_factory=list)
+
+    def recording(self, problem: SearchProblem) -> SearchProblem:
+        """The problem, its evaluations appended here."""
+
+        def evaluate(X: np.ndarray) -> np.ndarray:
+            F = np.asarray(problem.evaluate(X), dtype=float)
+            self.X.append(X)
+            self.F.append(F)
+            return F
+
+        return dataclasses.replace(problem, evaluate=evaluate)
+
+    def replaying(self, problem: SearchProblem, path: Path) -> SearchProblem:
+        """The problem answered from these evaluations in order, each batch checked to be the one asked for."""
+        batches = iter(list(zip(self.X, self.F, strict=True)))
+
+        def evaluate(X: np.ndarray) -> np.ndarray:
+            saved_X, saved_F = next(batches, (None, None))
+            if saved_X is None or not np.array_equal(saved_X, X):
+                raise SearchError(f"{path}: its evaluations do not replay this run's candidates; use another run "
+                                  "directory")
+            return saved_F
+
+        return dataclasses.replace(problem, evaluate=evaluate)
+
+
+def run_settings(config: SearchConfig, problem: SearchProblem, fixed: FixedGenes | None, seeds: np.ndarray) -> dict:
+    """What a checkpoint must share with the run resuming it, as JSON values (n_gen may differ: runs extend)."""
+    mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
+    settings = {
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "n_gen"},
+        "lower": problem.lower.tolist(),
+        "upper": problem.upper.tolist(),
+        "fixed_mask": mask.tolist(),
+        "fixed_values": None if fixed is None else np.asarray(fixed.values, dtype=int).tolist(),
+        "seeds": seeds.tolist(),
+        "repair": problem.repair is not None,
+    }
+    return json.loads(json.dumps(settings))  # tuples as lists, as read back
+
+
+def save_checkpoint(
+    path: Path, settings: dict, anchors: np.ndarray | None, ref_point: np.ndarray, generations: int,
+    evaluations: Evaluations,
+) -> None:
+    """Write the settings, anchors, reference point, generations done (JSON) and evaluations (arrays), atomically."""
+    header = {
+        "version": CHECKPOINT_VERSION,
+        "settings": settings,
+        "anchors": None if anchors is None else anchors.tolist(),
+        "ref_point": ref_point.tolist(),
+        "generations": generations,
+    }
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
-        pickle.dump({**state, "algorithm": bare}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        np.savez_compressed(f, header=np.array(json.dumps(header)), X=np.vstack(evaluations.X),
+                            F=np.vstack(evaluations.F), sizes=np.array([len(x) for x in evaluations.X]))
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, state: dict) -> tuple[Algorithm, np.ndarray | None, np.ndarray]:
-    """The pickled algorithm, anchors and reference point of a run with the same settings (n_gen may differ)."""
-    with open(path, "rb") as f:  # our own run directory: trusted, like any pickle we wrote
-        saved = pickle.load(f)
-    if saved.get("version") != CHECKPOINT_VERSION:
-        raise SearchError(f"{path}: checkpoint version {saved.get('version')}, expected {CHECKPOINT_VERSION}")
-    old, new = saved["config"], state["config"]
-    differ = [
-        f.name for f in dataclasses.fields(new) if f.name != "n_gen" and getattr(old, f.name) != getattr(new, f.name)
-    ]
-    for key in ("lower", "upper", "fixed_mask", "fixed_values", "seeds", "repair"):
-        if not np.array_equal(saved.get(key), state[key]):
-            differ.append(key)
+def load_checkpoint(path: Path, settings: dict) -> tuple[np.ndarray | None, np.ndarray, int, Evaluations]:
+    """Anchors, reference point, generations done and evaluations of a checkpoint whose settings are these.
+
+    Read as data only; anything unreadable, malformed or from another run is a SearchError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:  # a TypeError when it is a single array, not an archive
+            header = json.loads(str(z["header"][()]))
+            X, F, sizes = z["X"], z["F"], z["sizes"]
+    except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        why = (str(err).splitlines() or [""])[0]
+        raise SearchError(f"{path}: not a readable search checkpoint ({type(err).__name__}: {why}); use another run "
+                          "directory") from None
+    if not isinstance(header, dict) or header.get("version") != CHECKPOINT_VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise SearchError(f"{path}: checkpoint version {version!r}, expected {CHECKPOINT_VERSION}; use another run "
+                          "directory")
+    saved = header.get("settings")
+    if not isinstance(saved, dict):
+        raise SearchError(f"{path}: malformed checkpoint (settings); use another run directory")
+    saved_config = saved["config"] if isinstance(saved.get("config"), dict) else {}
+    differ = [k for k in settings["config"] if saved_config.get(k) != settings["config"][k]]
+    differ += [k for k in settings if k != "config" and saved.get(k) != settings[k]]
     if differ:
         raise SearchError(f"{path} belongs to a run with different {', '.join(differ)}: use another run directory")
-    return saved["algorithm"], saved["anchors"], saved["ref_point"]
+    anchors, ref_point, generations = header.get("anchors"), header.get("ref_point"), header.get("generations")
+    n_free = len(settings["lower"]) - sum(settings["fixed_mask"])
+    checks = {
+        "anchors": anchors is None or (isinstance(anchors, list) and anchors and all(map(_finite, anchors))),
+        "ref_point": isinstance(ref_point, list) and len(ref_point) == 2 and all(map(_finite, ref_point)),
+        "generations": isinstance(generations, int) and not isinstance(generations, bool) and generations >= 1,
+        "X": X.ndim == 2 and X.shape[1] == n_free and np.issubdtype(X.dtype, np.integer),
+        "F": F.shape == (len(X), 2) and np.issubdtype(F.dtype, np.floating) and bool(np.isfinite(F).all()),
+        "sizes": sizes.ndim == 1 and np.issubdtype(sizes.dtype, np.integer) and (sizes >= 0).all()
+        and sizes.sum() == len(X),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise SearchError(f"{path}: malformed checkpoint ({', '.join(bad)}); use another run directory")
+    cuts = np.cumsum(sizes)[:-1]
+    evaluations = Evaluations(np.split(X.astype(int), cuts), np.split(F.astype(float), cuts))
+    anchors = None if anchors is None else np.array(anchors, dtype=float)
+    return anchors, np.array(ref_point, dtype=float), generations, evaluations
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def anchors_and_ref_point(problem: SearchProblem, config: SearchConfig) -> tuple[np.ndarray | None, np.ndarray]:
+    """JCW's anchor latencies (None for plain NSGA-II survival) and the progress bar's hypervolume reference, from
+    the config or, where it leaves them open, from the smallest and the full candidate's objectives."""
+    if config.latency_range is None or config.ref_point is None:
+        ends = problem.objectives(problem.repaired(np.stack([problem.lower, problem.upper])))
+        latency_range = config.latency_range or (float(ends[:, 1].min()), float(ends[:, 1].max()))
+        ref_point = np.array(config.ref_point or ends.max(axis=0) * 1.1, dtype=float)
+    else:
+        latency_range, ref_point = config.latency_range, np.array(config.ref_point, dtype=float)
+    if config.survival != "jcw":
+        return None, ref_point
+    if config.anchors:
+        return np.array(config.anchors, dtype=float), ref_point
+    return spread_anchors(*latency_range, config.n_anchors), ref_point
 
 
 def search(
@@ -311,47 +419,34 @@ def search(
 
     `seeds` (full gene vectors) start in the initial population, e.g. dense candidates for a joint search.
     `on_generation(X)` is called with the population's full gene vectors after each generation (JCW retrains
-    its supernet there); what it changes lives outside the checkpoint, so a resumed run can then differ."""
+    its supernet there). A resumed run replays its finished generations from the checkpoint without evaluating
+    or calling `on_generation` again: the hook ran for them before the interruption, and what it changed lives
+    outside the checkpoint (run_fronts' archive is saved by the hook itself; a retrained supernet is not
+    restored, so a run whose hook changes the evaluator can differ after resuming)."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
-    if seeds is not None:
-        seeds = np.atleast_2d(seeds).astype(int)[:, ~mask]
-    state = {
-        "seeds": np.zeros((0, inner.n_var), dtype=int) if seeds is None else seeds,
-        "version": CHECKPOINT_VERSION,
-        "config": config,
-        "lower": problem.lower,
-        "upper": problem.upper,
-        "fixed_mask": mask,
-        "fixed_values": None if fixed is None else np.asarray(fixed.values, dtype=int),
-        "repair": problem.repair is not None,
-    }
+    seeds = np.zeros((0, inner.n_var), dtype=int) if seeds is None else np.atleast_2d(seeds).astype(int)[:, ~mask]
+    settings = run_settings(config, problem, fixed, seeds)
     path = None
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         path = Path(run_dir) / CHECKPOINT
-    pymoo_problem = PymooProblem(inner)
+        if (path.parent / OLD_CHECKPOINT).exists():
+            raise SearchError(f"{path.parent / OLD_CHECKPOINT}: a pickled checkpoint of an older jcw, not read "
+                              "(unpickling can run code); use another run directory")
 
+    evaluations, done = Evaluations(), 0
     if path is not None and path.exists():
-        algorithm, anchors, ref_point = load_checkpoint(path, state)
-        algorithm.problem = pymoo_problem
-        if algorithm.termination.n_max_gen != config.n_gen:
-            algorithm.termination = MaximumGenerationTermination(config.n_gen)
+        anchors, ref_point, done, evaluations = load_checkpoint(path, settings)
     else:
-        anchors, ref_point = None, None
-        if config.latency_range is None or config.ref_point is None:
-            ends = inner.objectives(inner.repaired(np.stack([inner.lower, inner.upper])))
-            latency_range = config.latency_range or (float(ends[:, 1].min()), float(ends[:, 1].max()))
-            ref_point = np.array(config.ref_point or ends.max(axis=0) * 1.1, dtype=float)
-        else:
-            latency_range, ref_point = config.latency_range, np.array(config.ref_point, dtype=float)
-        if config.survival == "jcw" and config.anchors:
-            anchors = np.array(config.anchors, dtype=float)
-        elif config.survival == "jcw":
-            anchors = spread_anchors(*latency_range, config.n_anchors)
-        algorithm = make_algorithm(config, inner.n_var, anchors, seeds)
-        algorithm.setup(pymoo_problem, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
-    state.update(anchors=anchors, ref_point=ref_point)
+        anchors, ref_point = anchors_and_ref_point(inner, config)
+    algorithm = make_algorithm(config, inner.n_var, anchors, seeds)
+    replayed = min(done, config.n_gen)
+    start = PymooProblem(evaluations.replaying(inner, path) if replayed else evaluations.recording(inner))
+    algorithm.setup(start, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
+    while generations_done(algorithm) < replayed:
+        algorithm.next()
+    algorithm.problem = PymooProblem(evaluations.recording(inner))
 
     bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress)
     algorithm.callback = bar
@@ -359,7 +454,7 @@ def search(
         while generations_done(algorithm) < config.n_gen and algorithm.has_next():
             algorithm.next()
             if path is not None:
-                save_checkpoint(path, state, algorithm)
+                save_checkpoint(path, settings, anchors, ref_point, generations_done(algorithm), evaluations)
             if on_generation is not None:
                 X_now = algorithm.pop.get("X").astype(int)
                 on_generation(fixed.expand(X_now) if fixed is not None else X_now)

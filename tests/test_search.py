@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +14,7 @@ from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 
 from pruner.search import (
     CHECKPOINT,
+    OLD_CHECKPOINT,
     FixedGenes,
     SearchConfig,
     SearchError,
@@ -24,6 +28,7 @@ from pruner.search import (
     uniform_sweep,
 )
 from pruner.survival import AnchorSurvival
+from tests.test_predictor_persist import Payload
 
 N_LAYERS = 6
 COST = np.array([3.0, 2.0, 2.5, 1.5, 2.0, 1.0])  # ms of each layer at full width and density
@@ -146,6 +151,14 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, joint):
     finished_calls: list = []
     assert_same(search(synthetic(finished_calls), config, tmp_path, progress=False), joint)
     assert finished_calls == []
+
+
+def test_shortening_a_finished_run_equals_the_shorter_run(tmp_path, joint):
+    search(synthetic(), SearchConfig(n_gen=GENERATIONS, seed=3), tmp_path, progress=False)
+    calls: list = []
+    shorter = search(synthetic(calls), SearchConfig(n_gen=GENERATIONS // 2, seed=3), tmp_path, progress=False)
+    assert_same(shorter, search(synthetic(), SearchConfig(n_gen=GENERATIONS // 2, seed=3), progress=False))
+    assert calls == [] and shorter.generations == GENERATIONS // 2
 
 
 def test_extending_a_finished_run_equals_the_longer_run(tmp_path, joint):
@@ -297,3 +310,65 @@ def test_on_generation_sees_each_generations_full_population():
     search(synthetic(), SearchConfig(n_gen=3, pop_size=16), progress=False, fixed=fixed, on_generation=seen.append)
     assert len(seen) == 3
     assert all(X.shape == (16, 2 * N_LAYERS) and (X[:, density_mask()] == 9).all() for X in seen)
+
+
+def one_line_search_error(run_dir, match: str) -> None:
+    with pytest.raises(SearchError, match=match) as err:
+        search(synthetic(), SearchConfig(n_gen=3, seed=3), run_dir, progress=False)
+    assert "\n" not in str(err.value) and "use another run directory" in str(err.value)
+
+
+def test_a_planted_pickle_in_a_run_directory_is_never_unpickled(tmp_path):
+    marker, payload = tmp_path / "marker", pickle.dumps(Payload(tmp_path / "marker"))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / OLD_CHECKPOINT).write_bytes(payload)  # an older jcw's checkpoint name
+    one_line_search_error(tmp_path / "old", f"{tmp_path / 'old' / OLD_CHECKPOINT}: a pickled checkpoint")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / CHECKPOINT).write_bytes(payload)  # under the current name
+    one_line_search_error(tmp_path / "new", f"{tmp_path / 'new' / CHECKPOINT}: not a readable search checkpoint")
+    assert not marker.exists()
+
+
+def _tampered(z: dict) -> dict:
+    """The arrays of a genuine checkpoint with the first evaluated candidate's first gene moved within bounds."""
+    X = z["X"].copy()
+    X[0, 0] = 8 if X[0, 0] == 9 else 9
+    return {**z, "X": X}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda z: {"a": np.arange(3)}, "not a readable search checkpoint"),
+        (lambda z: {**z, "header": np.array("[1, 2]")}, "checkpoint version None"),
+        (lambda z: {**z, "header": np.array(json.dumps({**json.loads(str(z["header"])), "version": 2}))},
+         "checkpoint version 2, expected 3"),
+        (lambda z: {**z, "header": np.array(json.dumps({**json.loads(str(z["header"])), "ref_point": [1.0]}))},
+         r"malformed checkpoint \(ref_point\)"),
+        (lambda z: {**z, "X": z["X"][:, :-1]}, r"malformed checkpoint \(X\)"),
+        (lambda z: {**z, "F": np.full_like(z["F"], np.nan)}, r"malformed checkpoint \(F\)"),
+        (lambda z: {**z, "sizes": z["sizes"][:-1]}, r"malformed checkpoint \(sizes\)"),
+        (_tampered, "its evaluations do not replay this run's candidates"),
+    ],
+    ids=["foreign_arrays", "header_not_a_mapping", "other_version", "bad_ref_point", "other_gene_count",
+         "non_finite_objectives", "sizes_short", "evaluations_of_other_candidates"],
+)
+def test_a_malformed_checkpoint_is_a_one_line_error(tmp_path, change, message):
+    search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
+    with np.load(tmp_path / CHECKPOINT) as z:
+        arrays = change(dict(z))
+    with open(tmp_path / CHECKPOINT, "wb") as f:
+        np.savez(f, **arrays)
+    one_line_search_error(tmp_path, f"{tmp_path / CHECKPOINT}: .*{message}")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "single_array"])
+def test_a_truncated_or_foreign_checkpoint_file_is_a_one_line_error(tmp_path, damage):
+    search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        with open(path, "wb") as f:
+            np.save(f, np.arange(4))
+    one_line_search_error(tmp_path, f"{path}: not a readable search checkpoint")
