@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", required=True, help="measurement table (repeatable)")
     p.add_argument("--out", required=True, help="model file to write")
     p.add_argument("--kind", default="physics", choices=KINDS, help="regressor (default: physics)")
-    p.add_argument("--holdout", type=float, default=0.2, help="share of rows held out to report accuracy")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of rows in (0, 1) held out to report accuracy "
+                   "(default 0.2; 0: none)")
     p.set_defaults(run=run_fit)
 
     p = sub.add_parser("predict", help="predict latency_ms for every row of a table of kernels")
@@ -34,9 +35,12 @@ def run_fit(args: argparse.Namespace) -> int:
 
     from predictor import persist, table
     from predictor.latency import LatencyModel
+    from profiler.errors import UserError
 
+    if not 0 <= args.holdout < 1:
+        raise UserError(f"--holdout {args.holdout:g}: the share of rows held out must be in (0, 1), e.g. 0.2 (0: none)")
     df = table.load(args.data)
-    if 0 < args.holdout < 1 and len(df) >= 20:
+    if args.holdout > 0 and len(df) >= 20:
         train, test = train_test_split(df, test_size=args.holdout, random_state=0)
         s = LatencyModel.fit(train, args.kind).evaluate(test)
         print(

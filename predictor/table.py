@@ -91,9 +91,10 @@ def normalise(df: pd.DataFrame, source: str = "table", need_latency: bool = True
         out[c] = out[c].astype(str)
     if need_latency:
         lat = pd.to_numeric(out[TARGET], errors="coerce").astype(np.float64)
-        bad = ~(lat > 0).to_numpy()
+        bad = ~(np.isfinite(lat) & (lat > 0)).to_numpy()
         if bad.any():
-            raise UserError(f"{source}: latency_ms must be a positive number; NaN, empty or <= 0 in {_rows(bad)}")
+            raise UserError(f"{source}: latency_ms must be a finite positive number; text, empty, infinite or <= 0 "
+                            f"in {_rows(bad)}")
         out[TARGET] = lat
     _check_specs(out, source)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from jcw.cli import main
 from tests.test_predictor_model import PHONE
@@ -48,3 +49,18 @@ def test_fit_reports_a_missing_column(tmp_path, capsys):
     assert main(["fit", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.jcwm")]) == 2
     err = capsys.readouterr().err
     assert "bad.csv" in err and "density" in err
+
+
+@pytest.mark.parametrize("holdout", ["20", "1", "-0.1", "nan"])
+def test_fit_refuses_a_holdout_that_is_no_share(tmp_path, capsys, holdout):
+    assert main(["fit", "--data", str(PHONE), "--out", str(tmp_path / "m.jcwm"), "--holdout", holdout]) == 2
+    assert "--holdout" in capsys.readouterr().err and not (tmp_path / "m.jcwm").exists()
+
+
+def test_fit_reports_an_infinite_latency_with_its_row(tmp_path, capsys):
+    raw = pd.read_csv(PHONE)
+    raw.loc[2, "latency_ms"] = float("inf")
+    raw.to_csv(tmp_path / "inf.csv", index=False)
+    assert main(["fit", "--data", str(tmp_path / "inf.csv"), "--out", str(tmp_path / "m.jcwm")]) == 2
+    err = capsys.readouterr().err
+    assert "inf.csv" in err and "row 3" in err and len(err.strip().splitlines()) == 1

@@ -74,9 +74,9 @@ def test_empty_table(tmp_path):
         load(path)
 
 
-@pytest.mark.parametrize("bad", [np.nan, 0.0, -1.0])
+@pytest.mark.parametrize("bad", [np.nan, 0.0, -1.0, np.inf, "fast"])
 def test_bad_latencies_name_their_rows(tmp_path, bad):
-    t = _table()
+    t = _table().astype({"latency_ms": object})
     t.loc[[1, 4], "latency_ms"] = bad
     path = tmp_path / "lat.csv"
     t.to_csv(path, index=False)
