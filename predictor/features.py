@@ -10,7 +10,7 @@ from predictor.table import CONTEXT
 DENSITY_KNOTS = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 """Knots of the ramp basis in which a sparse kernel's cost grows with density (concave on phones)."""
 
-FAMILY = ("op", "h", "w", "k", "stride", "block", "activation", *CONTEXT)
+FAMILY = ("op", "h", "w", "k", "stride", "block", "activation", "layout", *CONTEXT)
 """What fixes a kernel's code path: kernels of one family differ only in channels and density."""
 
 REGIME = "dense"
@@ -50,9 +50,10 @@ TREE_FEATURES = (
     "op",
     "block",
     "activation",
+    "layout",
 )
-"""Inputs of the booster besides the base itself (the last three are categorical; the regime is unconstrained)."""
-CATEGORICAL = ("op", "block", "activation")
+"""Inputs of the booster besides the base itself (the last four are categorical; the regime is unconstrained)."""
+CATEGORICAL = ("op", "block", "activation", "layout")
 MONOTONE_INCREASING = ("cin", "cout", "density", "log_macs", "log_nnz_macs", "log_in_elems", "log_out_elems")
 """Booster inputs that only grow with channels or density; constraining them (and the base) to act
 upwards keeps predictions monotone in cin and cout, and in density within the sparse regime (the
@@ -85,12 +86,14 @@ def run_density(df: pd.DataFrame) -> np.ndarray:
 
     Depthwise convs are never pruned; the "onnx" flavour holds the zeros in dense weights; the
     "builtin" flavour densifies at load every sparse kernel except those it runs as a sparse
-    FULLY_CONNECTED (profiler.lowering.runs_as_sparse_fc, vectorised). Other flavours, and tables
-    that do not name one, run at the kernel's density.
+    FULLY_CONNECTED (profiler.lowering.runs_as_sparse_fc, vectorised); the "xnnpack" flavour runs
+    every kernel of the NHWC layout dense (only a cluster over XNNPACK's gate runs sparse, in NCHW:
+    profiler.xnnpack). Other flavours, and tables that do not name one, run at the kernel's density.
     """
     op, flavour, density = df["op"].to_numpy(), df["flavour"].to_numpy(), df["density"].to_numpy()
     sparse_fc = (op == "fc") | ((op == "conv") & (df["k"].to_numpy() == 1) & (df["stride"].to_numpy() == 1))
-    densified = (op == "dwconv") | (flavour == "onnx") | ((flavour == "builtin") & ~sparse_fc)
+    xnnpack_dense = (flavour == "xnnpack") & (df["layout"].to_numpy() == "nhwc")
+    densified = (op == "dwconv") | (flavour == "onnx") | ((flavour == "builtin") & ~sparse_fc) | xnnpack_dense
     return np.where(densified, 1.0, density).astype(np.float64)
 
 

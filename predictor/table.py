@@ -14,11 +14,11 @@ from profiler.kernel import FIELDS, KernelSpec
 
 SHAPE_COLUMNS = ("k", "stride", "cin", "cout", "density")
 TARGET = "latency_ms"
-DEFAULTS = {"op": "conv", "groups": 1, "block": "1x4", "activation": "none"}
+DEFAULTS = {"op": "conv", "groups": 1, "block": "1x4", "activation": "none", "layout": "nhwc"}
 CONTEXT = ("device", "runtime", "flavour")
 """Where a kernel ran: part of a row's identity, empty when the table does not say."""
 INT_FIELDS = ("h", "w", "cin", "cout", "k", "stride", "groups")
-STR_FIELDS = ("op", "block", "activation", *CONTEXT)
+STR_FIELDS = ("op", "block", "activation", "layout", *CONTEXT)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

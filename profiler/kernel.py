@@ -21,6 +21,12 @@ LAYOUTS = ("nhwc", "nchw")
 inference, where every node of a cluster that passes its gate runs a CHW kernel (profiler.xnnpack)."""
 
 
+def runs_chw(op: str, k: int, stride: int) -> bool:
+    """Whether a layer inside a sparse XNNPACK cluster runs a CHW kernel measured in the "nchw" layout: 1x1 stride-1
+    convs (SpMM) and depthwise convs. The cluster's entry conv and everything outside it stay "nhwc"."""
+    return op == "dwconv" or (op == "conv" and k == 1 and stride == 1)
+
+
 class SpecError(UserError, ValueError):
     """A KernelSpec that describes no possible kernel."""
 
@@ -59,7 +65,7 @@ class KernelSpec:
             raise bad("block", f"must be one of {', '.join(BLOCKS)}")
         if self.layout not in LAYOUTS:
             raise bad("layout", f"must be one of {', '.join(LAYOUTS)}")
-        if self.layout == "nchw" and not (self.op == "dwconv" or (self.op == "conv" and self.k == self.stride == 1)):
+        if self.layout == "nchw" and not runs_chw(self.op, self.k, self.stride):
             raise bad("layout", "XNNPACK runs only 1x1 stride-1 convs and depthwise convs inside an NCHW cluster")
         for name in ("h", "w", "cin", "cout", "k", "stride", "groups"):
             value = getattr(self, name)

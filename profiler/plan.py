@@ -14,7 +14,7 @@ from profiler.kernel import KernelSpec, SpecError
 from profiler.yamlfile import clip, read_yaml
 
 DEFAULT_PLAN = Path(__file__).with_name("default_plan.yaml")
-_GRID_FIELDS = ("op", "hw", "cin", "cout", "k", "stride", "density", "activation", "block")
+_GRID_FIELDS = ("op", "hw", "cin", "cout", "k", "stride", "density", "activation", "block", "layout")
 MAX_KERNELS = 20_000
 """Plans with more kernels are refused unless the caller raises the limit (`jcw profile --max-kernels N`)."""
 SECONDS_PER_KERNEL = 0.15

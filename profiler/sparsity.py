@@ -52,6 +52,18 @@ def block_mask(weight: np.ndarray, density: float, block: str = "1x4", norm: str
     return _from_blocks(mask, arranged_shape, block).reshape(shape)
 
 
+def zero_count(spec) -> int:
+    """Zero weights of a layer `block_mask` prunes to `spec.density` (a KernelSpec), without building it: the
+    dropped blocks' share of the weights (exact when the blocked dimension is a multiple of 4)."""
+    params = spec.cout * (spec.cin // spec.groups) * spec.k * spec.k
+    if spec.block == "unstructured":
+        return params - int(round(spec.density * params))
+    rows, last = (spec.cin // spec.groups * spec.k * spec.k, spec.cout) if spec.block == "1x4" else \
+        (spec.cout * spec.k * spec.k, spec.cin // spec.groups)
+    blocks = rows * -(-last // 4)
+    return int(round(params * (1 - int(round(spec.density * blocks)) / blocks)))
+
+
 def random_sparse_weight(
     shape: tuple[int, ...], density: float, block: str, rng: np.random.Generator
 ) -> np.ndarray:

@@ -20,6 +20,8 @@ from profiler.kernel import FIELDS, KernelSpec
 
 # Device state while measuring, where the device reports it (adb phones); tables written before them read as empty.
 OPTIONAL = {"governor": "", "freq_mhz": float("nan"), "temp_c": float("nan"), "throttled": False}
+NEWER_FIELDS = {"layout": "nhwc"}
+"""KernelSpec fields added after tables were written: older rows read with the field's default."""
 COLUMNS = ["device", "runtime", "flavour", *FIELDS, "latency_ms", "iqr_ms", "cv", "model_ms", "baseline_ms",
            "runs", "timestamp", "version", *OPTIONAL]
 CONTEXT = ("device", "runtime", "flavour")  # where a kernel ran: with its KernelSpec, a row's identity
@@ -67,10 +69,10 @@ class ResultsStore:
             table = pd.read_csv(self.path)
         except (ValueError, OSError) as err:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
             raise self._refuse(f"corrupt results table ({reprlib.repr(str(err))})") from None
-        missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL]
+        missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL and c not in NEWER_FIELDS]
         if missing:
             raise self._refuse(f"not a results table, missing columns {missing}")
-        for column, default in OPTIONAL.items():
+        for column, default in (OPTIONAL | NEWER_FIELDS).items():
             if column not in table.columns:
                 table[column] = default
         empty = table[["latency_ms", *FIELDS]].isna().any(axis=1).to_numpy()

@@ -226,7 +226,11 @@ def analyse(m: TFLiteModel) -> list[Cluster]:
 
 def verdict(m: TFLiteModel) -> dict:
     """What XNNPACK will do with a whole model: {"sparse", "zero_share", "reason"} (the exporter's sidecar)."""
-    clusters = analyse(m)
+    return verdict_of(analyse(m))
+
+
+def verdict_of(clusters: list[Cluster] | tuple[Cluster, ...]) -> dict:
+    """`verdict` from a model's clusters: its main cluster (a sparse one, else the largest) decides."""
     if not clusters:
         return {"sparse": False, "zero_share": 0.0,
                 "reason": "no entry: XNNPACK's sparse path starts at a 3x3 stride-2 conv on 3 input channels with "

@@ -15,7 +15,7 @@ from profiler.errors import UserError
 from pruner.apply import apply_candidate
 from pruner.graph import analyze
 from pruner.models import MODELS, build_model
-from pruner.space import SearchSpace
+from pruner.space import NO_BOUNDS, SearchSpace, density_bounds
 
 
 @dataclass
@@ -29,9 +29,11 @@ class Checkpoint:
     genes: tuple[int, ...] | None = None
     block: str | None = None
 
-    def space(self) -> SearchSpace:
-        """The search space of the unpruned architecture (default grids and bounds)."""
-        return SearchSpace(analyze(build_model(self.arch, **self.kwargs), self.input_shape))
+    def space(self, flavour: str | None = None) -> SearchSpace:
+        """The search space of the unpruned architecture: default grids, JCW's bounds with the density floors of
+        the device's runtime `flavour` (pruner.space.density_bounds)."""
+        return SearchSpace(analyze(build_model(self.arch, **self.kwargs), self.input_shape),
+                           density_bounds=density_bounds(flavour))
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -61,7 +63,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     model = _build(path, arch, kwargs)
     ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"])
     if ckpt.genes is not None:
-        ckpt.model = apply_candidate(model, ckpt.space(), np.asarray(ckpt.genes), block=ckpt.block)
+        # its genes were checked against the space it was searched in: re-applying them needs only the grids
+        loose = SearchSpace(analyze(model, shape), width_bounds=NO_BOUNDS, density_bounds=NO_BOUNDS)
+        ckpt.model = apply_candidate(model, loose, np.asarray(ckpt.genes), block=ckpt.block)
     try:
         ckpt.model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
@@ -89,8 +93,8 @@ def parse_genes(text: str) -> np.ndarray:
     """A candidate given on the command line: comma-separated grid indices, e.g. "9,7,9,4,...")."""
     try:
         return np.array([int(v) for v in text.replace(" ", "").split(",") if v != ""], dtype=int)
-    except ValueError:
-        raise UserError(f"candidate {text[:60]!r}: expected comma-separated integers (the genes column)") from None
+    except (ValueError, OverflowError):  # OverflowError: an index beyond any grid, e.g. 99999999999999999999
+        raise UserError(f"candidate {text[:60]!r}: expected comma-separated grid indices (the genes column)") from None
 
 
 def format_genes(x: np.ndarray) -> str:

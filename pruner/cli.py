@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=_at_least(1), default=1)
     p.add_argument("--limit", type=_at_least(1), help="train on the first N training images only")
     p.add_argument("--input-size", type=_at_least(1), default=28, help="MNIST scaled to this many pixels a side")
+    p.add_argument("--in-channels", type=int, choices=[1, 3], default=1,
+                   help="input channels (MNIST's grey replicated; 3 lets XNNPACK run the model sparse on a phone)")
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.set_defaults(run=run_train)
 
@@ -33,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _device_args(p)
     p.add_argument("--predictor", help="latency model (jcw fit): keep a sparse layer dense where dense is faster")
     p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device)")
+    p.add_argument("--require-sparse", action="store_true",
+                   help="XNNPACK devices: fail if XNNPACK will run the exported model dense")
     p.set_defaults(run=run_export)
 
     p = sub.add_parser("measure", help="time exported networks end to end on a device")
@@ -133,19 +137,18 @@ def run_search(args: argparse.Namespace) -> int:
     from pruner.checkpoint import load_checkpoint
     from pruner.data import load_mnist_sized
     from pruner.estimate import mnist_proxy_data, proxy_estimator
-    from pruner.fronts import WEIGHT_STAGE, run_fronts
-    from pruner.latency import CandidateLatency
+    from pruner.fronts import run_fronts, weight_stage_for
+    from pruner.latency import device_latency
     from pruner.search import SearchConfig
     from pruner.supernet import SupernetEstimator, build_supernet
 
     torch.set_num_threads(1)
     device = get_device(args.device, args.devices)
     ckpt = load_checkpoint(args.model)
-    space = ckpt.space()
+    space = ckpt.space(device.flavour)
     predictor = load(args.predictor)
-    latency = CandidateLatency(space, predictor.predict, device.block,
-                               predictor.overhead(len(space.graph.layers)))
-    data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000)
+    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.flavour, device.block, predictor)
+    data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000, channels=ckpt.input_shape[1])
     proxy = mnist_proxy_data(data, args.val_size)
     retrain = None
     if args.estimator == "proxy":
@@ -160,7 +163,8 @@ def run_search(args: argparse.Namespace) -> int:
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
     fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
                         repair=latency.densify,
-                        weight_stage=WEIGHT_STAGE if args.weight_stage is None else args.weight_stage)
+                        weight_stage=weight_stage_for(device.flavour) if args.weight_stage is None
+                        else args.weight_stage)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):
@@ -189,12 +193,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    data = load_mnist_sized(args.input_size, args.limit)
-    kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": args.width}
+    data = load_mnist_sized(args.input_size, args.limit, channels=args.in_channels)
+    kwargs = {"num_classes": 10, "in_channels": args.in_channels, "width_mult": args.width}
     model = build_model(args.arch, **kwargs)
     train(model, data["train"].loader(64, shuffle=True), args.epochs, desc=f"train {args.arch}")
     ev = evaluate(model, data["val"].loader(500))
-    shape = (1, 1, args.input_size, args.input_size)
+    shape = (1, args.in_channels, args.input_size, args.input_size)
     save_checkpoint(args.out, Checkpoint(model, args.arch, kwargs, shape))
     print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
     return 0
@@ -205,13 +209,15 @@ def run_plan(args: argparse.Namespace) -> int:
 
     from profiler.devices import get_device
     from pruner.checkpoint import load_checkpoint
-    from pruner.latency import profiling_plan
+    from pruner.latency import profiling_plan, sparse_cluster
 
     device = get_device(args.device, args.devices)
     ckpt = load_checkpoint(args.model)
-    specs = profiling_plan(ckpt.space(), device.block, args.candidates)
+    cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
+    specs = profiling_plan(ckpt.space(device.flavour), device.block, args.candidates, cluster=cluster)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
-                "density": s.density, "activation": s.activation, "block": s.block} for s in specs]
+                "density": s.density, "activation": s.activation, "block": s.block, "layout": s.layout}
+               for s in specs]
     Path(args.out).write_text(f"# kernels of {ckpt.arch} x{ckpt.kwargs} for device {device.name}\n"
                               + yaml.safe_dump({"kernels": entries}, sort_keys=False, default_flow_style=None))
     print(f"wrote {args.out}: {len(specs)} kernels")
@@ -233,19 +239,23 @@ def run_export(args: argparse.Namespace) -> int:
     if args.candidate:
         if ckpt.genes is not None:
             raise UserError(f"{args.model} is already pruned; --candidate applies to an unpruned checkpoint")
-        model = apply_candidate(model, ckpt.space(), parse_genes(args.candidate), block=device.block)
+        model = apply_candidate(model, ckpt.space(device.flavour), parse_genes(args.candidate), block=device.block)
     predictor = persist.load(args.predictor) if args.predictor else None
-    chooser = prefer_dense(predictor.predict) if predictor and device.flavour != "onnx" else None
+    chooser = prefer_dense(predictor.predict) if predictor and device.flavour == "builtin" else None
     exported = export(model.eval(), ckpt.input_shape, device.flavour, ckpt.block or device.block, chooser)
     out = Path(args.out)
     if out.suffix != exported.suffix:
         raise UserError(f"{out}: device '{device.name}' runs {exported.suffix} models; use that suffix")
+    if args.require_sparse and not (exported.xnnpack or {}).get("sparse"):
+        why = exported.xnnpack["reason"] if exported.xnnpack else f"its runtime ({device.flavour}) is not XNNPACK"
+        raise UserError(f"--require-sparse: XNNPACK will run {out.name} dense on '{device.name}': {why}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(exported.model)
     specs = [layer.spec for layer in exported.layers]
     sidecar = {
         "device": device.name, "flavour": exported.flavour, "input_shape": list(ckpt.input_shape),
         "predicted_ms": predictor.predict_network(specs) if predictor else None,
+        "xnnpack": exported.xnnpack,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],
     }
@@ -254,6 +264,9 @@ def run_export(args: argparse.Namespace) -> int:
     sparse = sum(layer.storage == "sparse" for layer in exported.layers)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.flavour}): {sparse} sparse layers"
           + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
+    if exported.xnnpack is not None:
+        mode = "sparse" if exported.xnnpack["sparse"] else "dense"
+        print(f"XNNPACK will run it {mode}: {exported.xnnpack['reason']}")
     if sidecar["predicted_ms"] is not None:
         print(f"predicted latency on {device.name}: {sidecar['predicted_ms']:.3f} ms")
     return 0
@@ -302,8 +315,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     if ckpt.genes is not None:
         raise UserError(f"{args.model} is already pruned; fine-tune from the unpruned checkpoint")
     genes = parse_genes(args.candidate)
-    data = load_mnist_sized(ckpt.input_shape[-1], args.limit)
-    pruned = apply_candidate(ckpt.model, ckpt.space(), genes, block=device.block, norm="l2")
+    data = load_mnist_sized(ckpt.input_shape[-1], args.limit, channels=ckpt.input_shape[1])
+    pruned = apply_candidate(ckpt.model, ckpt.space(device.flavour), genes, block=device.block, norm="l2")
     val = data["val"].loader(500)
     before = evaluate(pruned, val)
     train(pruned, data["train"].loader(64, shuffle=True), args.epochs, lr=args.lr,

@@ -39,12 +39,13 @@ class Split:
     x: torch.Tensor
     y: torch.Tensor
 
-    def resized(self, size: int, limit: int | None = None) -> Split:
-        """The (first `limit`) images scaled bilinearly to size x size, e.g. 56 for larger, more measurable layers."""
+    def resized(self, size: int, limit: int | None = None, channels: int = 1) -> Split:
+        """The (first `limit`) images scaled bilinearly to size x size, e.g. 56 for larger, more measurable layers,
+        with the grey channel replicated `channels` times (a view: 3 channels cost no memory)."""
         x, y = (self.x, self.y) if limit is None else (self.x[:limit], self.y[:limit])
-        if x.shape[-1] == size:
-            return Split(x, y)
-        return Split(torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False), y)
+        if x.shape[-1] != size:
+            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        return Split(x.expand(-1, channels, -1, -1), y)
 
     def loader(self, batch_size: int = 128, shuffle: bool = False, seed: int = 0, limit: int | None = None):
         x, y = (self.x, self.y) if limit is None else (self.x[:limit], self.y[:limit])
@@ -52,9 +53,11 @@ class Split:
         return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=gen)
 
 
-def load_mnist_sized(size: int = 28, train_limit: int | None = None) -> dict[str, Split]:
-    """MNIST at `size` x `size` pixels (the input size of a model's checkpoint); "train" cut to `train_limit`."""
-    return {name: split.resized(size, train_limit if name == "train" else None) for name, split in load_mnist().items()}
+def load_mnist_sized(size: int = 28, train_limit: int | None = None, channels: int = 1) -> dict[str, Split]:
+    """MNIST at `size` x `size` pixels with `channels` channels (a model checkpoint's input shape); "train" cut to
+    `train_limit`. Three replicated channels give a model XNNPACK can run sparse (its entry conv reads 3)."""
+    return {name: split.resized(size, train_limit if name == "train" else None, channels)
+            for name, split in load_mnist().items()}
 
 
 def mnist_path() -> Path:

@@ -26,8 +26,8 @@ from pruner.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pruner.data import load_mnist_sized
 from pruner.estimate import mnist_proxy_data, proxy_estimator
 from pruner.export import export
-from pruner.fronts import run_fronts
-from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
+from pruner.fronts import run_fronts, weight_stage_for
+from pruner.latency import CandidateLatency, prefer_dense, profiling_plan, sparse_cluster
 from pruner.models import build_model
 from pruner.report import busy_note, write_report
 from pruner.search import SearchConfig
@@ -70,18 +70,18 @@ class Steps:
 def _train_model(path: Path, cfg: DemoConfig, data) -> Checkpoint:
     if path.exists():
         return load_checkpoint(path)
-    kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": cfg.width}
+    kwargs = {"num_classes": 10, "in_channels": 3, "width_mult": cfg.width}  # 3: XNNPACK can run it sparse
     torch.manual_seed(cfg.seed)
     model = build_model("mobilenet_v2", **kwargs)
     train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.train_epochs, desc="train MobileNetV2")
-    shape = (1, 1, cfg.input_size, cfg.input_size)
+    shape = (1, 3, cfg.input_size, cfg.input_size)
     return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, shape)))
 
 
 def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path,
                         passes: int) -> dict:
     """Export each model for the device and time all of them, interleaved, in `passes` batches."""
-    chooser = prefer_dense(predictor.predict) if device.flavour != "onnx" else None
+    chooser = prefer_dense(predictor.predict) if device.flavour == "builtin" else None
     files, layers = [], {}
     out.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
@@ -111,16 +111,17 @@ class Prepared:
 def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     """Steps 1-4: the trained model, its kernels profiled on the device, the predictor and network overhead."""
     device = get_device(cfg.device, cfg.devices_file)
-    data = load_mnist_sized(cfg.input_size, cfg.train_images)
+    data = load_mnist_sized(cfg.input_size, cfg.train_images, channels=3)  # MNIST's grey replicated
 
     step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
          " (cached in model.pt)")
     base = _train_model(out / "model.pt", cfg, data)
-    space = base.space()
+    space = base.space(device.flavour)
+    cluster = sparse_cluster(base.model, base.input_shape, device.block) if device.flavour == "xnnpack" else None
 
     step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
     store = ResultsStore(out / "results" / f"{device.name}.csv")
-    profile_device(device, profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed), store)
+    profile_device(device, profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed, cluster), store)
 
     step("fitting the latency predictor (20% of the kernels held out to report its accuracy)")
     predictor_path, held_out_path = out / "predictor.zip", out / "predictor_accuracy.json"
@@ -140,7 +141,8 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
         ok = [r for r in runs.values() if "latency_ms" in r]
         predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
         save(predictor, predictor_path)
-    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(len(space.graph.layers)))
+    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(len(space.graph.layers)),
+                               cluster)
     return Prepared(device, data, base, space, predictor, latency, held_out)
 
 
@@ -165,7 +167,8 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     smallest, largest = latency(np.vstack([space.lower, space.upper]))
     budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
     config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
-    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.densify)
+    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.densify,
+                        weight_stage=weight_stage_for(device.flavour))
 
     step("fine-tuning the best candidate under each budget, masks fixed")
     tuned, seen = {}, set()

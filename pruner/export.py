@@ -7,6 +7,7 @@ predicted latency is the sum over exactly what is deployed.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from profiler import xnnpack
 from profiler.errors import UserError
-from profiler.kernel import KernelSpec
+from profiler.kernel import KernelSpec, runs_chw
 from profiler.lowering import FLAVOURS, lower_onnx, lower_tflite
 from profiler.onnx_writer import OnnxModel
 from profiler.tflite_writer import TFLiteModel
@@ -30,7 +32,7 @@ class ExportError(UserError):
 @dataclass(frozen=True)
 class ExportedLayer:
     name: str
-    spec: KernelSpec  # as lowered: density 1.0 where the exporter kept a sparse layer dense
+    spec: KernelSpec  # as run: density 1.0 where stored dense; layout "nchw" inside a cluster XNNPACK runs sparse
     pruned_density: float  # the weights' real nonzero fraction
     storage: str  # "sparse" or "dense"
 
@@ -40,10 +42,16 @@ class Exported:
     model: bytes
     flavour: str
     layers: tuple[ExportedLayer, ...]
+    clusters: tuple[xnnpack.Cluster, ...] = ()  # the "xnnpack" flavour: what XNNPACK's sparse rules make of it
 
     @property
     def suffix(self) -> str:
         return ".onnx" if self.flavour == "onnx" else ".tflite"
+
+    @property
+    def xnnpack(self) -> dict | None:
+        """For the "xnnpack" flavour, whether XNNPACK will run the model sparse, and why: the sidecar's record."""
+        return xnnpack.verdict_of(self.clusters) if self.flavour == "xnnpack" else None
 
 
 _ADD = {operator.add, operator.iadd, torch.add}
@@ -196,9 +204,11 @@ class _Writer:
             raise ExportError(f"{name}: flatten of a {h}x{w} feature map (NHWC order differs); pool first")
         return self.m.reshape(x, (n, c), name)
 
-    def finish(self, outputs) -> bytes:
+    def finish(self, outputs) -> tuple[bytes, tuple[xnnpack.Cluster, ...]]:
+        """The serialised model and, for the "xnnpack" flavour, its clusters under XNNPACK's sparse rules."""
         self.m.outputs = list(outputs)
-        return self.m.to_bytes()
+        clusters = tuple(xnnpack.analyse(self.m)) if self.flavour == "xnnpack" else ()
+        return self.m.to_bytes(), clusters
 
 
 def _single_user(node: fx.Node) -> fx.Node | None:
@@ -320,4 +330,9 @@ def export(
                 raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
             else:
                 raise _unsupported(gm, node)
-    return Exported(writer.finish(outputs), flavour, tuple(layers))
+    model_bytes, clusters = writer.finish(outputs)
+    nchw = {name for cluster in clusters if cluster.sparse for name in cluster.nodes}
+    layers = [dataclasses.replace(layer, spec=layer.spec.replace(layout="nchw"))
+              if layer.name in nchw and runs_chw(layer.spec.op, layer.spec.k, layer.spec.stride) else layer
+              for layer in layers]
+    return Exported(model_bytes, flavour, tuple(layers), clusters)

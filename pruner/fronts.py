@@ -35,6 +35,12 @@ MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 WEIGHT_STAGE = 0.3  # share of the joint method's evaluations for its weight stage (pruner.sensitivity)
 
 
+def weight_stage_for(flavour: str) -> float:
+    """The joint method's default weight stage on a device: none on XNNPACK, where no layer is faster sparse alone
+    (the whole cluster must pass the gate), so the stage's one-layer scan finds nothing; WEIGHT_STAGE elsewhere."""
+    return 0.0 if flavour == "xnnpack" else WEIGHT_STAGE
+
+
 def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:
     """The genes a method leaves alone: densities at 1.0 for channel-only, widths at 1.0 for weight-only."""
     if method == "joint":
