@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from predictor import cli as predictor_cli
@@ -20,16 +21,28 @@ def build_parser() -> argparse.ArgumentParser:
     pruner_cli.register(sub)
     return parser
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command stops the same way."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a subcommand; exit status 2 for a user error, 130 after Ctrl-C and 143 after SIGTERM (128 + signal)."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args) or 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("jcw: interrupted; finished rows are saved, re-run to resume", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
     except UserError as err:
         print(f"jcw {args.command}: error: {_capped(str(err))}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 def _capped(message: str, limit: int = 500) -> str:
     """`message` cut to `limit` characters, saying how many were cut, so no error line runs to megabytes."""

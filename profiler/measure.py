@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import tempfile
 from pathlib import Path
 
 from profiler.devices import Device
 from profiler.errors import UserError
 from profiler.harness import SUFFIX, BatchModel, job_file
-from profiler.profile import runner_settings
+from profiler.profile import batch_dir, remove_stale_batch_dirs, runner_settings
 from profiler.transports import open_transport
 
 
@@ -29,6 +28,7 @@ def measure_files(device: Device, paths: list[str | Path], passes: int = 1) -> l
             raise UserError(f"{path}: no such model file")
         if path.suffix != SUFFIX[device.flavour]:
             raise UserError(f"{path}: device '{device.name}' runs {SUFFIX[device.flavour]} models ({device.runtime})")
+    remove_stale_batch_dirs(device.name)
     runs = [_one_pass(device, paths) for _ in range(passes)]
     return [_combined(path, [run[i] for run in runs]) for i, path in enumerate(paths)]
 
@@ -36,15 +36,15 @@ def measure_files(device: Device, paths: list[str | Path], passes: int = 1) -> l
 def _one_pass(device: Device, paths: list[Path]) -> list[dict]:
     """One runner batch of every file: the runner's record per file (or an error record)."""
     transport = open_transport(device)
-    with tempfile.TemporaryDirectory(prefix=f"jcw-{device.name}-") as tmp:
+    with batch_dir(device.name) as tmp:
         models = []
         for i, path in enumerate(paths):
             mid = f"m{i:04d}_{path.stem}"
-            shutil.copy(path, Path(tmp) / (mid + path.suffix))
+            shutil.copy(path, tmp / (mid + path.suffix))
             models.append(BatchModel(mid, mid + path.suffix, None, ""))
-        job_file(models, Path(tmp), runner_settings(device))
+        job_file(models, tmp, runner_settings(device))
         try:
-            records = {r["id"]: r for r in transport.run(Path(tmp)) if "id" in r}
+            records = {r["id"]: r for r in transport.run(tmp) if "id" in r}
         finally:
             transport.close()
     return [records.get(model.id, {"error": "no result from the runner"}) for model in models]

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -20,7 +25,7 @@ from profiler.harness import BatchModel, job_file, write_batch
 from profiler.kernel import KernelSpec
 from profiler.plan import load_plan
 from profiler.store import OPTIONAL, ResultsStore
-from profiler.transports import open_transport
+from profiler.transports import Stop, open_transport, pid_alive
 
 BATCH_SIZE = 96
 
@@ -65,11 +70,35 @@ def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) ->
     return rows, failed
 
 
+@contextmanager
+def batch_dir(device: str) -> Iterator[Path]:
+    """A fresh local directory for one batch, jcw-DEVICE-PID-*: a later run tells a killed run's leftovers by PID."""
+    with tempfile.TemporaryDirectory(prefix=f"jcw-{device}-{os.getpid()}-") as tmp:
+        yield Path(tmp)
+
+
+def remove_stale_batch_dirs(device: str) -> list[Path]:
+    """Remove the device's batch directories that killed runs left in the temp dir (their PID is gone)."""
+    # tempfile's random suffixes hold no '-', so device "a" never takes "a-1"'s dirs for its own
+    name = re.compile(rf"jcw-{re.escape(device)}-(\d+)-[a-z0-9_]+")
+    stale = [path for path in Path(tempfile.gettempdir()).glob(f"jcw-{device}-*")
+             if (m := name.fullmatch(path.name)) and path.is_dir() and not pid_alive(int(m.group(1)))]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def profile_device(
     device: Device, specs: list[KernelSpec], store: ResultsStore, batch_size: int = BATCH_SIZE,
-    progress: tqdm | None = None,
+    progress: tqdm | None = None, stop: Stop | None = None,
 ) -> ProfileResult:
-    """Measure the kernels of `specs` not yet in `store`, a batch per round trip; rows are saved per batch."""
+    """Measure the kernels of `specs` not yet in `store`, a batch per round trip; rows are saved per batch.
+
+    `stop`, tripped by another thread, aborts the batch being measured and raises Interrupted; a batch cut
+    short by it (or by anything else) keeps the rows of the kernels it finished.
+    """
+    remove_stale_batch_dirs(device.name)
+    stop = stop or Stop()
     done = store.measured()
     todo = [s for s in specs if s.key() not in done]
     result = ProfileResult(device.name, skipped=len(specs) - len(todo))
@@ -78,35 +107,63 @@ def profile_device(
         progress.update(result.skipped)
     transport = open_transport(device)
     try:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            with tempfile.TemporaryDirectory(prefix=f"jcw-{device.name}-") as tmp:
-                models = write_batch(batch, device.flavour, Path(tmp), seed=start)
-                job_file(models, Path(tmp), runner_settings(device))
-                records = list(transport.run(Path(tmp)))
-            rows, failed = batch_rows(device, models, records)
-            store.append(rows)
-            result.measured += len(rows)
-            result.failed += failed
-            if progress is not None:
-                progress.update(len(batch))
+        with stop.watching(transport):
+            for start in range(0, len(todo), batch_size):
+                stop.check()
+                batch = todo[start:start + batch_size]
+                rows, failed = _measure_batch(device, transport, batch, store, seed=start)
+                result.measured += len(rows)
+                result.failed += failed
+                if progress is not None:
+                    progress.update(len(batch))
     finally:
         transport.close()
     return result
 
 
+def _measure_batch(
+    device: Device, transport, batch: list[KernelSpec], store: ResultsStore, seed: int
+) -> tuple[list[dict], list]:
+    """Run one batch and store its rows; (rows, failed kernels)."""
+    records: list[dict] = []
+    with batch_dir(device.name) as tmp:
+        models = write_batch(batch, device.flavour, tmp, seed=seed)
+        job_file(models, tmp, runner_settings(device))
+        try:
+            for record in transport.run(tmp):
+                records.append(record)
+        except BaseException:  # cut short: keep the kernels already reported (adb reports them one by one)
+            store.append(batch_rows(device, models, records)[0])
+            raise
+    rows, failed = batch_rows(device, models, records)
+    store.append(rows)
+    return rows, failed
+
+
 def _profile_one(
-    device: Device, specs: list[KernelSpec], out: Path, batch_size: int, position: int, lock: threading.Lock
+    device: Device, specs: list[KernelSpec], out: Path, batch_size: int, position: int, lock: threading.Lock,
+    stop: Stop,
 ) -> ProfileResult:
     with lock:
         bar = tqdm(desc=device.name, unit="kernel", position=position, leave=True, file=sys.stderr)
     try:
         store = ResultsStore(out / f"{device.name}.csv")
-        return profile_device(device, specs, store, batch_size, progress=bar)
+        return profile_device(device, specs, store, batch_size, progress=bar, stop=stop)
     except UserError as err:
         return ProfileResult(device.name, error=str(err))
     finally:
         bar.close()
+
+
+def _gather(futures: list[Future], stop: Stop) -> list[ProfileResult]:
+    """Every worker's results; on Ctrl-C or SIGTERM, stop the workers (their runners are killed at once), wait
+    while they store finished rows and clean up, and re-raise."""
+    try:
+        return [r for future in futures for r in future.result()]
+    except KeyboardInterrupt:
+        stop.trip()
+        wait(futures)
+        raise
 
 
 def profile_cli(args: argparse.Namespace) -> int:
@@ -121,12 +178,14 @@ def profile_cli(args: argparse.Namespace) -> int:
 
     batch_size = args.batch_size or BATCH_SIZE
 
+    stop = Stop()
+
     def run_group(group: list[Device]) -> list[ProfileResult]:
-        return [_profile_one(d, plans[d.block], out, batch_size, positions[d.name], lock) for d in group]
+        return [_profile_one(d, plans[d.block], out, batch_size, positions[d.name], lock, stop) for d in group]
 
     groups = ([local] if local else []) + [[d] for d in remote]
     with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-        results = [r for rs in pool.map(run_group, groups) for r in rs]
+        results = _gather([pool.submit(run_group, group) for group in groups], stop)
     status = 0
     for r in results:
         table = out / f"{r.device}.csv"

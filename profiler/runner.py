@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time a batch of models on this device and print one JSON line per model.
 
-    python3 runner.py BATCH_DIR
+    python3 runner.py [--watch-stdin] BATCH_DIR
 
 Self-contained on purpose: it is copied to devices (SSH boards) and must not import the project.
 It needs the standard library, numpy and one of ai_edge_litert, tflite_runtime or onnxruntime.
@@ -11,7 +11,9 @@ max_cv, max_extra_rounds, min_sample_ms) and the models [{"id", "file"}].
 Protocol: load every model, warm each up, size an inner loop so one sample lasts min_sample_ms,
 then interleave the models over `rounds` rounds of `repeats` samples; models whose spread (CV) is
 above max_cv get extra rounds. A model that fails to load or run is reported with its error and
-the rest go on.
+the rest go on. With --watch-stdin the runner exits as soon as its stdin reaches end of file: the
+profiler keeps it open while it waits for the results, so a Ctrl-C'd or killed `jcw` (or a closed SSH
+channel) never leaves a runner holding the device.
 """
 
 import json
@@ -19,12 +21,26 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 import traceback
+
+ABANDONED = 3  # exit status when stdin closed before the batch finished
 
 
 def emit(record):
     print(json.dumps(record), flush=True)
+
+
+def exit_when_stdin_closes():
+    """Exit at once, from a watching thread, when stdin reaches end of file: whoever waits for us is gone."""
+
+    def watch():
+        while os.read(0, 4096):  # the raw fd: a daemon thread in a buffered read would abort the exit
+            pass
+        os._exit(ABANDONED)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def import_runtime(name):
@@ -135,6 +151,10 @@ def main(batch_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    if args[:1] == ["--watch-stdin"]:
+        exit_when_stdin_closes()
+        args = args[1:]
+    if len(args) != 1:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(args[0])

@@ -110,9 +110,9 @@ def test_cpu_mask_bits():
     assert cpus_of_mask("f0") == [4, 5, 6, 7] and cpus_of_mask("3") == [0, 1] and cpus_of_mask("80") == [7]
 
 
-@pytest.fixture
-def phone(tmp_path, monkeypatch):
-    """A simulated phone: its filesystem root, with benchmark_model installed and a 4-core cpufreq sysfs."""
+def install_phone(tmp_path: Path) -> tuple[Path, dict]:
+    """A simulated phone in tmp_path: its filesystem root, with benchmark_model installed and a 4-core cpufreq
+    sysfs, and the environment variables that put the `adb` stand-in on PATH."""
     root, bin_dir = tmp_path / "phone", tmp_path / "bin"
     (root / "data/local/tmp").mkdir(parents=True)
     bin_dir.mkdir()
@@ -133,8 +133,15 @@ def phone(tmp_path, monkeypatch):
             (freq / name).write_text(value + "\n")
     (root / "sys/class/power_supply/battery").mkdir(parents=True)
     (root / "sys/class/power_supply/battery/temp").write_text("312\n")
-    monkeypatch.setenv("FAKE_ADB_ROOT", str(root))
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return root, {"FAKE_ADB_ROOT": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def phone(tmp_path, monkeypatch):
+    """A simulated phone (install_phone), reached by this process's `adb`."""
+    root, env = install_phone(tmp_path)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     return root
 
 
@@ -255,7 +262,7 @@ def test_tables_written_before_the_device_state_columns_still_load(tmp_path):
     pd.DataFrame([row]).to_csv(path, index=False)
     store = ResultsStore(path)
     assert set(store.table.columns) == set(COLUMNS) and store.table.throttled.tolist() == [OPTIONAL["throttled"]]
-    store.append([{**row, "density": 0.5, "governor": "performance", "freq_mhz": 2400.0, "temp_c": 30.0,
+    store.append([{**row, "density": 0.25, "governor": "performance", "freq_mhz": 2400.0, "temp_c": 30.0,
                    "throttled": False}])
     assert len(ResultsStore(path).table) == 2
 

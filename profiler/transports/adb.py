@@ -1,14 +1,19 @@
 """Android phones over the real `adb` client, timed by TFLite's `benchmark_model` on the phone.
 
-Per batch: one `adb -s SERIAL push` of the batch dir to WORK_DIR/jcw-<random>, then ONE `adb shell`
-that runs benchmark_model on each model (pinned with taskset to `cpu_mask`) between
-`@@JCW begin ID` / `@@JCW end ID STATUS` markers, reports the pinned cores' governor and
-frequencies and the temperatures after each model, and removes the dir. benchmark_model output is
-parsed in both of its formats into the runner's record format (see profiler/runner.py).
+Per batch: one `adb -s SERIAL push` of the batch dir to WORK_DIR/jcw-<pid>-<random> (<pid>: this
+process), then ONE `adb shell` that runs benchmark_model on each model (pinned with taskset to
+`cpu_mask`) between `@@JCW begin ID` / `@@JCW end ID STATUS` markers, reports the pinned cores'
+governor and frequencies and the temperatures after each model, and removes the dir. benchmark_model
+output is parsed in both of its formats into the runner's record format (see profiler/runner.py).
+
+A batch cut short (abort, Ctrl-C, timeout) is killed on the phone too: the batch shell writes its pid
+to DIR/jcw.pid, and a second `adb shell` stops that shell, kills its children (benchmark_model) and
+removes DIR. Dirs of killed runs (their <pid> gone from this machine) are removed at the next connect.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,12 +27,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from profiler.devices import Device
-from profiler.transports import DeviceError
+from profiler.transports import DeviceError, Interrupted, pid_alive
 
 MARK = "@@JCW"
 WORK_DIR = "/data/local/tmp/jcw"
 COOLDOWN_S = 10.0
 COMMAND_TIMEOUT_S = 1800.0
+STOP_TIMEOUT_S = 15.0
 CPUFREQ = "/sys/devices/system/cpu/cpu{}/cpufreq"
 _NUMBER = r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 _INFERENCE_AVG = re.compile(rf"Inference timings in us:.*Inference \(avg\): ({_NUMBER})")
@@ -148,14 +154,19 @@ class AdbTransport:
         self.max_temp_c = opts.get("max_temp_c")
         self.timeout = opts.get("command_timeout", COMMAND_TIMEOUT_S)
         self.batches = 0
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._aborted = False
         self._check_attached()
-        check = f"[ -x {shlex.quote(self.benchmark_model)} ] && echo {MARK}-ok || echo {MARK}-missing"
+        check = (f"[ -x {shlex.quote(self.benchmark_model)} ] && echo {MARK}-ok || echo {MARK}-missing; "
+                 f"ls {shlex.quote(self.work_dir)} 2>/dev/null || true")
         out = self._adb("shell", check, timeout=60)
         if f"{MARK}-ok" not in out:
             raise self._fail(
                 f"benchmark_model not found or not executable at {self.benchmark_model} on the phone: download "
                 "the android_aarch64 benchmark_model binary (LiteRT/TFLite nightly), `adb push` it there and "
                 f"`adb shell chmod +x {self.benchmark_model}`, or fix benchmark_model: in devices.yaml")
+        self._remove_stale(out.split())
 
     def _fail(self, what: str) -> DeviceError:
         return DeviceError(f"device '{self.device.name}' (adb serial {self.serial}): {what}")
@@ -204,6 +215,13 @@ class AdbTransport:
         if state != "device":
             raise self._fail(f"phone is {state}; reconnect it (replug, or `adb reconnect`)")
 
+    def _remove_stale(self, names: list[str]) -> None:
+        """Remove the work_dir entries named jcw-<pid>-<hex> whose <pid> (a profiler on this machine) is gone."""
+        stale = [f"{self.work_dir}/{name}" for name in names
+                 if (m := re.fullmatch(r"jcw-(\d+)-[0-9a-f]+", name)) and not pid_alive(int(m.group(1)))]
+        if stale:
+            self._adb("shell", "rm -rf -- " + " ".join(shlex.quote(path) for path in stale), timeout=60)
+
     def script(self, models: list[dict], remote: str, job: dict) -> str:
         """The one shell command that benchmarks every model of a batch on the phone."""
         q = shlex.quote(remote)
@@ -217,7 +235,7 @@ class AdbTransport:
                  f"--graph=\"$2\" {flags} 2>&1; s=$?; echo; jcw_state; echo \"{MARK} end $1 $s\"; }}")
         calls = [f"jcw_bench {shlex.quote(m['id'])} {shlex.quote(m['file'])}" for m in models]
         return "; ".join([
-            f"cd {q} || exit 97",
+            f"cd {q} || exit 97", "echo $$ > jcw.pid",
             f"echo \"{MARK} start $(getprop ro.product.model 2>/dev/null) $(getprop ro.build.version.release "
             "2>/dev/null)\"",
             _STATE_FN.format(dirs=dirs), bench, *calls,
@@ -229,19 +247,14 @@ class AdbTransport:
             time.sleep(self.cooldown_s)  # let the phone cool down between batches
         self.batches += 1
         job = json.loads((batch_dir / "job.json").read_text())
-        remote = f"{self.work_dir}/jcw-{secrets.token_hex(8)}"
+        remote = f"{self.work_dir}/jcw-{os.getpid()}-{secrets.token_hex(8)}"
         self._adb("push", str(batch_dir), remote, timeout=self.timeout)
-        command = self.script(job["models"], remote, job)
-        try:
-            proc = subprocess.Popen([self.adb, "-s", self.serial, "shell", command], stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors="replace")
-        except OSError as err:
-            raise self._no_adb(err) from None
+        proc = self._start(self.script(job["models"], remote, job))
         expired = threading.Event()
         timer = threading.Timer(self.timeout, lambda: (expired.set(), proc.kill()))
         timer.start()
         tail: list[str] = []
-        finished = False
+        finished = cut_short = False
         try:
             for record in parse_batch(_remember(proc.stdout, tail), self.max_temp_c):
                 finished |= record.get("event") == "end"
@@ -252,8 +265,13 @@ class AdbTransport:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                cut_short = True
+            if not finished and (cut_short or self._aborted or expired.is_set()):
+                self._stop_on_phone(remote)
         if finished:
             return
+        if self._aborted:
+            raise Interrupted(f"device '{self.device.name}': stopped")
         if expired.is_set():
             raise self._fail(f"batch did not finish within {self.timeout:g} s (command_timeout)")
         state = self._run_adb(["-s", self.serial, "get-state"], timeout=60)
@@ -261,6 +279,34 @@ class AdbTransport:
             raise self._lost(state.stdout + state.stderr)
         raise self._fail(f"the batch shell stopped early (exit {proc.returncode}): "
                          f"{tail[-1].strip() if tail else '(no output)'}")
+
+    def _start(self, command: str) -> subprocess.Popen:
+        """The `adb shell` running a batch's command."""
+        with self._lock:
+            if self._aborted:
+                raise Interrupted(f"device '{self.device.name}': stopped")
+            try:
+                self._proc = subprocess.Popen([self.adb, "-s", self.serial, "shell", command], stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, text=True, errors="replace")
+            except OSError as err:
+                raise self._no_adb(err) from None
+            return self._proc
+
+    def _stop_on_phone(self, remote: str) -> None:
+        """Best effort: stop a batch shell cut short (then its benchmark_model) and remove its dir on the phone."""
+        q = shlex.quote(remote)
+        # stopped first, so that the shell starts no next model between its children's kill and its own
+        stop = (f"p=$(cat {q}/jcw.pid 2>/dev/null); "
+                f"if [ -n \"$p\" ]; then kill -STOP $p; pkill -9 -P $p; kill -9 $p; fi; rm -rf -- {q}")
+        with contextlib.suppress(DeviceError):
+            self._run_adb(["-s", self.serial, "shell", stop], timeout=STOP_TIMEOUT_S)
+
+    def abort(self) -> None:
+        """Kill the running batch's `adb shell`; `run` then stops the batch on the phone and raises Interrupted."""
+        with self._lock:
+            self._aborted = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
 
     def close(self) -> None:
         pass

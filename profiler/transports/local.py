@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from profiler.devices import Device
-from profiler.transports import DeviceError
+from profiler.transports import DeviceError, Interrupted
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner.py"
 
@@ -36,12 +37,12 @@ class LocalTransport:
             setup = device.options.get("setup")
             hint = f": run `{setup}` first" if setup else "; fix python: in devices.yaml"
             raise DeviceError(f"device '{device.name}': interpreter {self.python} is not installed{hint}")
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._aborted = False
 
     def run(self, batch_dir: Path) -> Iterator[dict]:
-        proc = subprocess.Popen(
-            [self.python, str(RUNNER), str(batch_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        proc = self._start(batch_dir)
         try:
             yield from parse_records(proc.stdout, self.device.name)
             proc.wait(timeout=self.timeout_s)
@@ -49,10 +50,31 @@ class LocalTransport:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            proc.stdin.close()
+        if self._aborted:
+            raise Interrupted(f"device '{self.device.name}': stopped")
         if proc.returncode:
             raise DeviceError(
                 f"device '{self.device.name}': runner failed (exit {proc.returncode}): {proc.stderr.read()[-1000:]}"
             )
+
+    def _start(self, batch_dir: Path) -> subprocess.Popen:
+        """The runner on `batch_dir`; it exits by itself if this process dies (its stdin is our pipe)."""
+        with self._lock:
+            if self._aborted:
+                raise Interrupted(f"device '{self.device.name}': stopped")
+            self._proc = subprocess.Popen(
+                [self.python, str(RUNNER), "--watch-stdin", str(batch_dir)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            return self._proc
+
+    def abort(self) -> None:
+        """Kill the running batch's runner; `run` then raises Interrupted."""
+        with self._lock:
+            self._aborted = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
 
     def close(self) -> None:
         pass
