@@ -92,9 +92,13 @@ def _build(path: Path, arch: object, kwargs: object) -> nn.Module:
 def parse_genes(text: str) -> np.ndarray:
     """A candidate given on the command line: comma-separated grid indices, e.g. "9,7,9,4,...")."""
     try:
-        return np.array([int(v) for v in text.replace(" ", "").split(",") if v != ""], dtype=int)
-    except (ValueError, OverflowError):  # OverflowError: an index beyond any grid, e.g. 99999999999999999999
+        genes = [int(v) for v in text.replace(" ", "").split(",") if v != ""]
+    except ValueError:
         raise UserError(f"candidate {text[:60]!r}: expected comma-separated grid indices (the genes column)") from None
+    huge = next((i for i, g in enumerate(genes) if abs(g) > np.iinfo(np.int32).max), None)
+    if huge is not None:  # beyond any grid; numpy would overflow
+        raise UserError(f"candidate: gene {huge} = {str(genes[huge])[:30]} is beyond any grid index")
+    return np.array(genes, dtype=int)
 
 
 def format_genes(x: np.ndarray) -> str:
