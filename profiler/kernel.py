@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from profiler.errors import UserError
 
 OPS = ("conv", "dwconv", "fc")
-ACTIVATIONS = ("none", "relu", "relu6")
+ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid")
+FUSED_ACTIVATIONS = ("none", "relu", "relu6")
+"""Activations a runtime fuses into the conv; the others run as ops of their own after it (profiler.lowering)."""
 # Block names read "inputs x outputs" of the weight matrix, as JCW writes them:
 #   "1x4": 4 consecutive output channels at one (cin, kh, kw) position are kept or
 #          dropped together (JCW's block; what XNNPACK's sparse 1x1 kernels exploit);
@@ -33,7 +35,7 @@ class SpecError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A conv, depthwise conv or fully connected layer: its shape, sparsity and activation.
+    """A conv (dense or grouped), depthwise conv or fully connected layer: its shape, sparsity and activation.
 
     `h`, `w` are the input's spatial size (1 for "fc"); padding is always k // 2 on
     every side, as in the PyTorch models the pruner reads. `density` is the fraction
@@ -65,7 +67,7 @@ class KernelSpec:
             raise bad("block", f"must be one of {', '.join(BLOCKS)}")
         if self.layout not in LAYOUTS:
             raise bad("layout", f"must be one of {', '.join(LAYOUTS)}")
-        if self.layout == "nchw" and not runs_chw(self.op, self.k, self.stride):
+        if self.layout == "nchw" and (not runs_chw(self.op, self.k, self.stride) or self.is_grouped):
             raise bad("layout", "XNNPACK runs only 1x1 stride-1 convs and depthwise convs inside an NCHW cluster")
         for name in ("h", "w", "cin", "cout", "k", "stride", "groups"):
             value = getattr(self, name)
@@ -77,10 +79,12 @@ class KernelSpec:
             raise bad("groups", f"must divide cin={self.cin} and cout={self.cout}")
         if self.op == "dwconv" and not (self.groups == self.cin == self.cout):
             raise bad("groups", "a depthwise conv needs groups == cin == cout (no channel multiplier)")
+        if self.op == "conv" and self.groups > 1 and self.groups == self.cin == self.cout:
+            raise bad("groups", "a conv with groups == cin == cout is a depthwise conv: op 'dwconv'")
         if self.op == "dwconv" and self.density < 1.0:
             raise bad("density", "depthwise convs are never weight-pruned")
-        if self.op == "conv" and self.groups != 1:
-            raise bad("groups", "grouped convs other than depthwise are not supported")
+        if self.is_grouped and self.density < 1.0:
+            raise bad("density", "grouped convs are never weight-pruned")
         if self.op == "fc" and (self.h, self.w, self.k, self.stride, self.groups) != (1, 1, 1, 1, 1):
             raise SpecError("an 'fc' KernelSpec needs h = w = k = stride = groups = 1")
         if self.k % 2 == 0:
@@ -104,6 +108,11 @@ class KernelSpec:
         """Dense multiply-accumulates of one inference."""
         oh, ow = self.out_hw
         return oh * ow * self.cout * (self.cin // self.groups) * self.k * self.k
+
+    @property
+    def is_grouped(self) -> bool:
+        """A grouped conv that is not depthwise (groups > 1, op "conv")."""
+        return self.op == "conv" and self.groups > 1
 
     @property
     def is_sparse(self) -> bool:
@@ -130,10 +139,12 @@ class KernelSpec:
         return dataclasses.astuple(self.replace(density=round(self.density, 6)))
 
     def name(self) -> str:
-        """A short file-safe name, e.g. conv_56x56_128-128_k1s1_d0.3_1x4_none (and _nchw inside a sparse cluster)."""
+        """A short file-safe name, e.g. conv_56x56_128-128_k1s1_d0.3_1x4_none (_g4 when grouped, _nchw inside a
+        sparse cluster)."""
         return (
             f"{self.op}_{self.h}x{self.w}_{self.cin}-{self.cout}_k{self.k}s{self.stride}"
-            f"_d{self.density:g}_{self.block}_{self.activation}" + ("_nchw" if self.layout == "nchw" else "")
+            f"_d{self.density:g}_{self.block}_{self.activation}" + (f"_g{self.groups}" if self.is_grouped else "")
+            + ("_nchw" if self.layout == "nchw" else "")
         )
 
 

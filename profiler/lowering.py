@@ -11,6 +11,10 @@ Flavours:
              RESHAPE -> FULLY_CONNECTED on sparse weights -> RESHAPE (1x4 blocks along cin when the
              block is "4x1", CSR otherwise); other sparse convs are densified at load.
   "onnx":    onnxruntime, NCHW, dense weights holding the zeros.
+
+Activations TFLite fuses (relu, relu6) are fused into the op; the others (hardswish, hardsigmoid, silu, sigmoid)
+follow it as ops of their own (TFLiteModel.activation, OnnxModel.activation), and the kernel's output is theirs.
+Grouped convs are CONV_2D / Conv with a filter reading cin / groups channels; they are never sparse.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profiler.kernel import KernelSpec
+from profiler.kernel import FUSED_ACTIVATIONS, KernelSpec
 from profiler.tflite_writer import TFLiteModel
 
 if TYPE_CHECKING:  # onnx costs a quarter second to import; TFLite-only runs never need it
@@ -52,6 +56,16 @@ def lower_tflite(
     """
     if flavour not in TFLITE_FLAVOURS:
         raise ValueError(f"unknown TFLite flavour {flavour!r}; expected one of {', '.join(TFLITE_FLAVOURS)}")
+    if spec.activation in FUSED_ACTIVATIONS:
+        return _lower_tflite_op(m, x, spec, weight, bias, flavour, name)
+    y = _lower_tflite_op(m, x, spec.replace(activation="none"), weight, bias, flavour, name)
+    return m.activation(y, spec.activation, f"{name}/{spec.activation}")
+
+
+def _lower_tflite_op(
+    m: TFLiteModel, x: int, spec: KernelSpec, weight: np.ndarray, bias: np.ndarray, flavour: str, name: str
+) -> int:
+    """The conv or fully connected op(s) of `spec`, its activation fused (relu, relu6 or none)."""
     sparse = spec.is_sparse
     b = m.constant(f"{name}/bias", np.asarray(bias, np.float32))
     oh, ow = spec.out_hw
@@ -78,7 +92,7 @@ def lower_tflite(
     if spec.op == "dwconv":
         w = m.constant(f"{name}/weight", weight.transpose(1, 2, 3, 0))  # (1, k, k, C)
         return m.depthwise_conv2d(x, w, b, spec.stride, padding, spec.activation, out_shape, name)
-    w = _weight(m, f"{name}/weight", weight.transpose(0, 2, 3, 1), sparse, flavour)  # OHWI
+    w = _weight(m, f"{name}/weight", weight.transpose(0, 2, 3, 1), sparse, flavour)  # OHWI, I = cin / groups
     return m.conv2d(x, w, b, spec.stride, padding, spec.activation, out_shape, name)
 
 

@@ -38,11 +38,21 @@ class OnnxModel:
         return name
 
     def activation(self, x: str, activation: str, name: str) -> str:
+        """`activation` applied to `x` as PyTorch computes it (hardsigmoid is relu6(x + 3) / 6, silu x * sigmoid(x))."""
+        shape = self.shapes[x]
         if activation == "relu":
-            return self.node("Relu", [x], self.shapes[x], f"{name}/relu")
+            return self.node("Relu", [x], shape, f"{name}/relu")
         if activation == "relu6":
             lo, hi = self.constant(f"{name}/lo", np.float32(0)), self.constant(f"{name}/hi", np.float32(6))
-            return self.node("Clip", [x, lo, hi], self.shapes[x], f"{name}/relu6")
+            return self.node("Clip", [x, lo, hi], shape, f"{name}/relu6")
+        if activation == "hardswish":
+            return self.node("HardSwish", [x], shape, f"{name}/hardswish")
+        if activation == "hardsigmoid":
+            return self.node("HardSigmoid", [x], shape, f"{name}/hardsigmoid", alpha=1 / 6, beta=0.5)
+        if activation == "sigmoid":
+            return self.node("Sigmoid", [x], shape, f"{name}/sigmoid")
+        if activation == "silu":
+            return self.node("Mul", [x, self.node("Sigmoid", [x], shape, f"{name}/sigmoid")], shape, f"{name}/silu")
         return x
 
     def to_bytes(self) -> bytes:

@@ -24,6 +24,7 @@ AddOptions = _schema("AddOptions")
 Buffer = _schema("Buffer")
 BuiltinOperator = _schema("BuiltinOperator")
 BuiltinOptions = _schema("BuiltinOptions")
+ConcatenationOptions = _schema("ConcatenationOptions")
 Conv2DOptions = _schema("Conv2DOptions")
 DensifyOptions = _schema("DensifyOptions")
 DepthwiseConv2DOptions = _schema("DepthwiseConv2DOptions")
@@ -34,6 +35,7 @@ Int32Vector = _schema("Int32Vector")
 Uint8Vector = _schema("Uint8Vector")
 Uint16Vector = _schema("Uint16Vector")
 Model = _schema("Model")
+MulOptions = _schema("MulOptions")
 Operator = _schema("Operator")
 OperatorCode = _schema("OperatorCode")
 PadOptions = _schema("PadOptions")
@@ -42,6 +44,8 @@ Pool2DOptions = _schema("Pool2DOptions")
 Padding = _schema("Padding")
 ReducerOptions = _schema("ReducerOptions")
 ReshapeOptions = _schema("ReshapeOptions")
+ResizeBilinearOptions = _schema("ResizeBilinearOptions")
+ResizeNearestNeighborOptions = _schema("ResizeNearestNeighborOptions")
 SparseIndexVector = _schema("SparseIndexVector")
 SparsityParameters = _schema("SparsityParameters")
 SubGraph = _schema("SubGraph")
@@ -176,6 +180,12 @@ class TFLiteModel:
                 "FusedActivationFunction": ACTIVATION["none"]}
         return self._op(OP.MAX_POOL_2D, [x], out_shape, _OPT.Pool2DOptions, (Pool2DOptions, opts), name)
 
+    def average_pool2d(self, x, k: int, stride: int, out_shape, name="") -> int:
+        """A VALID average pool (pad with zeros first for PyTorch's count_include_pad padding)."""
+        opts = {"Padding": _PAD["valid"], "StrideW": stride, "StrideH": stride, "FilterWidth": k, "FilterHeight": k,
+                "FusedActivationFunction": ACTIVATION["none"]}
+        return self._op(OP.AVERAGE_POOL_2D, [x], out_shape, _OPT.Pool2DOptions, (Pool2DOptions, opts), name)
+
     def mean(self, x, axes: list[int], keep_dims=False, name="") -> int:
         shape = [s for i, s in enumerate(self.shape(x)) if i not in axes or keep_dims]
         if keep_dims:
@@ -188,10 +198,43 @@ class TFLiteModel:
         return self._op(OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
                         (AddOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
 
+    def mul(self, a, b, activation="none", name="") -> int:
+        """Elementwise product; `b` may broadcast (a squeeze-and-excite scale of shape (N, 1, 1, C))."""
+        return self._op(OP.MUL, [a, b], self.shape(a), _OPT.MulOptions,
+                        (MulOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
+
     def activation(self, x, activation: str, name="") -> int:
-        """A standalone RELU or RELU6 (where no op before it can fuse the activation)."""
-        code = {"relu": OP.RELU, "relu6": OP.RELU6}[activation]
-        return self._op(code, [x], self.shape(x), name=name)
+        """A standalone activation, the op(s) computing it exactly as PyTorch does:
+        hardswish HARD_SWISH, sigmoid LOGISTIC, silu x * LOGISTIC(x), hardsigmoid relu6(x + 3) * (1 / 6)."""
+        if activation in ("relu", "relu6", "hardswish", "sigmoid"):
+            code = {"relu": OP.RELU, "relu6": OP.RELU6, "hardswish": OP.HARD_SWISH, "sigmoid": OP.LOGISTIC}
+            return self._op(code[activation], [x], self.shape(x), name=name)
+        if activation == "silu":
+            return self.mul(x, self.activation(x, "sigmoid", f"{name}/sigmoid"), name=name)
+        if activation == "hardsigmoid":
+            three = self.constant(f"{name}/three", np.array(3.0, np.float32))
+            sixth = self.constant(f"{name}/sixth", np.array(1 / 6, np.float32))
+            return self.mul(self.add(x, three, "relu6", f"{name}/relu6"), sixth, name=name)
+        raise ValueError(f"no standalone op for activation {activation!r}")
+
+    def concatenation(self, xs: list[int], axis: int, name="") -> int:
+        shape = list(self.shape(xs[0]))
+        shape[axis] = sum(self.shape(x)[axis] for x in xs)
+        return self._op(OP.CONCATENATION, xs, tuple(shape), _OPT.ConcatenationOptions,
+                        (ConcatenationOptions, {"Axis": axis, "FusedActivationFunction": ACTIVATION["none"]}), name)
+
+    def resize(self, x, size: tuple[int, int], mode: str, align_corners: bool, name="") -> int:
+        """RESIZE_NEAREST_NEIGHBOR or RESIZE_BILINEAR of an NHWC tensor to `size`, PyTorch's sampling: nearest
+        floors the source index (no half-pixel centres), bilinear without align_corners samples half-pixel centres."""
+        n, _, _, c = self.shape(x)
+        new_size = self.constant(f"{name or 'resize'}/size", np.array(size, np.int32))
+        if mode == "nearest":
+            opts = {"AlignCorners": False, "HalfPixelCenters": False}
+            return self._op(OP.RESIZE_NEAREST_NEIGHBOR, [x, new_size], (n, *size, c),
+                            _OPT.ResizeNearestNeighborOptions, (ResizeNearestNeighborOptions, opts), name)
+        opts = {"AlignCorners": align_corners, "HalfPixelCenters": not align_corners}
+        return self._op(OP.RESIZE_BILINEAR, [x, new_size], (n, *size, c), _OPT.ResizeBilinearOptions,
+                        (ResizeBilinearOptions, opts), name)
 
     def reshape(self, x, shape: tuple[int, ...], name="") -> int:
         new_shape = self.constant(f"{name or 'reshape'}/shape", np.array(shape, np.int32))

@@ -10,6 +10,15 @@ def activation(y: np.ndarray, name: str) -> np.ndarray:
         return np.maximum(y, 0)
     if name == "relu6":
         return np.clip(y, 0, 6)
+    if name == "hardswish":
+        return y * np.clip(y + 3, 0, 6) / 6
+    if name == "hardsigmoid":
+        return np.clip(y + 3, 0, 6) / 6
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-y))
+    if name == "silu":
+        return y / (1 + np.exp(-y))
+    assert name == "none", name
     return y
 
 

@@ -29,6 +29,17 @@ SPECS = [
     KernelSpec("conv", 6, 6, 16, 24, density=0.3, layout="nchw"),  # inside XNNPACK's sparse cluster
     KernelSpec("conv", 6, 6, 16, 16, layout="nchw"),
     KernelSpec("dwconv", 6, 6, 16, 16, k=3, groups=16, activation="relu6", layout="nchw"),
+    # activations that run as ops of their own after the conv
+    KernelSpec("conv", 12, 12, 16, 24, density=0.3, block="4x1", activation="hardswish"),  # sparse FC path
+    KernelSpec("conv", 10, 10, 8, 12, k=3, stride=2, activation="silu"),
+    KernelSpec("dwconv", 14, 14, 16, 16, k=5, groups=16, activation="hardswish"),
+    KernelSpec("dwconv", 13, 13, 8, 8, k=7, stride=2, groups=8, activation="sigmoid"),
+    KernelSpec("conv", 1, 1, 16, 32, activation="hardsigmoid"),  # a squeeze-and-excite conv on the pooled map
+    KernelSpec("fc", 1, 1, 32, 16, density=0.5, block="4x1", activation="sigmoid"),
+    KernelSpec("conv", 6, 6, 16, 16, activation="hardswish", layout="nchw"),
+    # grouped convs (not depthwise)
+    KernelSpec("conv", 10, 10, 16, 24, k=3, groups=4, activation="relu"),
+    KernelSpec("conv", 9, 9, 12, 12, k=1, stride=2, groups=3, activation="silu"),
 ]
 RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
