@@ -19,7 +19,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from profiler import xnnpack
 from profiler.errors import UserError
-from profiler.kernel import KernelSpec, runs_chw
+from profiler.kernel import FUSED_ACTIVATIONS, KernelSpec, runs_chw
 from profiler.lowering import FLAVOURS, lower_onnx, lower_tflite
 from profiler.onnx_writer import OnnxModel
 from profiler.tflite_writer import TFLiteModel
@@ -55,7 +55,14 @@ class Exported:
 
 
 _ADD = {operator.add, operator.iadd, torch.add}
-_FUNCTIONAL_ACT = {torch.relu: "relu", nn.functional.relu: "relu", nn.functional.relu6: "relu6"}
+_MUL = {operator.mul, operator.imul, torch.mul}
+_CAT = {torch.cat, torch.concat}
+_MODULE_ACT = {nn.ReLU6: "relu6", nn.ReLU: "relu", nn.Hardswish: "hardswish", nn.Hardsigmoid: "hardsigmoid",
+               nn.SiLU: "silu", nn.Sigmoid: "sigmoid"}
+_FUNCTIONAL_ACT = {torch.relu: "relu", nn.functional.relu: "relu", nn.functional.relu6: "relu6",
+                   nn.functional.hardswish: "hardswish", nn.functional.hardsigmoid: "hardsigmoid",
+                   nn.functional.silu: "silu", torch.sigmoid: "sigmoid", nn.functional.sigmoid: "sigmoid"}
+_METHOD_ACT = {"relu": "relu", "relu_": "relu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid"}
 _IDENTITY_MODULES = (nn.Dropout, nn.Identity)
 
 
@@ -80,16 +87,16 @@ def _unsupported(gm: fx.GraphModule, node: fx.Node) -> ExportError:
 
 
 def _activation_of(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """The KernelSpec activation a node computes (a module, a function or a tensor method), if it is one."""
     if node.op == "call_module":
         m = gm.get_submodule(node.target)
-        if isinstance(m, nn.ReLU6) or (isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0)):
+        if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
             return "relu6"
-        if isinstance(m, nn.ReLU):
-            return "relu"
-    if node.op == "call_function" and node.target in _FUNCTIONAL_ACT:
-        return _FUNCTIONAL_ACT[node.target]
-    if node.op == "call_method" and node.target in ("relu", "relu_"):
-        return "relu"
+        return _MODULE_ACT.get(type(m))
+    if node.op == "call_function":
+        return _FUNCTIONAL_ACT.get(node.target)
+    if node.op == "call_method":
+        return _METHOD_ACT.get(node.target)
     return None
 
 
@@ -120,6 +127,60 @@ def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
     )
 
 
+def _is_unflatten(node: fx.Node) -> bool:
+    """A view or reshape of (N, C) to (N, C, 1, 1), e.g. a squeeze-and-excite scale from linear layers."""
+    if not (node.op == "call_method" and node.target in ("view", "reshape")) or not isinstance(node.args[0], fx.Node):
+        return False
+    before, after = node.args[0].meta["tensor_meta"].shape, node.meta["tensor_meta"].shape
+    return len(before) == 2 and tuple(after) == (*before, 1, 1)
+
+
+def _is_mul(node: fx.Node) -> bool:
+    """A product of two tensors (scalars are not lowered)."""
+    is_mul = (node.op == "call_function" and node.target in _MUL) or (
+        node.op == "call_method" and node.target in ("mul", "mul_"))
+    return is_mul and len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args)
+
+
+def _cat_inputs(node: fx.Node) -> list[fx.Node] | None:
+    """The inputs of a concatenation along channels (dim 1 of an NCHW tensor), else None."""
+    if node.op != "call_function" or node.target not in _CAT:
+        return None
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    return list(node.args[0]) if dim in (1, -3) and len(node.meta["tensor_meta"].shape) == 4 else None
+
+
+def _upsample(gm: fx.GraphModule, node: fx.Node) -> tuple[str, bool] | None:
+    """(mode, align_corners) of nn.Upsample or F.interpolate in nearest or bilinear mode, else None."""
+    if node.op == "call_module" and isinstance(m := gm.get_submodule(node.target), nn.Upsample):
+        mode, align = m.mode, bool(m.align_corners)
+    elif node.op == "call_function" and node.target is nn.functional.interpolate:
+        mode, align = node.kwargs.get("mode", "nearest"), bool(node.kwargs.get("align_corners"))
+    else:
+        return None
+    return (mode, align) if mode in ("nearest", "bilinear") else None
+
+
+def _avg_pool(gm: fx.GraphModule, node: fx.Node) -> tuple[int, int, int] | None:
+    """(kernel, stride, padding) of a square nn.AvgPool2d or F.avg_pool2d that counts its padding zeros, else None."""
+    if node.op == "call_module" and isinstance(m := gm.get_submodule(node.target), nn.AvgPool2d):
+        k, stride, pad, ceil, include, divisor = (m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                                  m.count_include_pad, m.divisor_override)
+    elif node.op == "call_function" and node.target is nn.functional.avg_pool2d:
+        params = dict(zip(("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+                          node.args[1:], strict=False)) | node.kwargs
+        k = params["kernel_size"]
+        stride, pad = params.get("stride") or k, params.get("padding", 0)
+        ceil, include, divisor = (params.get("ceil_mode", False), params.get("count_include_pad", True),
+                                  params.get("divisor_override"))
+    else:
+        return None
+    if any(not isinstance(v, int) and len(set(v)) > 1 for v in (k, stride, pad)):
+        return None
+    k, stride, pad = (v if isinstance(v, int) else v[0] for v in (k, stride, pad))
+    return None if ceil or divisor or (pad and not include) else (k, stride, pad)
+
+
 def _fold_bn(weight: np.ndarray, bias: np.ndarray, bn: nn.BatchNorm2d) -> tuple[np.ndarray, np.ndarray]:
     """Fold eval-mode BatchNorm into the preceding conv (zeros of pruned weights stay zeros)."""
     scale = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().numpy()
@@ -133,13 +194,14 @@ def layer_spec(module: nn.Conv2d | nn.Linear, h: int, w: int, block: str) -> Ker
     if isinstance(module, nn.Linear):
         return KernelSpec("fc", 1, 1, module.in_features, module.out_features, density=density, block=block)
     groups, cin, cout = module.groups, module.in_channels, module.out_channels
-    if groups > 1 and not groups == cin == cout:
-        raise ExportError(f"conv with groups={groups}, cin={cin}, cout={cout}: only depthwise grouping is supported")
+    if groups > 1 and groups == cin != cout:
+        raise ExportError(f"conv with groups={groups}, cin={cin}, cout={cout}: a depthwise conv with a channel "
+                          "multiplier is not supported")
     if module.kernel_size[0] != module.kernel_size[1] or module.padding != (module.kernel_size[0] // 2,) * 2:
         raise ExportError(f"conv {module}: needs a square kernel with padding k // 2")
     if module.dilation != (1, 1) or module.stride[0] != module.stride[1]:
         raise ExportError(f"conv {module}: dilation and unequal strides are not supported")
-    op = "dwconv" if groups > 1 else "conv"
+    op = "dwconv" if groups > 1 and groups == cin == cout else "conv"
     return KernelSpec(
         op,
         h,
@@ -149,7 +211,7 @@ def layer_spec(module: nn.Conv2d | nn.Linear, h: int, w: int, block: str) -> Ker
         module.kernel_size[0],
         module.stride[0],
         groups,
-        density=1.0 if op == "dwconv" else density,
+        density=1.0 if groups > 1 else density,  # depthwise and grouped convs are never weight-pruned
         block=block,
     )
 
@@ -174,7 +236,49 @@ class _Writer:
         if self.flavour == "onnx":
             y = self.m.node("Add", [a, b], self.m.shapes[a], name)
             return self.m.activation(y, activation, name)
-        return self.m.add(a, b, activation, name)
+        if activation in FUSED_ACTIVATIONS:
+            return self.m.add(a, b, activation, name)
+        return self.m.activation(self.m.add(a, b, "none", name), activation, f"{name}/{activation}")
+
+    def mul(self, a, b, name):
+        """Elementwise product; the smaller operand broadcasts (a squeeze-and-excite scale)."""
+        shape = self.m.shapes if self.flavour == "onnx" else {t: self.m.shape(t) for t in (a, b)}
+        a, b = sorted((a, b), key=lambda t: -int(np.prod(shape[t])))
+        if self.flavour == "onnx":
+            return self.m.node("Mul", [a, b], shape[a], name)
+        return self.m.mul(a, b, name=name)
+
+    def concat(self, xs, name):
+        """Concatenation along channels."""
+        if self.flavour == "onnx":
+            n, _, h, w = self.m.shapes[xs[0]]
+            return self.m.node("Concat", xs, (n, sum(self.m.shapes[x][1] for x in xs), h, w), name, axis=1)
+        return self.m.concatenation(xs, 3, name)
+
+    def resize(self, x, size, mode, align_corners, name):
+        """Nearest or bilinear upsampling to `size` (height, width), sampled as PyTorch samples."""
+        if self.flavour != "onnx":
+            return self.m.resize(x, size, mode, align_corners, name)
+        n, c = self.m.shapes[x][:2]
+        sizes = self.m.constant(f"{name}/sizes", np.array([n, c, *size], np.int64))
+        if mode == "nearest":
+            attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+        else:
+            attrs = {"mode": "linear",
+                     "coordinate_transformation_mode": "align_corners" if align_corners else "pytorch_half_pixel"}
+        return self.m.node("Resize", [x, "", "", sizes], (n, c, *size), name, **attrs)
+
+    def avg_pool(self, x, k, stride, pad, name):
+        """Average pooling whose padding zeros count in the mean (PyTorch's count_include_pad)."""
+        if self.flavour == "onnx":
+            n, c, h, w = self.m.shapes[x]
+            out = (n, c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
+            return self.m.node("AveragePool", [x], out, name, kernel_shape=[k, k], strides=[stride] * 2,
+                               pads=[pad] * 4, count_include_pad=1)
+        if pad:
+            x = self.m.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], f"{name}/pad")
+        n, h, w, c = self.m.shape(x)
+        return self.m.average_pool2d(x, k, stride, (n, (h - k) // stride + 1, (w - k) // stride + 1, c), name)
 
     def activation(self, x, activation, name):
         return self.m.activation(x, activation, name)
@@ -203,6 +307,15 @@ class _Writer:
         if (h, w) != (1, 1):
             raise ExportError(f"{name}: flatten of a {h}x{w} feature map (NHWC order differs); pool first")
         return self.m.reshape(x, (n, c), name)
+
+    def unflatten(self, x, name):
+        """(N, C) back to a 1x1 feature map, e.g. a squeeze-and-excite scale computed by linear layers."""
+        if self.flavour == "onnx":
+            n, c = self.m.shapes[x]
+            return self.m.node("Reshape", [x, self.m.constant(f"{name}/shape", np.array([n, c, 1, 1]))],
+                               (n, c, 1, 1), name)
+        n, c = self.m.shape(x)
+        return self.m.reshape(x, (n, 1, 1, c), name)
 
     def finish(self, outputs) -> tuple[bytes, tuple[xnnpack.Cluster, ...]]:
         """The serialised model and, for the "xnnpack" flavour, its clusters under XNNPACK's sparse rules."""
@@ -317,6 +430,19 @@ def export(
                 env[node] = env[node.args[0]]
             elif _is_pool(gm, node):
                 env[node] = writer.pool(env[node.args[0]], node.name)
+                if len(node.meta["tensor_meta"].shape) == 2:  # x.mean((2, 3)) without keepdim
+                    env[node] = writer.flatten(env[node], f"{node.name}/flatten")
+            elif _is_mul(node):
+                env[node] = writer.mul(env[node.args[0]], env[node.args[1]], node.name)
+            elif (inputs := _cat_inputs(node)) is not None:
+                env[node] = writer.concat([env[x] for x in inputs], node.name)
+            elif (sampling := _upsample(gm, node)) is not None:
+                size = tuple(int(v) for v in node.meta["tensor_meta"].shape[2:])
+                env[node] = writer.resize(env[node.args[0]], size, *sampling, node.name)
+            elif (pooling := _avg_pool(gm, node)) is not None:
+                env[node] = writer.avg_pool(env[node.args[0]], *pooling, node.name)
+            elif _is_unflatten(node):
+                env[node] = writer.unflatten(env[node.args[0]], node.name)
             elif node.op == "call_module" and isinstance(pool := gm.get_submodule(node.target), nn.MaxPool2d):
                 k, stride, pad = (
                     v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding)

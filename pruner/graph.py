@@ -100,7 +100,8 @@ class ModelGraph:
         for layer in self.layers:
             cin, cout = layer.channels(group_channels, self.full_channels)
             specs[layer.name] = KernelSpec(
-                layer.op, layer.h, layer.w, cin, cout, layer.k, layer.stride, cin if layer.op == "dwconv" else 1,
+                layer.op, layer.h, layer.w, cin, cout, layer.k, layer.stride,
+                cin if layer.op == "dwconv" else layer.groups,
                 density=densities.get(layer.name, 1.0), block=block, activation=layer.activation,
             )  # fmt: skip
         return specs
@@ -116,12 +117,15 @@ class _Call:
     output: torch.Tensor
 
 
+_NAMED_ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "hardswish": "hardswish",
+                      "hardswish_": "hardswish", "hardsigmoid": "hardsigmoid", "hardsigmoid_": "hardsigmoid",
+                      "silu": "silu", "silu_": "silu", "sigmoid": "sigmoid", "sigmoid_": "sigmoid"}
+
+
 def _activation_of(name: str, args: tuple, kwargs: dict) -> str | None:
-    """The KernelSpec activation a torch function call computes (relu, relu6), if it is one."""
-    if name in ("relu", "relu_"):
-        return "relu"
-    if name == "relu6":
-        return "relu6"
+    """The KernelSpec activation a torch function call computes (profiler.kernel.ACTIVATIONS), if it is one."""
+    if name in _NAMED_ACTIVATIONS:
+        return _NAMED_ACTIVATIONS[name]
     if name in ("hardtanh", "hardtanh_", "clamp", "clamp_", "clip", "clip_"):
         lo = kwargs.get("min_val", kwargs.get("min", args[1] if len(args) > 1 else None))
         hi = kwargs.get("max_val", kwargs.get("max", args[2] if len(args) > 2 else None))
@@ -130,7 +134,7 @@ def _activation_of(name: str, args: tuple, kwargs: dict) -> str | None:
 
 
 class _ActivationRecorder(TorchFunctionMode):
-    """Records which tensors go through a relu or relu6, whether from a module or a functional call."""
+    """Records which tensors go through an activation, whether from a module or a functional call."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,11 +207,6 @@ def _check_module(name: str, module: nn.Module) -> None:
                 f"module '{name}' ({kind}) is a depthwise conv with a channel multiplier "
                 f"({module.in_channels} -> {module.out_channels}); the pruner cannot keep its channels coupled"
             )
-        if module.groups > 1 and not module.groups == module.in_channels == module.out_channels:
-            raise AnalysisError(
-                f"module '{name}' ({kind}) is a grouped conv (groups={module.groups}); only dense and "
-                "depthwise convs are supported"
-            )
         if (
             module.kernel_size != (k, k)
             or k % 2 == 0
@@ -252,7 +251,7 @@ def _check_call(call: _Call, seen: set[str]) -> None:
 
 
 def _activation(trace: _Trace, i: int) -> str:
-    """The relu or relu6 applied to layer call `i`'s output, through its BatchNorm if any; else "none"."""
+    """The activation applied to layer call `i`'s output, through its BatchNorm if any; else "none"."""
     out = trace.calls[i].output
     for call in trace.calls[i + 1 :]:
         if call.input is out and isinstance(call.module, nn.BatchNorm2d):
@@ -271,7 +270,12 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
 
 
 def _is_dw(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d) and m.groups > 1
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+
+
+def _is_grouped(m: nn.Module) -> bool:
+    """A grouped conv that is not depthwise: its channels come in groups that narrowing would have to keep even."""
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and not _is_dw(m)
 
 
 def _is_out(dg: tp.DependencyGraph, dep) -> bool:
@@ -285,21 +289,21 @@ def _is_output(dg: tp.DependencyGraph, dep) -> bool:
 
 
 def _raw_groups(dg: tp.DependencyGraph, model: nn.Module) -> list[dict]:
-    """The prunable channel groups: per group, (layer name, out?, count) for its convs and linears.
+    """The channel groups: per group, (layer name, out?, count) for its convs and linears, and whether it is fixed.
 
-    A group that reaches the model's output (e.g. the classifier's classes) is not prunable and is left out.
+    A group that reaches the model's output (e.g. the classifier's classes) is fixed, and so is one a grouped conv
+    reads or writes (torch-pruning would not keep its groups even): they keep their width and get no gene.
     """
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in dg.get_all_groups(root_module_types=(nn.Conv2d, nn.Linear)):
-        if any(_is_output(dg, dep) for dep, _ in group):
-            continue
         links = [
             (names[dep.target.module], _is_out(dg, dep), len(idxs))
             for dep, idxs in group
             if isinstance(dep.target.module, nn.Conv2d | nn.Linear)
         ]
-        groups.append({"channels": len(group[0][1]), "links": links})
+        fixed = any(_is_output(dg, dep) or _is_grouped(dep.target.module) for dep, _ in group)
+        groups.append({"channels": len(group[0][1]), "links": links, "fixed": fixed})
     return groups
 
 
@@ -309,7 +313,7 @@ def analyze(
     """Find the layers, their input sizes and the channel groups of `model`, and validate them by pruning.
 
     `dense_first` keeps the layers reading the model input dense, `dense_classifier` the layers producing
-    the model's output, as JCW does. Depthwise convs are never weight-pruned.
+    the model's output, as JCW does. Depthwise and grouped convs are never weight-pruned.
     Raises AnalysisError naming the module when the model holds a layer the pruner cannot handle.
     """
     check_unmasked(model)
@@ -326,7 +330,9 @@ def analyze(
         raise AnalysisError("the model has no Conv2d or Linear layer to prune")
 
     dg = dependency_graph(model, example)
-    found = _raw_groups(dg, model)
+    every = _raw_groups(dg, model)
+    reads_a_layer = {name for g in every for name, out, _ in g["links"] if not out}
+    found = [g for g in every if not g["fixed"]]
     order = {calls[i].name: pos for pos, i in enumerate(layer_calls)}
     found.sort(key=lambda g: min(order[n] for n, out, _ in g["links"] if out))
     out_links: dict[str, list[tuple[int, int]]] = {}
@@ -336,7 +342,7 @@ def analyze(
             (out_links if out else in_links).setdefault(name, []).append((index, count // g["channels"]))
     for i in layer_calls:  # torch-pruning couples a depthwise conv's input to its output in one dependency
         if _is_dw(calls[i].module):
-            in_links[calls[i].name] = out_links[calls[i].name]
+            in_links[calls[i].name] = out_links.get(calls[i].name, [])
 
     last_conv = max(i for i in layer_calls if isinstance(calls[i].module, nn.Conv2d) and not _is_dw(calls[i].module))
     producers = [sorted({n for n, out, _ in g["links"] if out}, key=order.get) for g in found]
@@ -345,7 +351,7 @@ def analyze(
     for i in layer_calls:
         call, m = calls[i], calls[i].module
         kinds = []
-        if call.name not in in_links:
+        if call.name not in reads_a_layer and not _is_dw(m):
             kinds.append("first")
         if isinstance(m, nn.Conv2d) and m.stride[0] > 1:
             kinds.append("strided")
@@ -357,10 +363,10 @@ def analyze(
         if isinstance(m, nn.Conv2d):
             op = "dwconv" if _is_dw(m) else "conv"
             h, w = call.input.shape[2:]
-            cin, cout, k, stride = m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]
+            cin, cout, k, stride, groups = m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.groups
         else:
-            op, h, w, cin, cout, k, stride = "fc", 1, 1, m.in_features, m.out_features, 1, 1
-        prunable = op != "dwconv" and not (dense_first and "first" in kinds) and not (dense_classifier and output_layer)
+            op, h, w, cin, cout, k, stride, groups = "fc", 1, 1, m.in_features, m.out_features, 1, 1, 1
+        prunable = groups == 1 and not (dense_first and "first" in kinds) and not (dense_classifier and output_layer)
         layers.append(
             Layer(
                 name=call.name,
@@ -371,7 +377,7 @@ def analyze(
                 cout=cout,
                 k=k,
                 stride=stride,
-                groups=cin if op == "dwconv" else 1,
+                groups=groups,
                 activation=_activation(trace, i),
                 kinds=(*kinds, "general"),
                 out_groups=tuple(out_links.get(call.name, [])),

@@ -118,7 +118,6 @@ class Reused(nn.Module):
     "model, pattern",
     [
         (Net(nn.Conv2d(8, 16, 3, padding=1, groups=8), mid_out=16), r"'middle' \(Conv2d\).*channel multiplier"),
-        (Net(nn.Conv2d(8, 8, 3, padding=1, groups=2)), r"'middle' \(Conv2d\).*grouped conv"),
         (Net(Repeat(), mid_out=16), r"'middle' \(Repeat\) changes the channel count \(8 -> 16\)"),
         (Net(Scale()), r"'middle' \(Scale\) holds parameters"),
         (Net(nn.Identity(), conv=nn.Conv2d(3, 8, 3)), r"'stem' \(Conv2d\).*padding"),
@@ -132,6 +131,18 @@ def test_unsupported_layers_raise_a_user_error_naming_the_module(model, pattern)
     with pytest.raises(AnalysisError, match=pattern) as info:
         analyze(model, (1, 3, 8, 8))
     assert isinstance(info.value, UserError)
+
+
+def test_a_grouped_conv_keeps_the_width_of_the_channels_it_reads_and_writes():
+    graph = analyze(Net(nn.Conv2d(8, 12, 3, padding=1, groups=4), mid_out=12), (1, 3, 8, 8))
+    assert [g.layers for g in graph.groups] == [("head",)]  # stem's and middle's channels come in 4 groups
+    by_name = {layer.name: layer for layer in graph.layers}
+    middle = by_name["middle"]
+    assert (middle.op, middle.groups, middle.in_groups, middle.out_groups) == ("conv", 4, (), ())
+    assert not middle.prunable
+    assert "first" not in by_name["head"].kinds and by_name["head"].prunable
+    spec = graph.kernel_specs((4,), {}, "1x4")["middle"]
+    assert (spec.cin, spec.cout, spec.groups, spec.is_grouped) == (8, 12, 4, True)
 
 
 def test_a_model_whose_forward_fails_is_reported():
