@@ -6,6 +6,7 @@ density each), both in the model's execution order. Per-kind lower bounds follow
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import numbers
 import reprlib
@@ -61,7 +62,9 @@ class Candidate:
 class SearchSpace:
     """Width and density grids with per-kind lower bounds over an analysed model (see pruner.graph.analyze).
 
-    Bounds given for some kinds override JCW's defaults for those kinds only.
+    Bounds given for some kinds override JCW's defaults for those kinds only. `keep` holds fnmatch globs over
+    layer names ("features.1.*", "classifier.*"): a matching layer is left alone, its input and output channel
+    groups fixed at full width and its density fixed dense (lower bound = upper bound for those genes).
     """
 
     graph: ModelGraph
@@ -70,6 +73,7 @@ class SearchSpace:
     width_bounds: Mapping[str, float] = field(default_factory=lambda: dict(WIDTH_BOUNDS))
     density_bounds: Mapping[str, float] = field(default_factory=lambda: dict(DENSITY_BOUNDS))
     multiple: int = 4
+    keep: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("width_grid", "density_grid"):
@@ -84,6 +88,21 @@ class SearchSpace:
             object.__setattr__(self, name, defaults | given)  # kinds not given keep JCW's default
         if not isinstance(self.multiple, int) or self.multiple < 1:
             raise SpaceError(f"channel multiple {self.multiple!r}: must be a positive integer")
+        keep = (self.keep,) if isinstance(self.keep, str) else tuple(self.keep)
+        names = [layer.name for layer in self.graph.layers]
+        for glob in keep:
+            if not isinstance(glob, str) or not fnmatch.filter(names, glob):
+                raise SpaceError(f"keep {glob!r}: matches no layer (layers are named like {', '.join(names[:3])})")
+        object.__setattr__(self, "keep", keep)
+
+    @cached_property
+    def kept_genes(self) -> np.ndarray:
+        """Indices of the genes `keep` fixes: the width genes of the groups a kept layer reads or writes, and the
+        density genes of kept layers."""
+        kept = {layer.name for layer in self.graph.layers if any(fnmatch.fnmatchcase(layer.name, g) for g in self.keep)}
+        groups = {g for layer in self.graph.layers if layer.name in kept for g, _ in layer.out_groups + layer.in_groups}
+        layers = [self.n_width + i for i, layer in enumerate(self.graph.prunable) if layer.name in kept]
+        return np.array(sorted(groups) + layers, dtype=int)
 
     @cached_property
     def group_kinds(self) -> tuple[str, ...]:
@@ -119,7 +138,9 @@ class SearchSpace:
 
         widths = [first_at_least(self.width_grid, self.width_bounds[k]) for k in self.group_kinds]
         densities = [first_at_least(self.density_grid, self.density_bounds[k]) for k in self.layer_kinds]
-        return np.array(widths + densities, dtype=int)
+        lower = np.array(widths + densities, dtype=int)
+        lower[self.kept_genes] = self.upper[self.kept_genes]
+        return lower
 
     @cached_property
     def upper(self) -> np.ndarray:
@@ -229,3 +250,13 @@ class SearchSpace:
                 }
             )
         return pd.DataFrame(rows)
+
+
+def space_settings(space: SearchSpace) -> dict:
+    """Everything but the graph, as plain JSON values: `SearchSpace(graph, **settings)` rebuilds the space (the
+    graph is re-derived from the model), so a checkpoint or a resumed search keeps custom grids, bounds and keeps."""
+    return {
+        "width_grid": list(space.width_grid), "density_grid": list(space.density_grid),
+        "width_bounds": dict(space.width_bounds), "density_bounds": dict(space.density_bounds),
+        "multiple": space.multiple, "keep": list(space.keep),
+    }  # fmt: skip
