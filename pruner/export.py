@@ -127,6 +127,16 @@ def _is_flatten(gm: fx.GraphModule, node: fx.Node) -> bool:
     )
 
 
+def _is_shape_query(node: fx.Node) -> bool:
+    """x.shape, x.size() and items of them: the integers of a view's arguments, nothing to lower."""
+    if node.op == "call_method" and node.target == "size":
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1] == "shape":
+        return True
+    return (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], fx.Node)
+            and _is_shape_query(node.args[0]))
+
+
 def _is_unflatten(node: fx.Node) -> bool:
     """A view or reshape of (N, C) to (N, C, 1, 1), e.g. a squeeze-and-excite scale from linear layers."""
     if not (node.op == "call_method" and node.target in ("view", "reshape")) or not isinstance(node.args[0], fx.Node):
@@ -443,6 +453,8 @@ def export(
                 env[node] = writer.avg_pool(env[node.args[0]], *pooling, node.name)
             elif _is_unflatten(node):
                 env[node] = writer.unflatten(env[node.args[0]], node.name)
+            elif _is_shape_query(node):
+                continue
             elif node.op == "call_module" and isinstance(pool := gm.get_submodule(node.target), nn.MaxPool2d):
                 k, stride, pad = (
                     v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding)
