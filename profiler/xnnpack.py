@@ -7,8 +7,8 @@ cluster of nodes runs NCHW only when all of these hold:
 
 - it is entered through a 3x3 stride-2 conv reading exactly 3 channels with padding 1 on every side (an explicit
   PAD + VALID conv, which XNNPACK fuses; TFLite's SAME flag is refused);
-- every node inside is NCHW-compatible: 1x1 convs (stride 1, no padding), fully connected layers, 3x3 and 5x5
-  depthwise convs (stride 1 or 2, symmetric padding k // 2, depth multiplier 1), add and multiply, unary
+- every node inside is NCHW-compatible: 1x1 convs (stride 1, no padding, not grouped), fully connected layers, 3x3
+  and 5x5 depthwise convs (stride 1 or 2, symmetric padding k // 2, depth multiplier 1), add and multiply, unary
   elementwise ops, bilinear resize; and every value inside is consumed only by nodes of the cluster;
 - it leaves through a MEAN / global average pool over height and width (or depth-to-space);
 - its 1x1 convs and fully connected layers together hold MORE than 2/3 zero weights (`num_zeroes * 3 <=
@@ -139,6 +139,8 @@ def _classify(m: TFLiteModel, op, padding: tuple[int, int, int, int]) -> tuple[s
         k, stride, cin = weight[1], fields["StrideH"], m.tensors[op.inputs[0]].shape[-1]
         same = decode_padding(fields["Padding"]) == "same" and k > 1
         if op.code == OP.CONV_2D:
+            if weight[3] != cin:
+                return "blocked", f"grouped conv '{name}' ({cin // weight[3]} groups) is not NCHW-compatible"
             if k == 3 and stride == 2 and cin == 3 and padding == (1, 1, 1, 1) and not same:
                 return "entry", ""
             if k == 1 and stride == 1 and padding == (0, 0, 0, 0):
