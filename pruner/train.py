@@ -1,4 +1,11 @@
-"""Training, fine-tuning with fixed pruning masks, evaluation and BatchNorm recalibration."""
+"""Training, fine-tuning with fixed pruning masks, evaluation and BatchNorm recalibration, on any torch device.
+
+Every function takes `device` (None: wherever the model's parameters are, the CPU for a fresh model), moves the
+model there and each batch as it is read. Under `torchrun`, after `pruner.hardware.init_distributed`, `train` is
+data-parallel (DistributedDataParallel): each process reads its shard of the loader and the gradients are
+averaged, so every process ends with the same weights. Pruning masks (torch.nn.utils.prune) are buffers the
+forward pass multiplies in, so masked weights get zero gradients under DDP too.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
+
+from pruner.hardware import is_distributed, is_main_process, shard
 
 
 @dataclass(frozen=True)
@@ -17,12 +29,23 @@ class Evaluation:
     top1: float  # accuracy in [0, 1]
 
 
-def evaluate(model: nn.Module, loader: Iterable) -> Evaluation:
-    """Mean cross-entropy and top-1 accuracy of `model` over `loader`."""
+def place(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
+    """Move `model` to `device` in place and return it; None: leave the model where its parameters are."""
+    if device is None:
+        return next(model.parameters(), torch.empty(0)).device
+    device = torch.device(device)
+    model.to(device)
+    return device
+
+
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device | str | None = None) -> Evaluation:
+    """Mean cross-entropy and top-1 accuracy of `model` over `loader`, on `device`."""
+    device = place(model, device)
     model.eval()
     total_loss, correct, count = 0.0, 0, 0
     with torch.inference_mode():
         for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
@@ -32,8 +55,11 @@ def evaluate(model: nn.Module, loader: Iterable) -> Evaluation:
     return Evaluation(total_loss / count, correct / count)
 
 
-def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 10) -> nn.Module:
-    """Recompute BatchNorm running statistics from `batches` batches (after pruning they are stale)."""
+def recalibrate_bn(
+    model: nn.Module, loader: Iterable, batches: int = 10, device: torch.device | str | None = None
+) -> nn.Module:
+    """Recompute BatchNorm running statistics from `batches` batches (after pruning they are stale), on `device`."""
+    device = place(model, device)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()
@@ -43,9 +69,22 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 10) -> nn.
         for i, (x, _) in enumerate(loader):
             if i >= batches:
                 break
-            model(x)
+            model(x.to(device, non_blocking=True))
     model.eval()
     return model
+
+
+def _average_across_processes(running: float, seen: int, model: nn.Module, device: torch.device) -> tuple[float, int]:
+    """Under DDP: the epoch's loss sum and sample count over all processes, and rank 0's buffers on every rank.
+
+    BatchNorm statistics are buffers each process updates from its own batches; taking rank 0's keeps the
+    processes' models identical (DDP itself only re-broadcasts them at the next forward pass).
+    """
+    totals = torch.tensor([running, float(seen)], dtype=torch.float64, device=device)  # nccl: on the GPU
+    dist.all_reduce(totals)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, 0)
+    return totals[0].item(), int(totals[1].item())
 
 
 def train(
@@ -59,16 +98,20 @@ def train(
     patience: int | None = None,
     weight_decay: float = 0.0,
     desc: str = "train",
+    device: torch.device | str | None = None,
 ) -> list[dict]:
-    """Train with Adam (default lr 2e-3) or SGD with Nesterov momentum (default lr 0.05); pruning masks
-    (torch.nn.utils.prune) stay applied at every step.
+    """Train with Adam (default lr 2e-3) or SGD with Nesterov momentum (default lr 0.05) on `device`; pruning
+    masks (torch.nn.utils.prune) stay applied at every step.
 
     `schedule` is "cosine" or "constant". With `val_loader` each epoch is evaluated; with `patience`
     training stops after that many epochs without a better validation loss and the best weights are kept.
-    Returns one record per epoch (epoch, train_loss, val_loss, val_top1).
+    Under a process group (torchrun) training is data-parallel: `train_loader` (a DataLoader) is sharded
+    across the processes, each evaluates the whole `val_loader` (identical weights, identical decisions) and
+    only rank 0 shows progress. Returns one record per epoch (epoch, train_loss, val_loss, val_top1).
     """
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'constant'")
+    device = place(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr or 2e-3, weight_decay=weight_decay)
@@ -76,24 +119,34 @@ def train(
         opt = torch.optim.SGD(params, lr=lr or 0.05, momentum=0.9, weight_decay=weight_decay, nesterov=True)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sgd'")
-    steps = epochs * len(train_loader)
+    loader = shard(train_loader)
+    net = model
+    if is_distributed():
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    steps = epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
         if schedule == "cosine" else (lambda s: 1.0)
     )
     history, best, best_state, stale = [], float("inf"), None, 0
     for epoch in range(epochs):
-        model.train()
+        if isinstance(getattr(loader, "sampler", None), DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        net.train()
         running, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, unit="batch")
+        bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, unit="batch",
+                   disable=not is_main_process())
         for x, y in bar:
-            loss = nn.functional.cross_entropy(model(x), y)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = nn.functional.cross_entropy(net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             scheduler.step()
             running, seen = running + loss.item() * len(y), seen + len(y)
             bar.set_postfix(loss=f"{running / seen:.3f}")
+        if is_distributed():
+            running, seen = _average_across_processes(running, seen, model, device)
         record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1)}
         if val_loader is not None:
             ev = evaluate(model, val_loader)
