@@ -1,8 +1,9 @@
-"""`jcw fit`, `jcw predict`, and `jcw profile --adaptive` (measure where the latency model needs it)."""
+"""`jcw fit`, `jcw predict`, `jcw calibrate` and `jcw profile --adaptive` (measure where the latency model needs it)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -22,11 +23,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default 0.2; 0: none)")
     p.set_defaults(run=run_fit)
 
-    p = sub.add_parser("predict", help="predict latency_ms for every row of a table of kernels")
-    p.add_argument("--model", required=True, help="model file written by `jcw fit`")
-    p.add_argument("--configs", required=True, help="table of kernels (CSV or Parquet)")
-    p.add_argument("--out", required=True, help="table to write: the input rows plus predicted_ms")
+    p = sub.add_parser("predict", help="predict the latency of a model file (TFLite, ONNX) layer by layer, or of "
+                       "every row of a table of kernels")
+    p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
+    p.add_argument("file", nargs="?", help="model file to predict: .tflite or .onnx (or use --model / --configs)")
+    p.add_argument("--configs", help="table of kernels (CSV or Parquet) to add predicted_ms to (needs --out)")
+    p.add_argument("--out", help="with a model: per-layer predictions to write (.csv or .json); with --configs: "
+                                 "the table to write, the input rows plus predicted_ms")
+    p.add_argument("--measure", metavar="DEVICE", help="also time FILE on this device, beside its prediction")
+    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken (default 3)")
+    add_device_check_arg(p)
     p.set_defaults(run=run_predict)
+
+    p = sub.add_parser("calibrate", help="fit a latency model's per-network overhead from end-to-end measurements of "
+                                         "a few exported networks")
+    p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
+    p.add_argument("--device", required=True, help="a device in devices.yaml, the one the model was fitted on")
+    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken (default 3)")
+    p.add_argument("--out", help="model file to write (default: overwrite --predictor)")
+    add_device_check_arg(p)
+    p.add_argument("files", nargs="+", help="exported networks (.tflite or .onnx, as the device runs)")
+    p.set_defaults(run=run_calibrate)
+
+
+def add_device_check_arg(parser: argparse.ArgumentParser) -> None:
+    """The flag that lets a command use a latency model fitted on another device than the one it is given."""
+    parser.add_argument("--allow-other-device", action="store_true",
+                        help="use the latency model even if it was fitted on another device, flavour or block")
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -51,20 +76,159 @@ def run_fit(args: argparse.Namespace) -> int:
         print(f"{len(df)} rows: too few (or --holdout 0) to hold any out; no accuracy reported")
     model = LatencyModel.fit(df, args.kind)
     persist.save(model, args.out)
-    print(f"fitted on {len(df)} rows, contexts {model.contexts}; wrote {args.out}")
+    print(f"fitted on {len(df)} rows of device {model.fitted_on or f'contexts {model.contexts}'}; wrote {args.out}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    """Predict a model file (or checkpoint) layer by layer, optionally measured beside; or a table of kernels."""
+    from predictor import persist
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+
+    checkpoint = getattr(args, "model", None)  # `--model CKPT` is the pruner's (pruner.cli.register)
+    given = [flag for flag, value in (("FILE", args.file), ("--model", checkpoint), ("--configs", args.configs))
+             if value]
+    if len(given) != 1:
+        raise UserError(f"pass one of FILE (.tflite or .onnx), --model CKPT or --configs TABLE, not "
+                        f"{' and '.join(given) if given else 'none'}")
+    if args.configs:
+        return _predict_table(args)
+    if args.measure and not args.file:
+        raise UserError("--measure times a model file; export the checkpoint first (jcw export) and pass the file")
+    device = get_device(args.measure, args.devices) if args.measure else None
+    model = persist.load(args.predictor, device, args.allow_other_device)
+    flavour, block = _runs_as(model, device, args.predictor)
+    if checkpoint:  # exported as `jcw export --predictor` writes it, then read like any file
+        data, suffix = args.export_checkpoint(checkpoint, flavour, block, model)
+        layers = layers_of(data, suffix, flavour, block, f"{checkpoint} (exported)")
+    else:
+        layers = read_layers(args.file, flavour, block)
+    rows = [{"layer": name, **spec.to_row(), "predicted_ms": float(ms)}
+            for (name, spec), ms in zip(layers.items(), model.predict(list(layers.values())), strict=True)]
+    overhead = model.overhead(len(rows))
+    total = sum(r["predicted_ms"] for r in rows) + overhead
+    target = model.fitted_on or f"{flavour}, {block}"
+    print(f"{'layer':<32} {'op':<6} {'input':>9} {'cin':>5} {'cout':>5} {'k':>2} {'s':>2} {'density':>8} "
+          f"{'layout':<6} {'ms':>9}")
+    for r in rows:
+        print(f"{r['layer']:<32} {r['op']:<6} {r['h']:>4}x{r['w']:<4} {r['cin']:>5} {r['cout']:>5} {r['k']:>2} "
+              f"{r['stride']:>2} {r['density']:>8.3f} {r['layout']:<6} {r['predicted_ms']:>9.4f}")
+    print(f"{'per-network overhead':<84} {overhead:>9.4f}")
+    print(f"predicted total on {target}: {total:.4f} ms ({len(rows)} layers)")
+    result = {"model": checkpoint or args.file, "predictor": args.predictor, "flavour": flavour, "block": block,
+              "predicted_ms": total, "overhead_ms": overhead, "layers": rows}
+    if args.measure:
+        from profiler.measure import measure_files
+
+        (measured,) = measure_files(device, [args.file], passes=args.passes)
+        if "error" in measured:
+            raise UserError(f"{args.file}: measuring on '{device.name}' failed: {measured['error'].splitlines()[0]}")
+        result["measured_ms"] = measured["latency_ms"]
+        print(f"measured on '{device.name}': {measured['latency_ms']:.4f} ms; predicted {total:.4f} ms "
+              f"({total / measured['latency_ms'] - 1:+.1%})")
+    if args.out:
+        _write_prediction(result, Path(args.out))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _runs_as(model, device, path: str) -> tuple[str, str]:
+    """The flavour and block to read a model in: how the measuring device runs it, else the predictor's device."""
+    from profiler.errors import UserError
+
+    if device is not None:
+        return device.flavour, device.block
+    if model.fitted_on is None:
+        raise UserError(f"predictor {path} does not record its device (its table names none, or several); "
+                        "pass --measure DEVICE to read the model as that device runs it")
+    return model.fitted_on.flavour, model.fitted_on.block
+
+
+def read_layers(path: str, flavour: str, block: str) -> dict:
+    """The KernelSpecs of a model file by layer name, as `flavour` runs it."""
+    from profiler.errors import UserError
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot be read ({err.strerror})") from None
+    return layers_of(data, Path(path).suffix, flavour, block, path)
+
+
+def layers_of(data: bytes, suffix: str, flavour: str, block: str, source: str) -> dict:
+    """The KernelSpecs of a serialised model by layer name, as `flavour` runs it: TFLite or ONNX by `suffix`."""
+    from profiler.errors import UserError
+
+    if suffix.lower() == ".tflite":
+        from profiler.tflite_reader import read_tflite
+
+        return read_tflite(data, flavour, block, source)
+    if suffix.lower() == ".onnx":
+        from profiler.onnx_reader import read_onnx
+
+        return read_onnx(data, flavour, block, source)
+    raise UserError(f"{source}: unknown model file type {suffix or '(no suffix)'!r}; expected .tflite or .onnx")
+
+
+def _write_prediction(result: dict, out: Path) -> None:
+    """Per-layer predictions as CSV (one row per layer), or everything as JSON (with the total and overhead)."""
+    import pandas as pd
+
+    from profiler.errors import UserError
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(result, indent=1))
+    elif out.suffix.lower() == ".csv":
+        pd.DataFrame(result["layers"]).to_csv(out, index=False)
+    else:
+        raise UserError(f"--out {out}: write predictions as .csv or .json")
+
+
+def _predict_table(args: argparse.Namespace) -> int:
     """Write the configs table with a predicted_ms column, rows in input order."""
     from predictor import persist, table
+    from profiler.errors import UserError
 
-    model = persist.load(args.model)
+    if not args.out:
+        raise UserError("--configs needs --out TABLE, the table to write")
+    model = persist.load(args.predictor)
     raw = table.read_table(args.configs)
     out = raw.copy()
     out["predicted_ms"] = model.predict(table.normalise(raw, args.configs, need_latency=False))
     table.write_table(out, args.out)
     print(f"predicted {len(out)} rows; wrote {args.out}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """Measure exported networks end to end, fit the per-network overhead to them and save the model."""
+    from predictor import persist
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+    from profiler.measure import measure_files
+
+    device = get_device(args.device, args.devices)
+    model = persist.load(args.predictor, device, args.allow_other_device)
+    networks = [list(read_layers(f, device.flavour, device.block).values()) for f in args.files]
+    results = measure_files(device, args.files, passes=args.passes)
+    for r in results:
+        if "error" in r:
+            print(f"{r['file']}: failed, left out: {r['error'].splitlines()[0]}")
+    ok = [i for i, r in enumerate(results) if "error" not in r]
+    if not ok:
+        raise UserError(f"no file could be measured on '{device.name}'; nothing to calibrate")
+    before = [model.predict_network(networks[i]) for i in ok]
+    overhead = model.fit_overhead([networks[i] for i in ok], [results[i]["latency_ms"] for i in ok])
+    print(f"{'file':<40} {'measured ms':>12} {'before':>10} {'after':>10}")
+    for i, was in zip(ok, before, strict=True):
+        print(f"{args.files[i]:<40} {results[i]['latency_ms']:>12.4f} {was:>10.4f} "
+              f"{model.predict_network(networks[i]):>10.4f}")
+    out = args.out or args.predictor
+    persist.save(model, out)
+    print(f"overhead {overhead.per_network_ms:.4f} ms per network + {overhead.per_kernel_ms:.4f} ms per layer, "
+          f"from {len(ok)} networks; wrote {out}")
     return 0
 
 

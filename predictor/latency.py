@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,24 @@ from profiler.kernel import FIELDS, KernelSpec
 Kernels = Sequence[KernelSpec] | pd.DataFrame
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a latency model was fitted on: the device, its runtime, the lowering flavour and the sparsity block of
+    its kernels. A model prices kernels as that device runs them; another device's latencies are another function."""
+
+    device: str
+    runtime: str
+    flavour: str
+    block: str
+
+    def __str__(self) -> str:
+        return f"'{self.device}' ({self.runtime}, {self.flavour}, {self.block})"
+
+    def same_device(self, other: Target) -> bool:
+        """Same device, flavour and block (a runtime upgrade on the same device is still that device)."""
+        return (self.device, self.flavour, self.block) == (other.device, other.flavour, other.block)
+
+
 class LatencyModel:
     """A fitted latency regressor with its training table, device contexts and network overhead."""
 
@@ -25,6 +44,14 @@ class LatencyModel:
         self.training = training
         self.overhead = overhead
         self.contexts = sorted(set(training[list(CONTEXT)].itertuples(index=False, name=None)))
+
+    @property
+    def fitted_on(self) -> Target | None:
+        """The device the training table was measured on; None when its rows name none, or several contexts.
+        The block is the one most of its rows were pruned in."""
+        if len(self.contexts) != 1 or not self.contexts[0][0]:
+            return None
+        return Target(*self.contexts[0], block=str(self.training["block"].mode().iloc[0]))
 
     @classmethod
     def fit(cls, data: pd.DataFrame, kind: str = "physics", source: str = "table") -> LatencyModel:

@@ -2,6 +2,8 @@
 
 Model files are shared, so loading one must never run code from it: the file holds no pickled regressor,
 only what refits it (the model kind and the training table, data read as Parquet) plus the network overhead.
+The manifest also names the device the model was fitted on (`fitted_on`: device, runtime, flavour, block), so a
+model is refused for another device (`load(path, device)`) unless the caller means it.
 Every regressor in predictor.models is deterministic given its random_state, so `load` refits the very
 model that was saved, under whatever library versions are installed here (the physics model loads in 0.2 s
 from 1,400 rows and 0.3 s from 6,400 on an idle 2-core machine, a few seconds when its cores are busy).
@@ -17,16 +19,21 @@ import math
 import platform
 import sys
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import sklearn
 
-from predictor.latency import LatencyModel
+from predictor.latency import LatencyModel, Target
 from predictor.models import MODELS
 from predictor.network import Overhead
 from profiler.errors import UserError
+
+if TYPE_CHECKING:
+    from profiler.devices import Device
 
 FORMAT = 2
 """2: manifest.json and training.parquet, refitted on load; 1 also held a pickled regressor (never read now)."""
@@ -46,6 +53,7 @@ def save(model: LatencyModel, path: str | Path) -> None:
         "overhead": {"per_network_ms": model.overhead.per_network_ms, "per_kernel_ms": model.overhead.per_kernel_ms},
         "rows": len(model.training),
         "contexts": [list(c) for c in model.contexts],
+        "fitted_on": asdict(model.fitted_on) if model.fitted_on else None,
         "saved_with": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
                        "numpy": np.__version__},
     }
@@ -56,8 +64,12 @@ def save(model: LatencyModel, path: str | Path) -> None:
         z.writestr("training.parquet", table.getvalue())
 
 
-def load(path: str | Path) -> LatencyModel:
-    """Read a model file (format 1 or 2) and refit its regressor from the training table it holds."""
+def load(path: str | Path, device: Device | None = None, allow_other_device: bool = False) -> LatencyModel:
+    """Read a model file (format 1 or 2) and refit its regressor from the training table it holds.
+
+    With `device`, a model fitted on another device (or flavour, or block) is refused, naming both, unless
+    `allow_other_device`: its latencies are another device's.
+    """
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
@@ -72,11 +84,25 @@ def load(path: str | Path) -> LatencyModel:
         raise UserError(f"model {path}: training.parquet cannot be read ({err})") from err
     model = LatencyModel.fit(training, kind, source=f"model {path}: training.parquet")
     model.overhead = overhead
+    recorded = manifest.get("fitted_on")
+    if recorded is not None and recorded != (asdict(model.fitted_on) if model.fitted_on else None):
+        raise UserError(f"model {path}: manifest.json field 'fitted_on' is {recorded!r}, but its training table was "
+                        f"measured on {model.fitted_on or 'no single device'}")
+    if device is not None and not allow_other_device:
+        check_device(model, device, path)
     if manifest["format"] == 1:
         print(f"note: model {path} is format 1 (its pickled regressor is not read): refitted from its training "
               f"table; rewrite it as format {FORMAT} with predictor.persist.convert(OLD, NEW) or `jcw fit`",
               file=sys.stderr)
     return model
+
+
+def check_device(model: LatencyModel, device: Device, path: str | Path) -> None:
+    """Refuse a model fitted on another device than `device` (a model whose table names no device passes)."""
+    wanted = Target(device.name, device.runtime, device.flavour, device.block)
+    if model.fitted_on is not None and not model.fitted_on.same_device(wanted):
+        raise UserError(f"predictor {path} was fitted on device {model.fitted_on}, not {wanted}; "
+                        "pass --allow-other-device if you mean it")
 
 
 def convert(src: str | Path, dst: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""`jcw train | export | measure | finetune`: the pruner's commands."""
+"""`jcw train | plan | export | measure | finetune | search | demo`, and `jcw predict --model CKPT`: the pruner's
+commands."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 import reprlib
 from collections.abc import Callable
 from pathlib import Path
+
+from predictor.cli import add_device_check_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", help="genes to apply to an unpruned checkpoint, comma-separated")
     _device_args(p)
     p.add_argument("--predictor", help="latency model (jcw fit): keep a sparse layer dense where dense is faster")
+    add_device_check_arg(p)
     p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device)")
     p.add_argument("--require-sparse", action="store_true",
                    help="XNNPACK devices: fail if XNNPACK will run the exported model dense")
@@ -42,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="time exported networks end to end on a device")
     _device_args(p)
     p.add_argument("--predictor", help="latency model (jcw fit) to print predicted beside measured latency")
+    add_device_check_arg(p)
     p.add_argument("--passes", type=int, default=3,
                    help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
     p.add_argument("files", nargs="+", help="exported model files (with their .json sidecars for prediction)")
@@ -65,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="trained (unpruned) checkpoint")
     _device_args(p)
     p.add_argument("--predictor", required=True, help="latency model of the device (jcw fit)")
+    add_device_check_arg(p)
     p.add_argument("--data", default="mnist", choices=["mnist"], help="dataset of the accuracy estimate")
     p.add_argument("--out", required=True, help="run directory (resumes an interrupted search)")
     p.add_argument("--budgets", type=_budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
@@ -88,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
     p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
     p.set_defaults(run=run_demo)
+
+    # `jcw predict --model CKPT` (predictor.cli) exports the checkpoint here: the predictor knows nothing of torch
+    p = sub.choices["predict"]
+    p.add_argument("--model", help="PyTorch checkpoint (jcw train or finetune), predicted as `jcw export "
+                                   "--predictor` would write it for the predictor's device")
+    p.set_defaults(export_checkpoint=export_checkpoint)
 
 
 def _device_args(p: argparse.ArgumentParser) -> None:
@@ -132,7 +144,7 @@ def _budgets(text: str) -> list[float]:
 def run_search(args: argparse.Namespace) -> int:
     import torch
 
-    from predictor import load
+    from predictor.persist import load
     from profiler.devices import get_device
     from pruner.checkpoint import load_checkpoint
     from pruner.data import load_mnist_sized
@@ -145,8 +157,9 @@ def run_search(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     device = get_device(args.device, args.devices)
     ckpt = load_checkpoint(args.model)
+    check_exportable(ckpt.model, ckpt.input_shape, device)
     space = ckpt.space(device.flavour)
-    predictor = load(args.predictor)
+    predictor = load(args.predictor, device, args.allow_other_device)
     latency = device_latency(space, ckpt.model, ckpt.input_shape, device.flavour, device.block, predictor)
     data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000, channels=ckpt.input_shape[1])
     proxy = mnist_proxy_data(data, args.val_size)
@@ -213,6 +226,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
     device = get_device(args.device, args.devices)
     ckpt = load_checkpoint(args.model)
+    check_exportable(ckpt.model, ckpt.input_shape, device)
     cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
     specs = profiling_plan(ckpt.space(device.flavour), device.block, args.candidates, cluster=cluster)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
@@ -224,14 +238,45 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
+    """Dry-run the export of an unpruned model (torch nn.Module) for `device` (profiler.devices.Device), so that a
+    model the exporter cannot lower is refused before any search time is spent; the exporter's error names the
+    module, its type and the operator."""
+    from pruner.export import ExportError, export
+
+    try:
+        export(model, input_shape, device.flavour, device.block)
+    except ExportError as err:
+        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.flavour}), so nothing is "
+                          f"searched: {err}") from None
+
+
+def export_checkpoint(path: str, flavour: str, block: str, predictor) -> tuple[bytes, str]:
+    """A checkpoint exported for a device of `flavour` as `jcw export --predictor` writes it: the model file's bytes
+    and suffix (`jcw predict --model`)."""
+    from pruner.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    exported = _export(ckpt.model, ckpt, flavour, block, predictor)
+    return exported.model, exported.suffix
+
+
+def _export(model, ckpt, flavour: str, block: str, predictor):
+    """`model` (the checkpoint's, or a candidate of it) exported for `flavour`; with a `predictor` (a LatencyModel),
+    on the built-in kernels, a sparse layer is stored dense where dense is predicted faster."""
+    from pruner.export import export
+    from pruner.latency import prefer_dense
+
+    chooser = prefer_dense(predictor.predict) if predictor and flavour == "builtin" else None
+    return export(model.eval(), ckpt.input_shape, flavour, ckpt.block or block, chooser)
+
+
 def run_export(args: argparse.Namespace) -> int:
     from predictor import persist
     from profiler.devices import get_device
     from profiler.errors import UserError
     from pruner.apply import apply_candidate
     from pruner.checkpoint import load_checkpoint, parse_genes
-    from pruner.export import export
-    from pruner.latency import prefer_dense
 
     device = get_device(args.device, args.devices)
     ckpt = load_checkpoint(args.model)
@@ -240,9 +285,8 @@ def run_export(args: argparse.Namespace) -> int:
         if ckpt.genes is not None:
             raise UserError(f"{args.model} is already pruned; --candidate applies to an unpruned checkpoint")
         model = apply_candidate(model, ckpt.space(device.flavour), parse_genes(args.candidate), block=device.block)
-    predictor = persist.load(args.predictor) if args.predictor else None
-    chooser = prefer_dense(predictor.predict) if predictor and device.flavour == "builtin" else None
-    exported = export(model.eval(), ckpt.input_shape, device.flavour, ckpt.block or device.block, chooser)
+    predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
+    exported = _export(model, ckpt, device.flavour, device.block, predictor)
     out = Path(args.out)
     if out.suffix != exported.suffix:
         raise UserError(f"{out}: device '{device.name}' runs {exported.suffix} models; use that suffix")
@@ -279,7 +323,7 @@ def run_measure(args: argparse.Namespace) -> int:
     from profiler.measure import measure_files
 
     device = get_device(args.device, args.devices)
-    predictor = persist.load(args.predictor) if args.predictor else None
+    predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
     status = 0
     print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
     for result in measure_files(device, args.files, passes=args.passes):

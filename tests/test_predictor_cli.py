@@ -27,7 +27,7 @@ def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
         main(
             [
                 "predict",
-                "--model",
+                "--predictor",
                 str(tmp_path / "m.jcwm"),
                 "--configs",
                 str(tmp_path / "configs.csv"),
