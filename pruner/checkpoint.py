@@ -1,9 +1,12 @@
-"""Model checkpoints: an architecture name, its arguments and weights; pruned ones also hold their candidate."""
+"""Model checkpoints: where the model came from (a built-in architecture and its arguments, or a user's factory), its
+weights, input shape and search-space settings; pruned ones also hold their candidate."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,25 +18,69 @@ from profiler.errors import UserError
 from pruner.apply import apply_candidate
 from pruner.graph import analyze
 from pruner.models import MODELS, build_model
-from pruner.space import NO_BOUNDS, SearchSpace, density_bounds
+from pruner.sources import build_from, factory_source, file_sha256, is_factory, load_weights, parse_input_shape
+from pruner.space import NO_BOUNDS, SearchSpace, SpaceError, density_bounds
 
 
 @dataclass
 class Checkpoint:
-    """A model with what is needed to rebuild it; `genes` and `block` are set for a pruned model."""
+    """A model with what is needed to rebuild it; `genes` and `block` are set for a pruned model.
+
+    A built-in model has its `arch` and `kwargs`; a user's model has `arch` None and its factory's provenance in
+    `source` (pruner.sources). `space_settings` (pruner.space.space_settings) are the grids, bounds and keeps of
+    the space it was searched or pruned in, None for the defaults. `path` is the file it was loaded from.
+    """
 
     model: nn.Module
-    arch: str
+    arch: str | None
     kwargs: dict
     input_shape: tuple[int, int, int, int]
     genes: tuple[int, ...] | None = None
     block: str | None = None
+    source: dict | None = None
+    space_settings: dict | None = None
+    path: Path | None = None
 
-    def space(self, flavour: str | None = None) -> SearchSpace:
-        """The search space of the unpruned architecture: default grids, JCW's bounds with the density floors of
-        the device's runtime `flavour` (pruner.space.density_bounds)."""
-        return SearchSpace(analyze(build_model(self.arch, **self.kwargs), self.input_shape),
-                           density_bounds=density_bounds(flavour))
+    def build(self) -> nn.Module:
+        """A fresh, unpruned model of this architecture (its weights as its constructor or factory leaves them)."""
+        return build_from(self.source) if self.source is not None else build_model(self.arch, **self.kwargs)
+
+    def space(self, flavour: str | None = None, keep: Sequence[str] = ()) -> SearchSpace:
+        """The search space of the unpruned model: its recorded settings if any, else default grids and JCW's bounds
+        with the density floors of the device's runtime `flavour` (pruner.space.density_bounds); `keep` adds globs
+        of layers left alone."""
+        settings = self.space_settings or {"density_bounds": density_bounds(flavour)}
+        keeps = tuple(dict.fromkeys([*settings.get("keep", ()), *keep]))
+        return SearchSpace(analyze(self.build(), self.input_shape), **{**settings, "keep": keeps})
+
+    def provenance(self) -> dict:
+        """Where this model came from, as JSON values, for run directories and exported artefacts to record."""
+        origin = self.source or {"kind": "builtin", "arch": self.arch, "kwargs": self.kwargs}
+        checkpoint = {"path": str(self.path), "sha256": file_sha256(self.path)} if self.path else None
+        return {"model": origin, "input_shape": list(self.input_shape[1:]), "checkpoint": checkpoint,
+                "genes": list(self.genes) if self.genes is not None else None, "block": self.block}
+
+
+def load_model(
+    spec: str, weights: str | Path | None = None, input_shape: str | Sequence[int] | None = None
+) -> Checkpoint:
+    """A model as the user names it (--model, --weights, --input-shape): a jcw checkpoint file, or a factory
+    `FILE.py:name` / `package.module:name` called with no arguments, its state_dict file `weights` loaded into it
+    (none: the factory's own weights) and its `input_shape` "C,H,W"."""
+    if not is_factory(spec) or Path(spec).is_file():
+        if weights is not None or input_shape is not None:
+            raise UserError(f"{spec}: a jcw checkpoint holds its weights and input shape; weights and an input shape "
+                            "go with a FILE.py:factory model")
+        return load_checkpoint(spec)
+    if input_shape is None:
+        raise UserError(f"{spec}: a factory's model needs its input shape C,H,W (--input-shape)")
+    shape = parse_input_shape(input_shape)
+    source = factory_source(spec)
+    model = build_from(source)
+    sha256 = load_weights(model, weights) if weights is not None else None
+    source |= {"weights": str(Path(weights).resolve()) if weights is not None else None, "weights_sha256": sha256,
+               "input_shape": list(shape)}
+    return Checkpoint(model.eval(), None, {}, (1, *shape), source=source)
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -42,7 +89,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     payload = {
         "arch": ckpt.arch, "kwargs": ckpt.kwargs, "input_shape": [int(v) for v in ckpt.input_shape],
         "genes": [int(g) for g in ckpt.genes] if ckpt.genes is not None else None, "block": ckpt.block,
-        "state_dict": ckpt.model.state_dict(),
+        "source": ckpt.source, "space": ckpt.space_settings, "state_dict": ckpt.model.state_dict(),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -51,7 +98,11 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the model (pruned to its candidate, masks attached, if it is a pruned checkpoint)."""
+    """Rebuild the model (pruned to its candidate, masks attached, if it is a pruned checkpoint).
+
+    A user's model is rebuilt by calling its factory again, which imports the factory's file or module: load
+    checkpoints of a user's model only from sources you trust, as you would run their code.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
@@ -60,17 +111,42 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         arch, kwargs, shape = payload["arch"], payload["kwargs"], tuple(payload["input_shape"])
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{path}: not a jcw checkpoint ({type(err).__name__}: {err})") from None
-    model = _build(path, arch, kwargs)
-    ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"])
+    source, settings = payload.get("source"), _settings(path, payload.get("space"))
+    model = _build(path, arch, kwargs) if source is None else _build_source(path, source)
+    ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"],
+                      source, settings, path)
     if ckpt.genes is not None:
         # its genes were checked against the space it was searched in: re-applying them needs only the grids
-        loose = SearchSpace(analyze(model, shape), width_bounds=NO_BOUNDS, density_bounds=NO_BOUNDS)
+        grids = {**(settings or {}), "width_bounds": NO_BOUNDS, "density_bounds": NO_BOUNDS, "keep": ()}
+        try:
+            loose = SearchSpace(analyze(model, shape), **grids)
+        except SpaceError as err:
+            raise UserError(f"{path}: space settings: {err}") from None
         ckpt.model = apply_candidate(model, loose, np.asarray(ckpt.genes), block=ckpt.block)
     try:
         ckpt.model.load_state_dict(payload["state_dict"])
     except RuntimeError as err:
-        raise UserError(f"{path}: weights do not fit {arch}{kwargs}: {str(err).splitlines()[0]}") from None
-    return ckpt.__class__(ckpt.model.eval(), arch, kwargs, shape, ckpt.genes, ckpt.block)
+        built = f"{arch}{kwargs}" if source is None else "the model its source builds"
+        raise UserError(f"{path}: weights do not fit {built}: {str(err).splitlines()[0]}") from None
+    return dataclasses.replace(ckpt, model=ckpt.model.eval())
+
+
+def _build_source(path: Path, source: object) -> nn.Module:
+    """The model a checkpoint's factory provenance builds; errors are prefixed with the checkpoint's path."""
+    if not isinstance(source, dict):
+        raise UserError(f"{path}: source must be a factory's provenance, got {type(source).__name__}")
+    try:
+        return build_from(source)
+    except UserError as err:
+        raise UserError(f"{path}: model source: {err}") from None
+
+
+def _settings(path: Path, settings: object) -> dict | None:
+    """A checkpoint's space settings, checked to be SearchSpace arguments (their values are checked in use)."""
+    names = {f.name for f in dataclasses.fields(SearchSpace)} - {"graph"}
+    if settings is not None and (not isinstance(settings, dict) or not set(settings) <= names):
+        raise UserError(f"{path}: space settings must map some of {', '.join(sorted(names))}; got {settings!r:.200}")
+    return settings
 
 
 def _build(path: Path, arch: object, kwargs: object) -> nn.Module:

@@ -27,7 +27,6 @@ from profiler.kernel import KernelSpec
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import open_transport
-from tests.conftest import descendants
 from tests.test_adb import SERIAL, install_phone
 
 JCW = Path(sys.executable).parent / "jcw"
@@ -44,11 +43,10 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) ->
         time.sleep(0.05)
 
 
-def processes(*texts: str, among: list[int] | None = None) -> list[int]:
-    """Pids of the live processes whose command line holds every one of `texts` (among `among` if given)."""
-    pids = among if among is not None else [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+def processes(*texts: str) -> list[int]:
+    """Pids of the live processes whose command line holds every one of `texts`."""
     found = []
-    for pid in pids:
+    for pid in [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]:
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
@@ -68,7 +66,7 @@ def dead_pid() -> int:
 class Profile:
     """`jcw profile` run as a real process, in its own session, with TMPDIR pointed into the test's directory."""
 
-    def __init__(self, tmp_path: Path, devices: str, names: list[str], env: dict | None = None, batch_size: int = 4):
+    def __init__(self, tmp_path: Path, devices: str, names: list[str], env: dict | None = None, batch_size: int = 2):
         (tmp_path / "devices.yaml").write_text("devices:\n" + devices)
         (tmp_path / "plan.yaml").write_text(PLAN)
         self.tmp, self.out = tmp_path / "tmp", tmp_path / "results"
@@ -115,10 +113,10 @@ def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches
 
     seconds = run.stop(signal.SIGINT)
     run.assert_interrupted(130)
-    assert seconds < 3
+    assert seconds < 5
     assert processes("runner.py", str(run.tmp)) == []
     after = run.table("here")
-    assert len(before) <= len(after) < KERNELS and len(after) % 4 == 0  # whole batches only
+    assert len(before) <= len(after) < KERNELS and len(after) % 2 == 0  # whole batches only
     assert after.iloc[:len(before)].equals(before)
 
 
@@ -130,14 +128,16 @@ def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_pat
     run = Profile(tmp_path, devices, ["board", "here"])
     wait_for(lambda: run.stored("board") and run.stored("here"), "the first batch of both devices")
     before = {name: run.table(name) for name in ("board", "here")}
-    wait_for(lambda: processes("runner.py", among=descendants(sshd.proc.pid))
-             and processes("runner.py", str(run.tmp)), "both runners measuring their next batch")
+    wait_for(lambda: processes("runner.py", str(work)) and processes("runner.py", str(run.tmp)),
+             "both runners measuring their next batch")
+    time.sleep(1)  # their models loaded: they measure, printing nothing until the batch ends
 
     seconds = run.stop(signal.SIGTERM)
     run.assert_interrupted(143)
-    assert seconds < 3
+    assert seconds < 5
     assert processes("runner.py", str(run.tmp)) == []
-    wait_for(lambda: not processes("runner.py", among=descendants(sshd.proc.pid)), "the board's runner to exit", 5)
+    # searched everywhere: a runner outliving its sshd session is reparented away from sshd's descendants
+    wait_for(lambda: not processes("runner.py", str(work)), "the board's runner to exit", 5)
     wait_for(lambda: list(work.iterdir()) == [], "the remote batch dir to go", 5)
     for name, rows in before.items():
         after = run.table(name)
@@ -160,7 +160,7 @@ def test_sigint_stops_the_phone_mid_batch_and_keeps_the_kernels_it_finished(tmp_
 
     seconds = run.stop(signal.SIGINT)
     run.assert_interrupted(130)
-    assert seconds < 3
+    assert seconds < 5
     assert processes(str(root)) == []  # neither the batch shell nor benchmark_model is left on the phone
     assert list((root / "data/local/tmp/jcw").iterdir()) == []
     assert len(run.table("pixel")) == 4

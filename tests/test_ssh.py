@@ -5,6 +5,7 @@ the venv's Python (so ai_edge_litert is importable there), exactly as on a Raspb
 """
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import DeviceError, open_transport
 from tests.conftest import descendants, keygen
+from tests.test_interrupt import processes
 
 SPECS = [KernelSpec("conv", 28, 28, 64, c, density=d, block="4x1") for c in (32, 64) for d in (0.2, 1.0)] + [
     KernelSpec("conv", 14, 14, 32, 32, k=3, activation="relu", block="4x1"),
@@ -195,3 +197,32 @@ def test_odd_but_valid_remote_paths_are_quoted_and_home_relative(tmp_path, sshd)
         assert remote.is_dir() and list(remote.iterdir()) == []
     finally:
         remote.rmdir()
+
+
+def test_ctrl_c_in_the_profiling_thread_stops_the_runner_on_the_board_and_removes_its_dir(tmp_path, sshd):
+    """`jcw demo` and `jcw profile --adaptive` profile in the main thread: a real SIGINT, sent to this process while
+    the runner runs under the real sshd, closes the channel there; the runner exits and its dir goes."""
+    device = board(tmp_path, sshd, repeats=1500)  # the batch takes 9 s or more: 6 kernels x 1500 samples of >= 1 ms
+    store = ResultsStore(tmp_path / "board.csv")
+
+    def interrupt_when_runner_starts():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if runners():
+                time.sleep(1)  # its models loaded: it measures, printing nothing until the batch ends
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    def runners() -> list[int]:
+        """The board's runners, searched everywhere: one outliving its sshd session is reparented away from sshd."""
+        return processes("runner.py", str(tmp_path))
+
+    threading.Thread(target=interrupt_when_runner_starts, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        profile_device(device, SPECS, store, batch_size=len(SPECS))
+    deadline = time.monotonic() + 5
+    while (runners() or list((tmp_path / "remote").iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runners() == [] and list((tmp_path / "remote").iterdir()) == []
+    assert not (tmp_path / "board.csv").exists()
