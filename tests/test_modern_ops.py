@@ -11,10 +11,15 @@ import torch
 from torch import nn
 
 from predictor import LatencyModel
+from profiler import xnnpack
 from profiler.devices import get_device
+from profiler.harness import random_weights
+from profiler.kernel import KernelSpec
+from profiler.lowering import lower_tflite
 from profiler.measure import measure_files
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
+from profiler.tflite_writer import TFLiteModel
 from pruner.apply import apply_candidate, make_permanent
 from pruner.export import export
 from pruner.graph import analyze
@@ -258,3 +263,22 @@ def test_measured_on_local_sparse_beside_the_prediction(tmp_path):
         # the kernels are most of the network (0.90-1.01 of it measured here); the rest is the invoke and the
         # parameter-free ops, the fitted per-network overhead's
         assert 0.4 * m < p < 1.25 * m
+
+
+def test_xnnpack_rules_for_the_new_ops():
+    """A grouped 1x1 conv blocks XNNPACK's sparse cluster, a squeeze-and-excite gate (1x1 convs, hardsigmoid,
+    multiply) does not; the inception net (padded average pool, concatenation) never runs sparse."""
+    def cluster(middle: KernelSpec) -> xnnpack.Cluster:
+        rng = np.random.default_rng(0)
+        m = TFLiteModel()
+        stem = KernelSpec("conv", 16, 16, 3, 16, k=3, stride=2, activation="hardswish")
+        x = lower_tflite(m, m.input("x", (1, 16, 16, 3)), stem, *random_weights(stem, rng), "xnnpack", "stem")
+        x = lower_tflite(m, x, middle, *random_weights(middle, rng), "xnnpack", "middle")
+        m.outputs = [m.mean(x, [1, 2], name="pool")]
+        return xnnpack.analyse(m)[0]
+
+    assert "grouped conv 'middle'" in cluster(KernelSpec("conv", 8, 8, 16, 16, groups=4)).blocked
+    assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardswish")).blocked
+    assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardsigmoid")).blocked  # ADD, RELU6 fused, MUL
+    inception = export(built("inception"), SHAPE, "xnnpack", block=BLOCK)
+    assert not inception.xnnpack["sparse"] and "is not NCHW-compatible" in inception.xnnpack["reason"]
