@@ -10,7 +10,7 @@ import reprlib
 from collections.abc import Callable
 from pathlib import Path
 
-from predictor.cli import add_device_check_arg
+from predictor.cli import add_device_check_arg, layers_of, read_layers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_check_arg(p)
     p.add_argument("--passes", type=int, default=3,
                    help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
-    p.add_argument("files", nargs="+", help="exported model files (with their .json sidecars for prediction)")
+    p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
     p.set_defaults(run=run_measure)
 
     p = sub.add_parser("finetune", help="fine-tune a pruned candidate with its weight masks fixed")
@@ -295,10 +295,13 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError(f"--require-sparse: XNNPACK will run {out.name} dense on '{device.name}': {why}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(exported.model)
-    specs = [layer.spec for layer in exported.layers]
+    predicted = None
+    if predictor:  # priced as `jcw predict` prices the file: read back as the device runs it
+        specs = layers_of(exported.model, exported.suffix, device.flavour, device.block, str(out))
+        predicted = predictor.predict_network(list(specs.values()))
     sidecar = {
         "device": device.name, "flavour": exported.flavour, "input_shape": list(ckpt.input_shape),
-        "predicted_ms": predictor.predict_network(specs) if predictor else None,
+        "predicted_ms": predicted,
         "xnnpack": exported.xnnpack,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],
@@ -319,23 +322,20 @@ def run_export(args: argparse.Namespace) -> int:
 def run_measure(args: argparse.Namespace) -> int:
     from predictor import persist
     from profiler.devices import get_device
-    from profiler.kernel import KernelSpec
     from profiler.measure import measure_files
 
     device = get_device(args.device, args.devices)
     predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
+    # each file priced as `jcw predict` prices it, read back as the device runs it (before any time is spent)
+    predictions = [predictor.predict_network(list(read_layers(f, device.flavour, device.block).values()))
+                   if predictor else None for f in args.files]
     status = 0
     print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
-    for result in measure_files(device, args.files, passes=args.passes):
+    for result, predicted in zip(measure_files(device, args.files, passes=args.passes), predictions, strict=True):
         if "error" in result:
             print(f"{result['file']:<40} failed: {result['error'].splitlines()[0]}")
             status = 1
             continue
-        predicted = None
-        sidecar = Path(result["file"] + ".json")
-        if predictor is not None and sidecar.is_file():
-            specs = [KernelSpec.from_row(layer) for layer in json.loads(sidecar.read_text())["layers"]]
-            predicted = predictor.predict_network(specs)
         gap = f"{predicted / result['latency_ms'] - 1:+.1%}" if predicted else ""
         shown = f"{predicted:.3f}" if predicted else "-"
         print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")

@@ -17,6 +17,7 @@ import torch
 from jcw.cli import main
 from predictor import persist
 from predictor.latency import LatencyModel
+from predictor.network import Overhead
 from profiler import xnnpack
 from profiler.devices import get_device
 from profiler.kernel import KernelSpec
@@ -56,7 +57,7 @@ def setup(request, tmp_path_factory):
     ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, SETUPS[device], 32, 32))
     save_checkpoint(d / "ckpt.pt", ckpt)
     model = LatencyModel.fit(device_table(ckpt, device))
-    model.overhead = model.overhead.__class__(0.05, 0.001)
+    model.overhead = Overhead(0.05, 0.001)
     persist.save(model, d / "p.jcwm")
     return device, d / "ckpt.pt", d / "p.jcwm"
 

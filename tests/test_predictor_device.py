@@ -103,6 +103,21 @@ def test_calibrate_fits_the_overhead_to_the_measured_networks(work, tmp_path, ca
     assert json.loads((tmp_path / "a.json").read_text())["predicted_ms"] == pytest.approx(after[0], abs=1e-4)
 
 
+def test_predict_measure_prints_both_and_every_command_prices_a_file_alike(work, tmp_path, capsys):
+    p, a = str(work / "p.jcwm"), str(work / "a.tflite")
+    capsys.readouterr()
+    assert main(["predict", "--predictor", p, a, "--measure", "local-sparse", "--passes", "1",
+                 "--out", str(tmp_path / "a.json")]) == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    printed = capsys.readouterr().out.splitlines()[-2]
+    assert printed.startswith(f"measured on 'local-sparse': {result['measured_ms']:.4f} ms; predicted "
+                              f"{result['predicted_ms']:.4f} ms") and result["measured_ms"] > 0
+    assert json.loads((work / "a.tflite.json").read_text())["predicted_ms"] == pytest.approx(result["predicted_ms"])
+    assert main(["measure", "--device", "local-sparse", "--predictor", p, "--passes", "1", a]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[0] == a and float(row[2]) == pytest.approx(result["predicted_ms"], abs=1e-3)
+
+
 class Upscaled(nn.Module):
     def __init__(self):
         super().__init__()
