@@ -177,7 +177,9 @@ def read_tflite(data: bytes, flavour: str, block: str, source: str = "model") ->
         raise UserError(f"{source}: a TFLite model, but the latency model prices {flavour} models")
     try:
         m = read_model(data, source)
-    except (IndexError, ValueError, KeyError, TypeError) as err:  # what a truncated or foreign flatbuffer raises
+    except UserError:
+        raise
+    except Exception as err:  # a truncated or foreign flatbuffer fails in many ways (struct, index, attribute errors)
         raise UserError(f"{source}: not a readable TFLite model ({type(err).__name__}: {err})") from None
     try:
         specs = layer_specs(m, flavour, block)

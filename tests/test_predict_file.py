@@ -139,8 +139,12 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
     (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     (tmp_path / "x.pt").write_bytes(b"")
+    full = tmp_path / "f.tflite"
+    assert main(["export", "--model", str(ckpt_path), "--device", device_name, "--out", str(full)]) == 0
+    (tmp_path / "cut.tflite").write_bytes(full.read_bytes()[:5000])
     cases = [
         ([str(tmp_path / "junk.tflite")], "junk.tflite: not a TFLite file"),
+        ([str(tmp_path / "cut.tflite")], "cut.tflite: not a readable TFLite model"),
         ([str(tmp_path / "junk.onnx")], "junk.onnx: an ONNX model, but the latency model prices"),
         ([str(tmp_path / "x.pt")], "unknown model file type '.pt'"),
         ([str(tmp_path / "missing.tflite")], "missing.tflite: cannot be read"),
