@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from profiler.errors import UserError
 from pruner.data import load_mnist_sized
-from pruner.sources import call_factory, factory_name, factory_source, is_factory
+from pruner.sources import call_factory, error_line, factory_name, factory_source, is_factory
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -191,9 +191,8 @@ def check_head(model: nn.Module, input_shape: Sequence[int], num_classes: int) -
         with torch.no_grad():
             out = model.eval()(torch.zeros(1, *shape))
     except Exception as err:  # any layer of the user's model may refuse the shape
-        message = str(err).splitlines()[0] if str(err) else ""
-        raise UserError(f"the model does not run on input shape {','.join(map(str, shape))} "
-                        f"({type(err).__name__}: {message})") from err
+        shown = ",".join(map(str, shape))
+        raise UserError(f"the model does not run on input shape {shown} ({error_line(err)})") from err
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:

@@ -54,7 +54,7 @@ def import_factory(source: Mapping) -> Callable:
     """The callable a factory provenance names, its file or module imported; errors name the file or module."""
     kind, name = source.get("kind"), source.get("factory")
     if not isinstance(name, str):
-        raise UserError(f"model source {dict(source)}: factory must be a function's name")
+        raise UserError(f"factory {dict(source)!r:.200}: 'factory' must be a function's name")
     if kind == "file":
         where = source.get("path")
         module = _import_file(Path(str(where)))
@@ -62,7 +62,7 @@ def import_factory(source: Mapping) -> Callable:
         where = source.get("module")
         module = _import_module(str(where))
     else:
-        raise UserError(f"model source {dict(source)}: kind must be 'file' or 'module'")
+        raise UserError(f"factory {dict(source)!r:.200}: 'kind' must be 'file' or 'module'")
     factory = getattr(module, name, None)
     if factory is None:
         raise UserError(f"{where}: has no {name!r}")
@@ -86,7 +86,7 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except Exception as err:  # the user's code: any failure is theirs to fix, named in one line
         del sys.modules[name]
-        raise UserError(f"{path}: importing it failed ({type(err).__name__}: {err})") from err
+        raise UserError(f"{path}: importing it failed ({error_line(err)})") from err
     return module
 
 
@@ -96,7 +96,7 @@ def _import_module(name: str):
     except ModuleNotFoundError as err:
         raise UserError(f"module {name!r} not found ({err}); is it installed or on PYTHONPATH?") from None
     except Exception as err:  # the user's code
-        raise UserError(f"module {name!r}: importing it failed ({type(err).__name__}: {err})") from err
+        raise UserError(f"module {name!r}: importing it failed ({error_line(err)})") from err
 
 
 def call_factory(source: Mapping) -> object:
@@ -105,7 +105,7 @@ def call_factory(source: Mapping) -> object:
     try:
         return factory()
     except Exception as err:  # the user's code
-        raise UserError(f"{factory_name(source)}: calling it failed ({type(err).__name__}: {err})") from err
+        raise UserError(f"{factory_name(source)}: calling it failed ({error_line(err)})") from err
 
 
 def factory_name(source: Mapping) -> str:
@@ -132,8 +132,8 @@ def load_weights(model: nn.Module, path: str | Path) -> str:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for files it cannot read this way
-        raise UserError(f"{path}: not a state_dict torch.load can read with weights_only=True "
-                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        reason = error_line(err)
+        raise UserError(f"{path}: not a state_dict torch.load can read with weights_only=True ({reason})") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         keys = ", ".join(repr(k) for k in list(state)[:5]) if isinstance(state, Mapping) else type(state).__name__
         raise UserError(f"{path}: expected a state_dict (parameter names to tensors), got {keys}")
@@ -160,6 +160,13 @@ def parse_input_shape(value: str | Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1 or any(isinstance(p, float) for p in parts):
         raise UserError(f"input shape {value!r}: expected C,H,W as three positive integers, e.g. 3,224,224")
     return shape
+
+
+def error_line(err: BaseException) -> str:
+    """An exception as one line, its type and the first line of its message: errors from a user's code, or
+    torch's multi-line ones, stay one-line UserErrors."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def file_sha256(path: str | Path) -> str:

@@ -190,3 +190,9 @@ def test_input_shapes_parse():
     assert parse_input_shape("1, 28, 28") == (1, 28, 28) and parse_input_shape([3, 8, 9]) == (3, 8, 9)
     with pytest.raises(UserError):
         parse_input_shape([3.5, 8, 8])
+
+
+def test_a_file_that_fails_to_import_is_one_line_naming_it(tmp_path):
+    (tmp_path / "bad.py").write_text('raise ValueError("first line\\nsecond line")\n')
+    with pytest.raises(UserError, match=r"bad.py: importing it failed \(ValueError: first line\)$"):
+        load_model(f"{tmp_path}/bad.py:build", input_shape="3,8,8")
