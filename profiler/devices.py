@@ -28,6 +28,7 @@ _COMMON = {
     "repeats": {"type": "integer", "minimum": 1},
     "rounds": {"type": "integer", "minimum": 1},
     "max_cv": {"type": "number", "exclusiveMinimum": 0},
+    "min_sample_ms": {"type": "number", "exclusiveMinimum": 0},
 }
 _BY_TRANSPORT = {
     "local": (
@@ -98,6 +99,7 @@ class Device:
     repeats: int = 20
     rounds: int = 3
     max_cv: float = 0.1
+    min_sample_ms: float = 1.0  # each timed sample repeats the model until it lasts this long
     description: str = ""
     options: dict = field(default_factory=dict, compare=False)
 

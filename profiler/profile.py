@@ -44,6 +44,7 @@ def runner_settings(device: Device) -> dict:
     return {
         "runtime": device.runtime, "xnnpack": device.xnnpack, "threads": device.threads, "cpus": list(device.cpus),
         "warmup": device.warmup, "repeats": device.repeats, "rounds": device.rounds, "max_cv": device.max_cv,
+        "min_sample_ms": device.min_sample_ms,
     }
 
 
