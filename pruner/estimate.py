@@ -2,8 +2,10 @@
 
 Estimators: the proxy (inherit the trained weights, apply the candidate, recalibrate BatchNorm, evaluate on a
 held-out split), the weight-sharing supernet (pruner.supernet) and any user function of a pruned model. All
-cache results by gene vector (NSGA-II revisits candidates) and run torch single-threaded by default: on a
-small shared CPU, extra threads make tiny convs far slower.
+cache results by gene vector (NSGA-II revisits candidates), score on a torch `device` (None: where the model
+is) and, with `workers` > 1, score a batch's new candidates on that many processes (pruner.parallel). torch's
+thread count is left as it is unless `threads` is given (on a small shared CPU, one thread is fastest for
+tiny convs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 
 from pruner.apply import apply_candidate
 from pruner.data import Split
+from pruner.parallel import ScorePool
 from pruner.space import SearchSpace
 from pruner.train import Evaluation, evaluate, recalibrate_bn
 
@@ -61,6 +64,13 @@ class ProxyData:
     calibration: Batches
     held_out: Batches
 
+    def to(self, device: torch.device | None) -> ProxyData:
+        """The batches on `device` (None: as they are), moved once rather than for every candidate."""
+        if device is None:
+            return self
+        return ProxyData(*([(x.to(device), y.to(device)) for x, y in batches]
+                           for batches in (self.calibration, self.held_out)))
+
 
 def proxy_data(calibration: Iterable, held_out: Iterable, bn_batches: int = 10) -> ProxyData:
     """ProxyData from any loaders of (images, labels): the first `bn_batches` calibration batches, all held-out."""
@@ -75,34 +85,60 @@ def mnist_proxy_data(
     return proxy_data(calibration, splits["val"].loader(500, limit=val_size), bn_batches)
 
 
-def recalibrate(model: nn.Module, calibration: Batches) -> nn.Module:
-    """Recompute `model`'s BatchNorm statistics on all `calibration` batches, seeded (dropout) for determinism."""
+def recalibrate(model: nn.Module, calibration: Batches, device: torch.device | None = None) -> nn.Module:
+    """Recompute `model`'s BatchNorm statistics on all `calibration` batches, on `device`, seeded (dropout)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return recalibrate_bn(model, calibration, len(calibration))
+        return recalibrate_bn(model, calibration, len(calibration), device)
 
 
-def calibrated_evaluation(model: nn.Module, data: ProxyData) -> Evaluation:
+def calibrated_evaluation(model: nn.Module, data: ProxyData, device: torch.device | None = None) -> Evaluation:
     """Recalibrate `model`'s BatchNorm on the calibration batches, then score it on the held-out batches."""
-    return evaluate(recalibrate(model, data.calibration), data.held_out)
+    return evaluate(recalibrate(model, data.calibration, device), data.held_out, device)
 
 
 @dataclass(eq=False)
 class CachedEstimator:
-    """An Estimator from a per-candidate `score`; each distinct gene vector is scored once, then cached."""
+    """An Estimator from a per-candidate `score`; each distinct gene vector is scored once, then cached.
+
+    With `workers` > 1 the new candidates of each call are scored on a pool of processes (pruner.parallel),
+    started at the first call and kept until `reset` or `close`; `score` must then be a picklable dataclass
+    with a `device` field (ProxyScore, UserScore with a module-level function, SupernetScore). `threads` sets
+    torch's thread count while scoring, in this process and in each worker (None: this process's count).
+    """
 
     score: Callable[[np.ndarray], Evaluation]
-    threads: int | None = 1
+    threads: int | None = None
+    workers: int = 1
     cache: dict[tuple[int, ...], Evaluation] = field(default_factory=dict)
+    pool: ScorePool | None = field(default=None, init=False)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         rows = np.atleast_2d(np.asarray(X)).astype(int)
-        with torch_threads(self.threads):
-            for x in rows:
-                key = tuple(x.tolist())
-                if key not in self.cache:
-                    self.cache[key] = self.score(x)
+        new = {tuple(x.tolist()): x for x in rows if tuple(x.tolist()) not in self.cache}  # first seen first
+        if new:
+            self.cache |= dict(zip(new, self.score_rows(list(new.values())), strict=True))
         return np.array([[e.loss, e.top1] for e in (self.cache[tuple(x.tolist())] for x in rows)], dtype=float)
+
+    def score_rows(self, rows: list[np.ndarray]) -> list[Evaluation]:
+        """Score gene vectors, in order: here, or on the worker pool when there are several workers."""
+        if self.workers <= 1:
+            with torch_threads(self.threads):
+                return [self.score(x) for x in rows]
+        if self.pool is None:
+            self.pool = ScorePool(self.score, self.workers, self.threads)
+        return self.pool.map(rows)
+
+    def reset(self) -> None:
+        """Forget every estimate and stop the workers: the next call scores with the score's current state."""
+        self.cache.clear()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they also stop when the program exits)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
 
 @dataclass(eq=False)
@@ -113,16 +149,25 @@ class ProxyScore:
     space: SearchSpace
     data: ProxyData
     block: str = "1x4"
+    device: torch.device | None = None  # where the pruned copy is scored; None: where `model` is
 
     def __call__(self, x: np.ndarray) -> Evaluation:
-        return calibrated_evaluation(apply_candidate(self.model, self.space, x, self.block), self.data)
+        pruned = apply_candidate(self.model, self.space, x, self.block)
+        return calibrated_evaluation(pruned, self.data, self.device)
 
 
 def proxy_estimator(
-    model: nn.Module, space: SearchSpace, data: ProxyData, block: str = "1x4", threads: int | None = 1
+    model: nn.Module,
+    space: SearchSpace,
+    data: ProxyData,
+    block: str = "1x4",
+    threads: int | None = None,
+    device: torch.device | None = None,
+    workers: int = 1,
 ) -> CachedEstimator:
-    """The proxy estimator of trained `model` over `space` (block: the target device's sparsity block)."""
-    return CachedEstimator(ProxyScore(model, space, data, block), threads)
+    """The proxy estimator of trained `model` over `space` (block: the target device's sparsity block), scoring
+    on `device` with `workers` processes (see CachedEstimator)."""
+    return CachedEstimator(ProxyScore(model, space, data.to(device), block, device), threads, workers)
 
 
 @dataclass(eq=False)
@@ -137,10 +182,11 @@ class UserScore:
     fn: Callable[[nn.Module], float | Evaluation]
     block: str = "1x4"
     calibration: Batches | None = None
+    device: torch.device | None = None  # where the pruned copy is placed before `fn`; None: where `model` is
 
     def __call__(self, x: np.ndarray) -> Evaluation:
-        pruned = apply_candidate(self.model, self.space, x, self.block)
-        result = self.fn(pruned if self.calibration is None else recalibrate(pruned, self.calibration))
+        pruned = apply_candidate(self.model, self.space, x, self.block).to(self.device)
+        result = self.fn(pruned if self.calibration is None else recalibrate(pruned, self.calibration, self.device))
         return result if isinstance(result, Evaluation) else Evaluation(float(result), float("nan"))
 
 
@@ -150,7 +196,10 @@ def user_estimator(
     fn: Callable[[nn.Module], float | Evaluation],
     block: str = "1x4",
     calibration: Batches | None = None,
-    threads: int | None = 1,
+    threads: int | None = None,
+    device: torch.device | None = None,
+    workers: int = 1,
 ) -> CachedEstimator:
-    """An estimator calling `fn` on each candidate's pruned copy of `model` (e.g. lambda m: my_eval(m))."""
-    return CachedEstimator(UserScore(model, space, fn, block, calibration), threads)
+    """An estimator calling `fn` on each candidate's pruned copy of `model` (e.g. lambda m: my_eval(m)), placed
+    on `device`; with `workers` > 1, `fn` must be a module-level function (it is sent to worker processes)."""
+    return CachedEstimator(UserScore(model, space, fn, block, calibration, device), threads, workers)
