@@ -95,79 +95,95 @@ def layer_specs(m: TFLiteModel, flavour: str, block: str) -> dict[str, KernelSpe
     take the nchw layout (profiler.xnnpack). The file does not say which block its weights were pruned in: the
     specs carry `block`, the device's.
     """
-    producer = {t: op for op in m.ops for t in op.outputs}
-    readers: dict[int, list[_Op]] = {}
-    for op in m.ops:
-        for t in op.inputs:
-            readers.setdefault(t, []).append(op)
-
-    def only_reader(t: int) -> _Op | None:
-        ops = readers.get(t, [])
-        return ops[0] if len(ops) == 1 and t not in m.outputs else None
-
-    def name(t: int) -> str:
-        return m.tensors[t].name
-
-    def activation(op: _Op) -> str:
-        fused = _FUSED.get(op.options[1].get("FusedActivationFunction", ACTIVATION["none"]))
-        if fused is None:
-            raise UserError(f"fused activation {op.options[1]['FusedActivationFunction']} is none KernelSpec knows")
-        after = only_reader(op.outputs[0])
-        standalone = _STANDALONE.get(after.code) if after is not None else None
-        return standalone if fused == "none" and standalone in ACTIVATIONS else fused
-
-    def density(op: _Op) -> float:
-        tensor = op.inputs[1]
-        if tensor in producer and producer[tensor].code == OP.DENSIFY:
-            tensor = producer[tensor].inputs[0]
-        t = m.tensors[tensor]
-        if flavour == "builtin" and t.sparsity is None:
-            return 1.0
-        values = np.frombuffer(m.buffers[t.buffer], dtype=np.float32)
-        return round(np.count_nonzero(values) / max(1, int(np.prod(t.shape))), 6)
-
+    graph = _Graph(m)
     specs = {}
     for op in m.ops:
-        if op.code not in (OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED):
-            continue
-        x, out, weight = op.inputs[0], op.outputs[0], m.tensors[op.inputs[1]].shape
-        where = f"layer '{name(out)}'"
-        try:
-            if op.code == OP.FULLY_CONNECTED:
-                source = producer.get(x)
-                back = only_reader(out)
-                if (source is not None and source.code == OP.RESHAPE and len(m.shape(source.inputs[0])) == 4
-                        and back is not None and back.code == OP.RESHAPE and len(m.shape(back.outputs[0])) == 4):
-                    _, h, w, cin = m.shape(source.inputs[0])  # the built-in flavour's sparse 1x1 conv
-                    specs[name(back.outputs[0])] = KernelSpec("conv", h, w, cin, weight[0], density=density(op),
-                                                              block=block, activation=activation(op))
-                else:
-                    specs[name(out)] = KernelSpec("fc", 1, 1, weight[1], weight[0], density=density(op), block=block,
-                                                  activation=activation(op))
-                continue
-            fields = op.options[1]
-            if (pad := producer.get(x)) and pad.code == OP.PAD and only_reader(x) is op:
-                x = pad.inputs[0]
-            _, h, w, cin = m.shape(x)
-            if weight[1] != weight[2] or fields["StrideH"] != fields["StrideW"]:
-                raise UserError(f"{weight[1]}x{weight[2]} kernel, strides {fields['StrideH']}, "
-                                f"{fields['StrideW']}: KernelSpec layers are square")
-            if op.code == OP.DEPTHWISE_CONV_2D:
-                if fields["DepthMultiplier"] != 1:
-                    raise UserError(f"depth multiplier {fields['DepthMultiplier']} (only 1 is read)")
-                spec = KernelSpec("dwconv", h, w, cin, cin, weight[1], fields["StrideH"], cin, block=block,
-                                  activation=activation(op))
-            else:
-                spec = KernelSpec("conv", h, w, cin, weight[0], weight[1], fields["StrideH"], cin // weight[3],
-                                  density(op), block, activation(op))
-            specs[name(out)] = spec
-        except UserError as err:
-            raise UserError(f"{where}: {err}") from None
+        if op.code in (OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED):
+            try:
+                name, spec = _layer(graph, op, flavour, block)
+            except UserError as err:
+                raise UserError(f"layer '{m.tensors[op.outputs[0]].name}': {err}") from None
+            specs[name] = spec
     if flavour == "xnnpack":
         nchw = {n for cluster in xnnpack.analyse(m) if cluster.sparse for n in cluster.nodes}
         specs = {n: s.replace(layout="nchw") if n in nchw and runs_chw(s.op, s.k, s.stride) else s.replace(density=1.0)
                  for n, s in specs.items()}
     return specs
+
+
+class _Graph:
+    """A TFLiteModel with each tensor's producing op and reading ops."""
+
+    def __init__(self, m: TFLiteModel):
+        self.m = m
+        self.producer = {t: op for op in m.ops for t in op.outputs}
+        self.readers: dict[int, list[_Op]] = {}
+        for op in m.ops:
+            for t in op.inputs:
+                self.readers.setdefault(t, []).append(op)
+
+    def made_by(self, tensor: int, code: int) -> _Op | None:
+        """The op that produces `tensor` if it is a `code` op."""
+        op = self.producer.get(tensor)
+        return op if op is not None and op.code == code else None
+
+    def only_reader(self, tensor: int) -> _Op | None:
+        """The one op reading `tensor`, if no other op reads it and it is no graph output."""
+        ops = self.readers.get(tensor, [])
+        return ops[0] if len(ops) == 1 and tensor not in self.m.outputs else None
+
+
+def _layer(g: _Graph, op: _Op, flavour: str, block: str) -> tuple[str, KernelSpec]:
+    """A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op as a named KernelSpec (its layer's output names it)."""
+    m, x, out, weight = g.m, op.inputs[0], op.outputs[0], g.m.tensors[op.inputs[1]].shape
+    act, density = _activation(g, op), _density(g, op, flavour)
+    if op.code == OP.FULLY_CONNECTED:
+        flatten, back = g.made_by(x, OP.RESHAPE), g.only_reader(out)
+        if flatten and len(m.shape(flatten.inputs[0])) == 4 and back and back.code == OP.RESHAPE and \
+                len(m.shape(back.outputs[0])) == 4:  # the built-in flavour's sparse 1x1 conv: RESHAPE-FC-RESHAPE
+            _, h, w, cin = m.shape(flatten.inputs[0])
+            return m.tensors[back.outputs[0]].name, KernelSpec("conv", h, w, cin, weight[0], density=density,
+                                                               block=block, activation=act)
+        return m.tensors[out].name, KernelSpec("fc", 1, 1, weight[1], weight[0], density=density, block=block,
+                                               activation=act)
+    if (pad := g.made_by(x, OP.PAD)) and g.only_reader(x) is op:  # explicit padding, as XNNPACK fuses it
+        x = pad.inputs[0]
+    _, h, w, cin = m.shape(x)
+    fields = op.options[1]
+    stride = fields["StrideH"]
+    if weight[1] != weight[2] or stride != fields["StrideW"]:
+        raise UserError(f"{weight[1]}x{weight[2]} kernel, strides {stride}, {fields['StrideW']}: KernelSpec layers "
+                        "are square")
+    if op.code == OP.CONV_2D:  # weights OHWI: groups from the input channels each filter reads
+        return m.tensors[out].name, KernelSpec("conv", h, w, cin, weight[0], weight[1], stride, cin // weight[3],
+                                               density, block, act)
+    if fields["DepthMultiplier"] != 1:
+        raise UserError(f"depth multiplier {fields['DepthMultiplier']} (only 1 is read)")
+    return m.tensors[out].name, KernelSpec("dwconv", h, w, cin, cin, weight[1], stride, cin, block=block,
+                                           activation=act)
+
+
+def _activation(g: _Graph, op: _Op) -> str:
+    """The op's fused activation, or the activation op that alone reads its output if KernelSpec knows it."""
+    code = op.options[1].get("FusedActivationFunction", ACTIVATION["none"])
+    if code not in _FUSED:
+        raise UserError(f"fused activation {code} is none KernelSpec knows")
+    after = g.only_reader(op.outputs[0])
+    standalone = _STANDALONE.get(after.code) if after is not None else None
+    return standalone if _FUSED[code] == "none" and standalone in ACTIVATIONS else _FUSED[code]
+
+
+def _density(g: _Graph, op: _Op, flavour: str) -> float:
+    """The nonzero share of the op's weight as stored (behind a DENSIFY if sparse); 1.0 for a weight the built-in
+    kernels read dense."""
+    tensor = op.inputs[1]
+    if densify := g.made_by(tensor, OP.DENSIFY):
+        tensor = densify.inputs[0]
+    t = g.m.tensors[tensor]
+    if flavour == "builtin" and t.sparsity is None:
+        return 1.0
+    values = np.frombuffer(g.m.buffers[t.buffer], dtype=np.float32)
+    return round(np.count_nonzero(values) / max(1, int(np.prod(t.shape))), 6)
 
 
 def read_tflite(data: bytes, flavour: str, block: str, source: str = "model") -> dict[str, KernelSpec]:
