@@ -94,6 +94,8 @@ def run_predict(args: argparse.Namespace) -> int:
                         f"{' and '.join(given) if given else 'none'}")
     if args.configs:
         return _predict_table(args)
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {args.out}: predictions of a model are written as .csv or .json")
     if args.measure and not args.file:
         raise UserError("--measure times a model file; export the checkpoint first (jcw export) and pass the file")
     device = get_device(args.measure, args.devices) if args.measure else None
@@ -175,15 +177,11 @@ def _write_prediction(result: dict, out: Path) -> None:
     """Per-layer predictions as CSV (one row per layer), or everything as JSON (with the total and overhead)."""
     import pandas as pd
 
-    from profiler.errors import UserError
-
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
         out.write_text(json.dumps(result, indent=1))
-    elif out.suffix.lower() == ".csv":
-        pd.DataFrame(result["layers"]).to_csv(out, index=False)
     else:
-        raise UserError(f"--out {out}: write predictions as .csv or .json")
+        pd.DataFrame(result["layers"]).to_csv(out, index=False)
 
 
 def _predict_table(args: argparse.Namespace) -> int:

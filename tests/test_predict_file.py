@@ -149,6 +149,7 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
         ([str(tmp_path / "x.pt")], "unknown model file type '.pt'"),
         ([str(tmp_path / "missing.tflite")], "missing.tflite: cannot be read"),
         ([], "pass one of FILE"),
+        ([str(full), "--out", str(tmp_path / "p.txt")], "p.txt: predictions of a model are written as .csv or .json"),
         (["--model", str(ckpt_path), "--measure", device_name], "--measure times a model file"),
     ]
     for args, message in cases:
