@@ -14,8 +14,8 @@ from onnx import numpy_helper
 from profiler.errors import UserError
 from profiler.kernel import ACTIVATIONS, KernelSpec
 
-_ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "Sigmoid": "sigmoid"}
-"""Activation nodes read as the layer's when they are its output's only reader and KernelSpec knows them."""
+_ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid"}
+"""One-node activations after a layer, as OnnxModel.activation writes them (relu6 is a Clip, silu x * Sigmoid(x))."""
 
 
 def read_onnx(data: bytes, flavour: str, block: str, source: str = "model") -> dict[str, KernelSpec]:
@@ -37,12 +37,18 @@ def read_onnx(data: bytes, flavour: str, block: str, source: str = "model") -> d
     outputs = {o.name for o in graph.output}
 
     def activation(node) -> str:
-        after = readers.get(node.output[0], [])
-        if len(after) != 1 or node.output[0] in outputs:
+        out = node.output[0]
+        after = sorted(readers.get(out, []), key=lambda n: n.op_type != "Sigmoid")
+        if out in outputs or not after:
             return "none"
-        act = _ACTIVATIONS.get(after[0].op_type)
-        if after[0].op_type == "Clip" and [float(weights.get(i, np.nan)) for i in after[0].input[1:]] == [0.0, 6.0]:
-            act = "relu6"
+        if len(after) == 1:
+            act = _ACTIVATIONS.get(after[0].op_type)
+            if after[0].op_type == "Clip" and [float(weights.get(i, np.nan)) for i in after[0].input[1:]] == [0, 6]:
+                act = "relu6"
+        else:
+            silu = [n.op_type for n in after] == ["Sigmoid", "Mul"] and \
+                sorted(after[1].input) == sorted((out, after[0].output[0]))
+            act = "silu" if silu else None
         return act if act in ACTIVATIONS else "none"
 
     specs = {}

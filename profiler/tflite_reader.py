@@ -28,7 +28,7 @@ _INDEX_VECTORS = {tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
                   tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}
 _FUSED = {v: k for k, v in ACTIVATION.items()}
 _STANDALONE = {OP.RELU: "relu", OP.RELU6: "relu6", OP.HARD_SWISH: "hardswish", OP.LOGISTIC: "sigmoid"}
-"""Activation ops a conv's output may pass through on its own; those KernelSpec knows are read as the conv's."""
+"""One-op activations after a layer, as TFLiteModel.activation writes them (silu and hardsigmoid take two ops)."""
 
 
 def read_model(data: bytes, source: str = "model") -> TFLiteModel:
@@ -136,16 +136,18 @@ class _Graph:
 def _layer(g: _Graph, op: _Op, flavour: str, block: str) -> tuple[str, KernelSpec]:
     """A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op as a named KernelSpec (its layer's output names it)."""
     m, x, out, weight = g.m, op.inputs[0], op.outputs[0], g.m.tensors[op.inputs[1]].shape
-    act, density = _activation(g, op), _density(g, op, flavour)
+    density = _density(g, op, flavour)
     if op.code == OP.FULLY_CONNECTED:
         flatten, back = g.made_by(x, OP.RESHAPE), g.only_reader(out)
         if flatten and len(m.shape(flatten.inputs[0])) == 4 and back and back.code == OP.RESHAPE and \
                 len(m.shape(back.outputs[0])) == 4:  # the built-in flavour's sparse 1x1 conv: RESHAPE-FC-RESHAPE
             _, h, w, cin = m.shape(flatten.inputs[0])
-            return m.tensors[back.outputs[0]].name, KernelSpec("conv", h, w, cin, weight[0], density=density,
-                                                               block=block, activation=act)
+            out = back.outputs[0]
+            return m.tensors[out].name, KernelSpec("conv", h, w, cin, weight[0], density=density, block=block,
+                                                   activation=_activation(g, op, out))
         return m.tensors[out].name, KernelSpec("fc", 1, 1, weight[1], weight[0], density=density, block=block,
-                                               activation=act)
+                                               activation=_activation(g, op, out))
+    act = _activation(g, op, out)
     if (pad := g.made_by(x, OP.PAD)) and g.only_reader(x) is op:  # explicit padding, as XNNPACK fuses it
         x = pad.inputs[0]
     _, h, w, cin = m.shape(x)
@@ -163,14 +165,39 @@ def _layer(g: _Graph, op: _Op, flavour: str, block: str) -> tuple[str, KernelSpe
                                            activation=act)
 
 
-def _activation(g: _Graph, op: _Op) -> str:
-    """The op's fused activation, or the activation op that alone reads its output if KernelSpec knows it."""
+def _activation(g: _Graph, op: _Op, out: int) -> str:
+    """The op's fused activation, or else the activation applied to its layer's output `out` on its own."""
     code = op.options[1].get("FusedActivationFunction", ACTIVATION["none"])
     if code not in _FUSED:
         raise UserError(f"fused activation {code} is none KernelSpec knows")
-    after = g.only_reader(op.outputs[0])
-    standalone = _STANDALONE.get(after.code) if after is not None else None
-    return standalone if _FUSED[code] == "none" and standalone in ACTIVATIONS else _FUSED[code]
+    if _FUSED[code] != "none" or out in g.m.outputs:
+        return _FUSED[code]
+    readers = g.readers.get(out, [])
+    if len(readers) == 1 and readers[0].code in _STANDALONE:
+        act = _STANDALONE[readers[0].code]
+    elif len(readers) == 1 and _is_hardsigmoid(g, readers[0]):
+        act = "hardsigmoid"
+    elif sorted(r.code for r in readers) == sorted((OP.LOGISTIC, OP.MUL)):  # silu: x * LOGISTIC(x)
+        sigmoid, mul = sorted(readers, key=lambda r: r.code != OP.LOGISTIC)
+        act = "silu" if sorted(mul.inputs) == sorted((out, sigmoid.outputs[0])) else "none"
+    else:
+        act = "none"
+    return act if act in ACTIVATIONS else "none"
+
+
+def _is_hardsigmoid(g: _Graph, add: _Op) -> bool:
+    """Whether `add` starts relu6(x + 3) * (1 / 6), PyTorch's hardsigmoid as TFLiteModel.activation writes it."""
+    mul = g.only_reader(add.outputs[0])
+    return (add.code == OP.ADD and add.options[1].get("FusedActivationFunction") == ACTIVATION["relu6"]
+            and _constant(g.m, add.inputs[1]) == 3.0 and mul is not None and mul.code == OP.MUL
+            and _constant(g.m, mul.inputs[1]) == np.float32(1 / 6))
+
+
+def _constant(m: TFLiteModel, tensor: int) -> float | None:
+    """A scalar float constant's value (None for anything else)."""
+    t = m.tensors[tensor]
+    values = np.frombuffer(m.buffers[t.buffer], dtype=np.float32) if t.buffer else ()
+    return float(values[0]) if len(values) == 1 else None
 
 
 def _density(g: _Graph, op: _Op, flavour: str) -> float:

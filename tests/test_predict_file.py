@@ -21,13 +21,16 @@ from predictor.network import Overhead
 from profiler import xnnpack
 from profiler.devices import get_device
 from profiler.kernel import KernelSpec
-from profiler.tflite_reader import layer_specs, read_model
+from profiler.onnx_reader import read_onnx
+from profiler.tflite_reader import layer_specs, read_model, read_tflite
 from pruner.apply import apply_candidate
 from pruner.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
 from pruner.export import export
 from pruner.latency import device_latency, profiling_plan, sparse_cluster
 from pruner.models import build_model
 from tests.test_export import run
+from tests.test_modern_ops import NETS, built
+from tests.test_modern_ops import SHAPE as MODERN_SHAPE
 
 SETUPS = {"local-sparse": 1, "local": 3}  # device -> input channels (XNNPACK's sparse path needs 3)
 
@@ -157,3 +160,16 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
         assert main(["predict", "--predictor", str(predictor_path), *args]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_modern_networks_read_back_as_the_exporter_wrote_their_layers(net):
+    """Squeeze-and-excite, hardswish, hardsigmoid, SiLU, 5x5 depthwise and concat networks, every flavour: the
+    activation written as ops of its own is read as the layer's, as the exporter's KernelSpecs have it."""
+    model = built(net)
+    for flavour in ("builtin", "xnnpack", "onnx"):
+        exported = export(model, MODERN_SHAPE, flavour, "4x1")
+        read = (read_onnx if flavour == "onnx" else read_tflite)(exported.model, flavour, "4x1")
+        assert read == {layer.name: layer.spec for layer in exported.layers}, flavour
+    if net != "inception":  # the concat network is plain ReLU
+        assert {s.activation for s in read.values()} - {"none", "relu", "relu6"}, "no new activation exercised"
