@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pruner.demo import DemoConfig, Steps, prepare
+from jcw.demo import DemoConfig, Steps, prepare
 from pruner.estimate import mnist_proxy_data, proxy_estimator
 from pruner.fronts import METHODS, WEIGHT_STAGE, run_fronts
-from pruner.search import SearchConfig, hypervolumes, plot_fronts
+from pruner.pareto import hypervolumes, plot_fronts
+from pruner.search import SearchConfig
 from pruner.supernet import SupernetEstimator, build_supernet
 
 CACHE = Path(__file__).parent / "cache" / "demo"

@@ -6,10 +6,10 @@ import argparse
 import signal
 import sys
 
+from jcw import commands
 from predictor import cli as predictor_cli
 from profiler import cli as profiler_cli
 from profiler.errors import UserError
-from pruner import cli as pruner_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     profiler_cli.register(sub)
     predictor_cli.register(sub)
     predictor_cli.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` is the predictor's
-    pruner_cli.register(sub)
+    commands.register(sub)
     return parser
 
 class Terminated(KeyboardInterrupt):

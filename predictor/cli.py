@@ -86,7 +86,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
     from profiler.errors import UserError
 
-    checkpoint = getattr(args, "model", None)  # `--model CKPT` is the pruner's (pruner.cli.register)
+    checkpoint = getattr(args, "model", None)  # `--model CKPT` is the application's (jcw.commands.register)
     given = [flag for flag, value in (("FILE", args.file), ("--model", checkpoint), ("--configs", args.configs))
              if value]
     if len(given) != 1:

@@ -11,22 +11,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-from pruner.estimate import LOSS, TOP1, Estimator
-from pruner.search import (
-    FixedGenes,
-    SearchConfig,
-    SearchError,
-    SearchProblem,
+from pruner.estimate import TOP1, Estimator, as_loss_fn
+from pruner.pareto import (
+    LATENCY,
+    LOSS,
     best_under_budgets,
     hypervolumes,
     non_dominated,
     pareto_front,
     plot_fronts,
-    search,
     shared_ref_point,
-    uniform_sweep,
 )
+from pruner.search import FixedGenes, SearchConfig, SearchError, SearchProblem, search
 from pruner.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.space import SearchSpace
 
@@ -61,6 +59,22 @@ def uniform_candidate(space: SearchSpace, multiplier: float) -> np.ndarray:
     width = int(np.argmin(np.abs(np.asarray(space.width_grid) - multiplier)))
     return np.clip(np.r_[[width] * space.n_width, space.upper[space.n_width:]],
                    space.lower, space.upper)
+
+
+def uniform_sweep(
+    problem: SearchProblem, to_candidate: Callable[[float], np.ndarray], multipliers: Sequence[float]
+) -> pd.DataFrame:
+    """Evaluate the uniform-width-multiplier baseline: one candidate per multiplier, sorted by latency."""
+    genes = np.stack([np.asarray(to_candidate(m), dtype=int) for m in multipliers])
+    bad = np.flatnonzero(np.any((genes < problem.lower) | (genes > problem.upper), axis=1))
+    if bad.size:
+        raise SearchError(f"multipliers {[multipliers[i] for i in bad]} give candidates outside the bounds")
+    F = problem.objectives(genes)
+    table = pd.DataFrame(genes, columns=problem.gene_names())
+    table.insert(0, "multiplier", list(multipliers))
+    table[LATENCY], table[LOSS] = F[:, 1], F[:, 0]
+    return table.sort_values(LATENCY, kind="stable").reset_index(drop=True)
+
 
 
 @dataclass
@@ -105,7 +119,7 @@ def run_fronts(
     archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
 
     def objectives(X: np.ndarray) -> np.ndarray:
-        F = np.column_stack([estimator(X)[:, LOSS], latency(X)])
+        F = np.column_stack([as_loss_fn(estimator)(X), latency(X)])
         archive.append((np.asarray(X, dtype=int), F))
         return F
 
@@ -133,11 +147,13 @@ def run_fronts(
         staged = widths_gens < config.n_gen
         result = search(problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
                         run_dir=out / method, fixed=fixed_genes(space, "channel-only" if staged else method),
-                        progress=progress, seeds=seeds, on_generation=keep)
+                        progress=progress, seeds=seeds, on_generation=keep,
+                        desc=f"search {method}: widths" if staged else f"search {method}")
         archive.append((result.X, result.F))
         _save_archive(saved, archive)
         if staged:
-            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size, stage_repair)
+            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size, stage_repair,
+                          progress, f"search {method}: weight stage")
             _save_archive(saved, archive)
         fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
@@ -187,22 +203,28 @@ def _weight_stage(
     archive: list[tuple[np.ndarray, np.ndarray]],
     budget: int,
     repair: Callable[[np.ndarray], np.ndarray],
+    progress: bool = True,
+    desc: str = "weight stage",
 ) -> None:
     """The joint method's second stage: scan the layers, then add the cheapest to the widths-only front, within
-    `budget` evaluations; candidates the archive holds (a resumed run) are not evaluated again."""
+    `budget` evaluations (a progress bar labelled `desc` counts them); candidates the archive holds (a resumed
+    run) are not evaluated again."""
     X, F = _stacked(archive)
     known = {tuple(x): f for x, f in zip(X.tolist(), F, strict=True)}
+    bar = tqdm(total=budget, desc=desc, unit="eval", disable=not progress)
 
     def evaluate_new(Xq: np.ndarray) -> np.ndarray:
         new = [x for x in dict.fromkeys(map(tuple, Xq.tolist())) if x not in known]
         if new:
             known.update(zip(new, objectives(np.array(new, dtype=int)), strict=True))
+            bar.update(len(new))
         return np.array([known[tuple(x)] for x in Xq.tolist()])
 
     dense = space.weight_pruned_layers(X) == 0  # the widths-only search's rows
     front = np.unique(X[dense][non_dominated(F[dense])], axis=0)  # sorted: the same order when resumed
-    scan = scan_layers(space, evaluate_new, repair, limit=budget)
-    evaluate_new(sparsified(front, scan, repair, budget - scan.evaluated))
+    with bar:
+        scan = scan_layers(space, evaluate_new, repair, limit=budget)
+        evaluate_new(sparsified(front, scan, repair, budget - scan.evaluated))
 
 
 def _stacked(archive: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -2,57 +2,43 @@
 
 The engine knows nothing of models: a `SearchProblem` gives integer bounds, a batched evaluator and an
 optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.survival), repairs every new
-candidate, checkpoints every generation so an interrupted run resumes to the very same result, and shows the
-current front's size and hypervolume. A checkpoint is data only (JSON settings, the evaluations as arrays, read
-without pickle, so a run directory from elsewhere cannot run code): resuming replays the finished generations
-with the same seed, each evaluation answered from the checkpoint; NSGA-II, deterministic given its seed and the
-objectives, reaches the same state. The baselines (genes held fixed, uniform width multipliers) and the
-output helpers (front table, hypervolumes against one reference point, best candidate per latency budget,
-plot) live here too.
+candidate, checkpoints every generation (pruner.resume) so an interrupted run resumes to the very same result,
+and shows the current front's size and hypervolume (pruner.pareto). Genes can be held fixed (`FixedGenes`: the
+channel-only and weight-only baselines).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pymoo.algorithms.moo.nsga2 import NSGA2
 from pymoo.core.algorithm import Algorithm
 from pymoo.core.callback import Callback
 from pymoo.core.problem import Problem
 from pymoo.core.repair import Repair
 from pymoo.core.sampling import Sampling
-from pymoo.indicators.hv import HV
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 from pymoo.termination.max_gen import MaximumGenerationTermination
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from tqdm import tqdm
 
 from profiler.errors import UserError
+from pruner.pareto import hypervolume, non_dominated, pareto_front
+from pruner.resume import CHECKPOINT, Evaluations, load_checkpoint, refuse_old_checkpoint, save_checkpoint
 from pruner.survival import AnchorSurvival, spread_anchors
-
-LOSS, LATENCY = "loss", "latency_ms"
-CHECKPOINT = "checkpoint.npz"
-OLD_CHECKPOINT = "checkpoint.pkl"  # an older jcw's pickled checkpoint: never read (unpickling can run code)
-CHECKPOINT_VERSION = 3
 
 
 class SearchError(UserError, ValueError):
-    """A search setting, evaluator output or checkpoint that does not fit the run."""
+    """A search setting or evaluator output that does not fit the run."""
 
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
@@ -226,28 +212,15 @@ def make_algorithm(
     )
 
 
-def non_dominated(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of F (objectives minimised)."""
-    if len(F) == 0:
-        return np.zeros(0, dtype=int)
-    return np.asarray(NonDominatedSorting().do(np.asarray(F, dtype=float), only_non_dominated_front=True))
-
-
-def hypervolume(F: np.ndarray, ref_point: Sequence[float] | np.ndarray) -> float:
-    """Hypervolume of (loss, latency) points against ref_point; points beyond it add nothing."""
-    points = np.asarray(F, dtype=float).reshape(-1, 2)
-    ref = np.asarray(ref_point, dtype=float)
-    points = points[np.all(points < ref, axis=1)]
-    return float(HV(ref_point=ref)(points)) if len(points) else 0.0
 
 
 class Progress(Callback):
     """pymoo Callback driving a tqdm bar: generations, the population's front size and its hypervolume."""
 
-    def __init__(self, total: int, initial: int, ref_point: np.ndarray, enabled: bool) -> None:
+    def __init__(self, total: int, initial: int, ref_point: np.ndarray, enabled: bool, desc: str = "search") -> None:
         super().__init__()
         self.ref_point = ref_point
-        self.bar = tqdm(total=total, initial=initial, desc="search", unit="gen", disable=not enabled)
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="gen", disable=not enabled)
 
     def notify(self, algorithm: Algorithm) -> None:
         """Advance one generation and show the current front."""
@@ -275,38 +248,6 @@ def generations_done(algorithm: Algorithm) -> int:
     return algorithm.n_iter - 1 if algorithm.is_initialized else 0
 
 
-@dataclass
-class Evaluations:
-    """Every batch of candidates the search evaluated, in order, with its objectives: what a checkpoint keeps so a
-    resumed search replays its finished generations instead of evaluating them again."""
-
-    X: list[np.ndarray] = field(default_factory=list)
-    F: list[np.ndarray] = field(default_factory=list)
-
-    def recording(self, problem: SearchProblem) -> SearchProblem:
-        """The problem, its evaluations appended here."""
-
-        def evaluate(X: np.ndarray) -> np.ndarray:
-            F = np.asarray(problem.evaluate(X), dtype=float)
-            self.X.append(X)
-            self.F.append(F)
-            return F
-
-        return dataclasses.replace(problem, evaluate=evaluate)
-
-    def replaying(self, problem: SearchProblem, path: Path) -> SearchProblem:
-        """The problem answered from these evaluations in order, each batch checked to be the one asked for."""
-        batches = iter(list(zip(self.X, self.F, strict=True)))
-
-        def evaluate(X: np.ndarray) -> np.ndarray:
-            saved_X, saved_F = next(batches, (None, None))
-            if saved_X is None or not np.array_equal(saved_X, X):
-                raise SearchError(f"{path}: its evaluations do not replay this run's candidates; use another run "
-                                  "directory")
-            return saved_F
-
-        return dataclasses.replace(problem, evaluate=evaluate)
-
 
 def run_settings(config: SearchConfig, problem: SearchProblem, fixed: FixedGenes | None, seeds: np.ndarray) -> dict:
     """What a checkpoint must share with the run resuming it, as JSON values (n_gen may differ: runs extend)."""
@@ -322,72 +263,6 @@ def run_settings(config: SearchConfig, problem: SearchProblem, fixed: FixedGenes
     }
     return json.loads(json.dumps(settings))  # tuples as lists, as read back
 
-
-def save_checkpoint(
-    path: Path, settings: dict, anchors: np.ndarray | None, ref_point: np.ndarray, generations: int,
-    evaluations: Evaluations,
-) -> None:
-    """Write the settings, anchors, reference point, generations done (JSON) and evaluations (arrays), atomically."""
-    header = {
-        "version": CHECKPOINT_VERSION,
-        "settings": settings,
-        "anchors": None if anchors is None else anchors.tolist(),
-        "ref_point": ref_point.tolist(),
-        "generations": generations,
-    }
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, header=np.array(json.dumps(header)), X=np.vstack(evaluations.X),
-                            F=np.vstack(evaluations.F), sizes=np.array([len(x) for x in evaluations.X]))
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, settings: dict) -> tuple[np.ndarray | None, np.ndarray, int, Evaluations]:
-    """Anchors, reference point, generations done and evaluations of a checkpoint whose settings are these.
-
-    Read as data only; anything unreadable, malformed or from another run is a SearchError naming the file."""
-    try:
-        with np.load(path, allow_pickle=False) as z:  # a TypeError when it is a single array, not an archive
-            header = json.loads(str(z["header"][()]))
-            X, F, sizes = z["X"], z["F"], z["sizes"]
-    except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as err:
-        why = (str(err).splitlines() or [""])[0]
-        raise SearchError(f"{path}: not a readable search checkpoint ({type(err).__name__}: {why}); use another run "
-                          "directory") from None
-    if not isinstance(header, dict) or header.get("version") != CHECKPOINT_VERSION:
-        version = header.get("version") if isinstance(header, dict) else None
-        raise SearchError(f"{path}: checkpoint version {version!r}, expected {CHECKPOINT_VERSION}; use another run "
-                          "directory")
-    saved = header.get("settings")
-    if not isinstance(saved, dict):
-        raise SearchError(f"{path}: malformed checkpoint (settings); use another run directory")
-    saved_config = saved["config"] if isinstance(saved.get("config"), dict) else {}
-    differ = [k for k in settings["config"] if saved_config.get(k) != settings["config"][k]]
-    differ += [k for k in settings if k != "config" and saved.get(k) != settings[k]]
-    if differ:
-        raise SearchError(f"{path} belongs to a run with different {', '.join(differ)}: use another run directory")
-    anchors, ref_point, generations = header.get("anchors"), header.get("ref_point"), header.get("generations")
-    n_free = len(settings["lower"]) - sum(settings["fixed_mask"])
-    checks = {
-        "anchors": anchors is None or (isinstance(anchors, list) and anchors and all(map(_finite, anchors))),
-        "ref_point": isinstance(ref_point, list) and len(ref_point) == 2 and all(map(_finite, ref_point)),
-        "generations": isinstance(generations, int) and not isinstance(generations, bool) and generations >= 1,
-        "X": X.ndim == 2 and X.shape[1] == n_free and np.issubdtype(X.dtype, np.integer),
-        "F": F.shape == (len(X), 2) and np.issubdtype(F.dtype, np.floating) and bool(np.isfinite(F).all()),
-        "sizes": sizes.ndim == 1 and np.issubdtype(sizes.dtype, np.integer) and (sizes >= 0).all()
-        and sizes.sum() == len(X),
-    }
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        raise SearchError(f"{path}: malformed checkpoint ({', '.join(bad)}); use another run directory")
-    cuts = np.cumsum(sizes)[:-1]
-    evaluations = Evaluations(np.split(X.astype(int), cuts), np.split(F.astype(float), cuts))
-    anchors = None if anchors is None else np.array(anchors, dtype=float)
-    return anchors, np.array(ref_point, dtype=float), generations, evaluations
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def anchors_and_ref_point(problem: SearchProblem, config: SearchConfig) -> tuple[np.ndarray | None, np.ndarray]:
@@ -414,6 +289,7 @@ def search(
     progress: bool = True,
     seeds: np.ndarray | None = None,
     on_generation: Callable[[np.ndarray], None] | None = None,
+    desc: str = "search",
 ) -> SearchResult:
     """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`).
 
@@ -422,7 +298,8 @@ def search(
     its supernet there). A resumed run replays its finished generations from the checkpoint without evaluating
     or calling `on_generation` again: the hook ran for them before the interruption, and what it changed lives
     outside the checkpoint (run_fronts' archive is saved by the hook itself; a retrained supernet is not
-    restored, so a run whose hook changes the evaluator can differ after resuming)."""
+    restored, so a run whose hook changes the evaluator can differ after resuming). `desc` labels the progress
+    bar."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
     seeds = np.zeros((0, inner.n_var), dtype=int) if seeds is None else np.atleast_2d(seeds).astype(int)[:, ~mask]
@@ -431,9 +308,7 @@ def search(
     if run_dir is not None:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         path = Path(run_dir) / CHECKPOINT
-        if (path.parent / OLD_CHECKPOINT).exists():
-            raise SearchError(f"{path.parent / OLD_CHECKPOINT}: a pickled checkpoint of an older jcw, not read "
-                              "(unpickling can run code); use another run directory")
+        refuse_old_checkpoint(path.parent)
 
     evaluations, done = Evaluations(), 0
     if path is not None and path.exists():
@@ -448,7 +323,7 @@ def search(
         algorithm.next()
     algorithm.problem = PymooProblem(evaluations.recording(inner))
 
-    bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress)
+    bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress, desc)
     algorithm.callback = bar
     try:
         while generations_done(algorithm) < config.n_gen and algorithm.has_next():
@@ -472,84 +347,3 @@ def search(
         generations=generations_done(algorithm),
         evaluations=algorithm.evaluator.n_eval,
     )
-
-
-def pareto_front(X: np.ndarray, F: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
-    """The non-dominated, de-duplicated candidates as a table (genes, latency_ms, loss), sorted by latency."""
-    keep = non_dominated(F)
-    table = pd.DataFrame(np.asarray(X, dtype=int)[keep], columns=list(names))
-    table[LATENCY], table[LOSS] = np.asarray(F, dtype=float)[keep, 1], np.asarray(F, dtype=float)[keep, 0]
-    return table.drop_duplicates().sort_values([LATENCY, LOSS], kind="stable").reset_index(drop=True)
-
-
-def uniform_sweep(
-    problem: SearchProblem, to_candidate: Callable[[float], np.ndarray], multipliers: Sequence[float]
-) -> pd.DataFrame:
-    """Evaluate the uniform-width-multiplier baseline: one candidate per multiplier, sorted by latency."""
-    genes = np.stack([np.asarray(to_candidate(m), dtype=int) for m in multipliers])
-    bad = np.flatnonzero(np.any((genes < problem.lower) | (genes > problem.upper), axis=1))
-    if bad.size:
-        raise SearchError(f"multipliers {[multipliers[i] for i in bad]} give candidates outside the bounds")
-    F = problem.objectives(genes)
-    table = pd.DataFrame(genes, columns=problem.gene_names())
-    table.insert(0, "multiplier", list(multipliers))
-    table[LATENCY], table[LOSS] = F[:, 1], F[:, 0]
-    return table.sort_values(LATENCY, kind="stable").reset_index(drop=True)
-
-
-def shared_ref_point(fronts: Mapping[str, pd.DataFrame], margin: float = 0.1) -> np.ndarray:
-    """One (loss, latency) reference point for comparing fronts: the worst of each over all fronts, plus margin."""
-    worsts = [t[[LOSS, LATENCY]].to_numpy(float).max(axis=0) for t in fronts.values() if len(t)]
-    if not worsts:
-        raise SearchError("every front is empty: no reference point to derive")
-    worst = np.max(worsts, axis=0)
-    return worst + margin * np.abs(worst)
-
-
-def hypervolumes(
-    fronts: Mapping[str, pd.DataFrame], ref_point: Sequence[float] | np.ndarray | None = None
-) -> dict[str, float]:
-    """Hypervolume of every front against one shared reference point (given, or from shared_ref_point)."""
-    ref = shared_ref_point(fronts) if ref_point is None else np.asarray(ref_point, dtype=float)
-    return {name: hypervolume(t[[LOSS, LATENCY]].to_numpy(float), ref) for name, t in fronts.items()}
-
-
-def best_under_budgets(front: pd.DataFrame, budgets: Sequence[float]) -> pd.DataFrame:
-    """Per latency budget, the lowest-loss candidate within it; a budget none meets gets a note, not a row of genes."""
-    rows = []
-    for budget in budgets:
-        feasible = front[front[LATENCY] <= budget]
-        if feasible.empty:
-            fastest = f"{front[LATENCY].min():.4g} ms" if len(front) else "none (empty front)"
-            rows.append(
-                {
-                    "budget_ms": budget,
-                    "found": False,
-                    "note": f"no candidate within {budget} ms; the fastest is {fastest}",
-                }
-            )
-        else:
-            best = feasible.sort_values([LOSS, LATENCY], kind="stable").iloc[0]
-            rows.append({"budget_ms": budget, "found": True, "note": "", **best.to_dict()})
-    return pd.DataFrame(rows)
-
-
-def plot_fronts(
-    fronts: Mapping[str, pd.DataFrame], path: str | Path, y: str = LOSS, budgets: Sequence[float] = ()
-) -> Path:
-    """Save a PNG of the fronts (latency on x, `y` on y; budgets as dashed lines) to compare joint vs baselines."""
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name, table in fronts.items():
-        t = table.sort_values(LATENCY)
-        ax.plot(t[LATENCY], t[y], "o-", markersize=3, label=f"{name} ({len(t)})")
-    for budget in budgets:
-        ax.axvline(budget, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel(y)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return Path(path)

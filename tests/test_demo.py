@@ -5,7 +5,7 @@ import os
 import pandas as pd
 import pytest
 
-from pruner.demo import DemoConfig, run_demo
+from jcw.demo import DemoConfig, run_demo
 
 TINY = DemoConfig(width=0.35, input_size=28, train_images=1000, train_epochs=1, plan_candidates=2,
                   overhead_candidates=3, generations=2, population=8, val_size=128, bn_batches=2,

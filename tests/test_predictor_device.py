@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from jcw.cli import main
+from jcw.commands import check_exportable
 from predictor import persist
 from predictor.latency import LatencyModel, Target
 from profiler.devices import get_device
 from profiler.errors import UserError
 from pruner.checkpoint import Checkpoint, format_genes, save_checkpoint
-from pruner.cli import check_exportable
 from pruner.export import ExportError
 from pruner.models import build_model
 from tests.test_predict_file import device_table, sparse_candidate

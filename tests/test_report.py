@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pruner.report import busy_note
+from jcw.report import busy_note
 
 
 def test_busy_note_only_when_the_full_model_measures_off_its_prediction():

@@ -12,21 +12,10 @@ from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 
-from pruner.search import (
-    CHECKPOINT,
-    OLD_CHECKPOINT,
-    FixedGenes,
-    SearchConfig,
-    SearchError,
-    SearchProblem,
-    best_under_budgets,
-    hypervolumes,
-    pareto_front,
-    plot_fronts,
-    search,
-    shared_ref_point,
-    uniform_sweep,
-)
+from pruner.fronts import uniform_sweep
+from pruner.pareto import best_under_budgets, hypervolumes, pareto_front, plot_fronts, shared_ref_point
+from pruner.resume import CHECKPOINT, OLD_CHECKPOINT, CheckpointError
+from pruner.search import FixedGenes, SearchConfig, SearchError, SearchProblem, search
 from pruner.survival import AnchorSurvival
 from tests.test_predictor_persist import Payload
 
@@ -169,14 +158,14 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path, joint):
 
 def test_resume_refuses_a_run_directory_with_other_settings(tmp_path):
     search(synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
-    with pytest.raises(SearchError, match="seed"):
+    with pytest.raises(CheckpointError, match="seed"):
         search(synthetic(), SearchConfig(n_gen=2, seed=5), tmp_path, progress=False)
     mask = density_mask()
-    with pytest.raises(SearchError, match="fixed_mask"):
+    with pytest.raises(CheckpointError, match="fixed_mask"):
         search(
             synthetic(), SearchConfig(n_gen=2, seed=3), tmp_path, FixedGenes(mask, synthetic().upper), progress=False
         )
-    with pytest.raises(SearchError, match="repair"):
+    with pytest.raises(CheckpointError, match="repair"):
         search(with_repair(synthetic()), SearchConfig(n_gen=2, seed=3), tmp_path, progress=False)
 
 
@@ -300,7 +289,7 @@ def test_seeds_start_in_the_first_generation_and_in_the_checkpoint_settings(tmp_
     search(synthetic(calls), SearchConfig(n_gen=1, pop_size=16), tmp_path, progress=False, seeds=seed[None])
     first = np.vstack(calls)[:16]
     assert any(np.array_equal(row, seed) for row in first)
-    with pytest.raises(SearchError, match="seeds"):
+    with pytest.raises(CheckpointError, match="seeds"):
         search(synthetic(), SearchConfig(n_gen=2, pop_size=16), tmp_path, progress=False)
 
 
@@ -313,7 +302,7 @@ def test_on_generation_sees_each_generations_full_population():
 
 
 def one_line_search_error(run_dir, match: str) -> None:
-    with pytest.raises(SearchError, match=match) as err:
+    with pytest.raises(CheckpointError, match=match) as err:
         search(synthetic(), SearchConfig(n_gen=3, seed=3), run_dir, progress=False)
     assert "\n" not in str(err.value) and "use another run directory" in str(err.value)
 

@@ -188,8 +188,8 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pruner.demo import DemoConfig
-    from pruner.demo import run_demo as demo
+    from jcw.demo import DemoConfig
+    from jcw.demo import run_demo as demo
 
     report = demo(args.out, DemoConfig(device=args.device, devices_file=args.devices))
     print(f"report: {report}")

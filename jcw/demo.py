@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jcw.report import busy_note, write_report
 from predictor import LatencyModel, load, save
 from profiler.devices import Device, get_device
 from profiler.measure import measure_files
@@ -29,7 +30,6 @@ from pruner.export import export
 from pruner.fronts import run_fronts, weight_stage_for
 from pruner.latency import CandidateLatency, prefer_dense, profiling_plan, sparse_cluster
 from pruner.models import build_model
-from pruner.report import busy_note, write_report
 from pruner.search import SearchConfig
 from pruner.space import SearchSpace
 from pruner.train import Evaluation, evaluate, recalibrate_bn, train
