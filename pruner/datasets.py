@@ -176,9 +176,14 @@ def _factory_data(source: dict) -> ImageData:
         raise UserError(f"{factory_name(source)}: must return (train_loader, val_loader); "
                         f"returned a {type(loaders).__name__}")
     train, val = loaders
+    return ImageData(train, val, class_count(train, val), source)
+
+
+def class_count(train: Iterable, val: Iterable) -> int:
+    """The classes of a pair of loaders: len(train_loader.dataset.classes) if the dataset has `classes`, else the
+    largest label in one pass over the validation loader, plus one."""
     classes = getattr(getattr(train, "dataset", None), "classes", None)
-    num_classes = len(classes) if classes is not None else 1 + max(int(torch.as_tensor(y).max()) for _, y in val)
-    return ImageData(train, val, num_classes, source)
+    return len(classes) if classes is not None else 1 + max(int(torch.as_tensor(y).max()) for _, y in val)
 
 
 def check_head(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
