@@ -84,11 +84,18 @@ def is_main_process() -> bool:
     return not is_distributed() or dist.get_rank() == 0
 
 
+def set_epoch(loader: object, epoch: int) -> None:
+    """Reshuffle a sharded loader for `epoch` (the same permutation on every rank); other loaders reshuffle
+    themselves at each pass."""
+    if isinstance(getattr(loader, "sampler", None), DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+
+
 def shard(loader: DataLoader, seed: int = 0) -> DataLoader:
     """`loader` reading only this process's share of its dataset (a DistributedSampler), when distributed.
 
     A shuffled loader stays shuffled, the same permutation on every rank (`seed`), reshuffled by
-    `sampler.set_epoch`. Outside a process group `loader` is returned unchanged.
+    `set_epoch`. Outside a process group `loader` is returned unchanged.
     """
     if not is_distributed():
         return loader

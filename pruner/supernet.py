@@ -10,6 +10,11 @@ Training follows US-Nets / OFA: each step trains the largest candidate on the la
 random candidates (the sandwich rule) by distillation from the largest's soft targets. Each candidate's
 sub-network is a standalone pruned copy; its gradients, masked, are added back into the shared weights.
 Models with channel concatenations (a layer reading several channel groups) are not supported.
+
+The shared weights live on one torch device (`build_supernet(..., device=)`). Under `torchrun` training is
+data-parallel: each process reads its shard of the loader, draws the same candidates (same seed) and the
+shared gradients are averaged across processes before each step, which is what DistributedDataParallel does
+for a module's own forward pass (the sub-networks are copies, so DDP's hooks cannot do it here).
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from profiler.errors import UserError
 from profiler.sparsity import block_mask
 from pruner.estimate import CachedEstimator, ProxyData, calibrated_evaluation, torch_threads
 from pruner.graph import ModelGraph, check_unmasked
+from pruner.hardware import is_distributed, set_epoch, shard
 from pruner.space import SearchSpace
-from pruner.train import Evaluation
+from pruner.train import Evaluation, place
 
 
 class SupernetError(UserError):
@@ -56,7 +63,8 @@ class Supernet:
         for name, density in self.space.densities(x).items():
             if density < 1.0:
                 weight = _slice(modules[name].weight.detach(), *sizes[name], dense=True)
-                out[name] = torch.from_numpy(block_mask(weight.numpy(), density, self.block, "l1"))
+                mask = block_mask(weight.cpu().numpy(), density, self.block, "l1")
+                out[name] = torch.from_numpy(mask).to(weight.device)
         return out
 
     def subnet(self, x: np.ndarray, masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -182,17 +190,21 @@ def permute_channels(model: nn.Module, graph: ModelGraph, norms: dict[str, str],
                     module.weight.copy_(module.weight.index_select(1, _expand(orders[g], per)))
 
 
-def build_supernet(model: nn.Module, space: SearchSpace, block: str = "1x4") -> Supernet:
-    """A supernet sharing a copy of trained `model` (left untouched), channels sorted by L1 importance."""
+def build_supernet(
+    model: nn.Module, space: SearchSpace, block: str = "1x4", device: torch.device | str | None = None
+) -> Supernet:
+    """A supernet sharing a copy of trained `model` (left untouched), channels sorted by L1 importance, its
+    weights on `device` (None: where `model` is); the sorting itself runs on the CPU."""
     check_unmasked(model)
     graph = space.graph
     for layer in graph.layers:
         if len(layer.out_groups) > 1 or len(layer.in_groups) > 1:
             raise SupernetError(f"module '{layer.name}' joins several channel groups (a concat); cannot slice it")
-    shared = copy.deepcopy(model)
+    device = place(model) if device is None else device
+    shared = copy.deepcopy(model).cpu()
     norms = _conv_norms(shared, graph)
     permute_channels(shared, graph, norms, importance_orders(shared, graph))
-    return Supernet(shared, space, norms, block)
+    return Supernet(shared.to(device), space, norms, block)
 
 
 def sandwich(space: SearchSpace, rng: np.random.Generator, pool: np.ndarray | None = None) -> np.ndarray:
@@ -210,9 +222,12 @@ def train_step(
 ) -> float:
     """One shared-weight step: candidates[0] (the largest, in the sandwich rule) learns the labels.
 
-    The others match its soft targets (KL divergence: in-place distillation). Returns its cross-entropy.
+    The others match its soft targets (KL divergence: in-place distillation). Under a process group the
+    gradients are averaged across processes before the step. Returns its cross-entropy.
     """
     optimizer.zero_grad(set_to_none=True)
+    device = place(supernet.model)
+    images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     teacher, teacher_loss = None, float("nan")
     for x in candidates:
         masks = supernet.masks(x)
@@ -225,8 +240,27 @@ def train_step(
             loss = nn.functional.kl_div(logits.log_softmax(1), teacher, reduction="batchmean")
         loss.backward()
         supernet.add_grads(sub, masks)
+    if is_distributed():
+        average_gradients(list(supernet.model.parameters()))
     optimizer.step()
     return teacher_loss
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Replace each parameter's gradient by its mean over the processes (one all-reduce of them all)."""
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for p, chunk in zip(params, flat.split([g.numel() for g in grads]), strict=True):
+        p.grad = chunk.view_as(p).clone()
+
+
+def _cycle(loader: Iterable) -> Iterable:
+    """`loader`'s batches pass after pass, a sharded loader reshuffled per pass like an epoch."""
+    for epoch in itertools.count():
+        set_epoch(loader, epoch)
+        yield from loader
 
 
 def train_supernet(
@@ -240,25 +274,40 @@ def train_supernet(
 ) -> list[float]:
     """`steps` sandwich steps (SGD, momentum 0.9) over `loader`, cycled; random candidates from `pool` if given.
 
-    Use a proxy subset of the training split as `loader`. Returns the largest candidate's loss per step.
+    Use a proxy subset of the training split as `loader`; under torchrun it is sharded across the processes
+    (a DataLoader), which must all pass the same `rng` seed and `pool`. Returns the largest candidate's loss
+    per step (this process's batches).
     """
     rng = np.random.default_rng(0) if rng is None else rng
     params = list(supernet.model.parameters())
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    losses = [
+    return [
         train_step(supernet, images, labels, sandwich(supernet.space, rng, pool), optimizer)
-        for (images, labels), _ in zip(batches, range(steps), strict=False)
+        for images, labels in itertools.islice(_cycle(shard(loader)), steps)
     ]
-    return losses
+
+
+@dataclass(eq=False)
+class SupernetScore:
+    """A candidate's sub-network, BatchNorm recalibrated, scored on the held-out batches on `device` (None:
+    the supernet's)."""
+
+    supernet: Supernet
+    data: ProxyData
+    device: torch.device | None = None
+
+    def __call__(self, x: np.ndarray) -> Evaluation:
+        return calibrated_evaluation(self.supernet.subnet(x), self.data, self.device)
 
 
 @dataclass(eq=False)
 class SupernetEstimator:
-    """Estimator over a supernet: each candidate's sub-network, BN recalibrated, scored on held-out data.
+    """Estimator over a supernet: each candidate's sub-network, BN recalibrated, scored on held-out data on
+    the supernet's device.
 
     `retrain(X, steps)` is JCW's per-generation hook: more sandwich steps with the random candidates drawn
-    from the current population X; it clears the cache, since every estimate changes with the weights.
+    from the current population X; it clears the cache, since every estimate changes with the weights. With
+    `workers` > 1 the scores run on worker processes, restarted after each training with the new weights.
     """
 
     supernet: Supernet
@@ -266,17 +315,15 @@ class SupernetEstimator:
     train_loader: Iterable
     lr: float = 0.01
     seed: int = 0
-    threads: int | None = 1
+    threads: int | None = None
+    workers: int = 1
     estimator: CachedEstimator = field(init=False)
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.estimator = CachedEstimator(self.score, self.threads)
+        score = SupernetScore(self.supernet, self.data.to(place(self.supernet.model)))
+        self.estimator = CachedEstimator(score, self.threads, self.workers)
         self.rng = np.random.default_rng(self.seed)
-
-    def score(self, x: np.ndarray) -> Evaluation:
-        """The candidate's sub-network, BatchNorm recalibrated, on the held-out batches."""
-        return calibrated_evaluation(self.supernet.subnet(x), self.data)
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         return self.estimator(X)
@@ -285,8 +332,12 @@ class SupernetEstimator:
         """Train the supernet `steps` sandwich steps (random candidates from `pool` if given); clear the cache."""
         with torch_threads(self.threads):
             losses = train_supernet(self.supernet, self.train_loader, steps, self.lr, rng=self.rng, pool=pool)
-        self.estimator.cache.clear()
+        self.estimator.reset()
         return losses
+
+    def close(self) -> None:
+        """Stop the worker processes, if any."""
+        self.estimator.close()
 
     def retrain(self, X: np.ndarray, steps: int) -> list[float]:
         """JCW's per-generation retraining on the current population X."""

@@ -17,10 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from pruner.hardware import is_distributed, is_main_process, shard
+from pruner.hardware import is_distributed, is_main_process, set_epoch, shard
 
 
 @dataclass(frozen=True)
@@ -130,8 +129,7 @@ def train(
     )
     history, best, best_state, stale = [], float("inf"), None, 0
     for epoch in range(epochs):
-        if isinstance(getattr(loader, "sampler", None), DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        set_epoch(loader, epoch)
         net.train()
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, unit="batch",

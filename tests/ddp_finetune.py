@@ -1,22 +1,43 @@
-"""Fine-tune a small block-masked CNN on real MNIST, data-parallel: run under `torchrun --nproc_per_node=2`.
+"""Fine-tune a small block-masked CNN, then train a supernet of it, on real MNIST, data-parallel: run under
+`torchrun --nproc_per_node=2 tests/ddp_finetune.py OUT` (or plainly, as one process, for comparison).
 
-Each rank saves its final state, the number of training batches it read, and its masked conv's last gradient
-to OUT/rank{R}.pt (a test harness: a real command lets only rank 0 write); tests/test_ddp.py compares them.
+Each rank saves to OUT/rank{R}.pt its final weights, the dataset indices each phase read, its history and its
+masked conv's last gradient (a test harness: a real command lets only rank 0 write); tests/test_ddp.py
+compares them.
 """
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pruner.apply import mask_weights
 from pruner.data import load_mnist
+from pruner.graph import analyze
 from pruner.hardware import init_distributed, resolve_device
+from pruner.space import SearchSpace
+from pruner.supernet import build_supernet, train_supernet
 from pruner.train import train
 
-IMAGES, BATCH = 2048, 32
+IMAGES, BATCH, SUPERNET_STEPS = 2048, 32, 6
+
+
+class Recorded(Dataset):
+    """A dataset that remembers which indices were read."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset, self.read = dataset, []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        self.read.append(index)
+        return self.dataset[index]
 
 
 def small_net() -> nn.Module:
@@ -27,18 +48,31 @@ def small_net() -> nn.Module:
     )
 
 
+def loader(split, seed: int) -> DataLoader:
+    dataset = Recorded(TensorDataset(split.x[:IMAGES], split.y[:IMAGES]))
+    return DataLoader(dataset, BATCH, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
     device = init_distributed(resolve_device("cpu"))
+    data = load_mnist()
+
     model = small_net()
     mask_weights(model, {"3": 0.3}, block="1x4")
-    batches = []
-    model.register_forward_pre_hook(lambda module, args: batches.append(len(args[0])) if module.training else None)
-    data = load_mnist()
-    history = train(model, data["train"].loader(BATCH, shuffle=True, limit=IMAGES), epochs=2, lr=1e-2,
-                    val_loader=data["val"].loader(500, limit=1000), desc="ddp finetune", device=device)
-    torch.save({"state": model.state_dict(), "batches": len(batches), "images": sum(batches), "history": history,
-                "grad": model[3].weight_orig.grad}, out / f"rank{dist.get_rank() if dist.is_initialized() else 0}.pt")
+    finetune = loader(data["train"], 0)
+    history = train(model, finetune, epochs=2, lr=1e-2, val_loader=data["val"].loader(500, limit=1000),
+                    desc="ddp finetune", device=device)
+    grad = model[3].weight_orig.grad
+
+    supernet = build_supernet(small_net(), SearchSpace(analyze(small_net(), (1, 1, 28, 28))), device=device)
+    sandwich = loader(data["train"], 1)
+    losses = train_supernet(supernet, sandwich, SUPERNET_STEPS, rng=np.random.default_rng(0))
+
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.save({"state": model.state_dict(), "read": finetune.dataset.read, "history": history, "grad": grad,
+                "supernet": supernet.model.state_dict(), "supernet_read": sandwich.dataset.read, "losses": losses},
+               out / f"rank{rank}.pt")
     if dist.is_initialized():
         dist.destroy_process_group()
 

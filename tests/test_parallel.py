@@ -18,6 +18,7 @@ from pruner.graph import analyze
 from pruner.models import MobileNetV2
 from pruner.search import SearchConfig
 from pruner.space import SearchSpace
+from pruner.supernet import SupernetEstimator, build_supernet
 from tests.test_fronts import latency_of
 
 
@@ -78,3 +79,23 @@ def test_the_same_seed_gives_the_same_fronts_with_one_or_two_workers(trained, tm
     for method, table in fronts[1].fronts.items():
         pd.testing.assert_frame_equal(table, fronts[2].fronts[method], check_exact=True)
     assert len(fronts[1].fronts["joint"]) > 1
+
+
+def test_supernet_workers_score_like_one_process_and_see_the_retrained_weights(trained):
+    model, space, data = trained
+    mnist = load_mnist_sized(32, train_limit=640)
+    X = np.vstack([space.full(), space.lower, space.sample(np.random.default_rng(1), 2)])
+    estimates = {}
+    for workers in (1, 2):
+        estimator = SupernetEstimator(build_supernet(model, space), data, mnist["train"].loader(64, True),
+                                      workers=workers)
+        try:
+            torch.manual_seed(0)  # the classifier's dropout during training
+            estimator.train(2)
+            first = estimator(X)
+            estimator.retrain(X, 2)
+            estimates[workers] = first, estimator(X)
+        finally:
+            estimator.close()
+    assert all(np.array_equal(a, b) for a, b in zip(estimates[1], estimates[2], strict=True))
+    assert not np.array_equal(*estimates[2])  # the restarted workers scored the retrained weights
