@@ -35,6 +35,13 @@ class Target:
         return (self.device, self.flavour, self.block) == (other.device, other.flavour, other.block)
 
 
+def runs_sparse(kernels: Kernels) -> bool:
+    """Whether a network's kernels say XNNPACK runs it sparse: any of them in the nchw layout."""
+    if isinstance(kernels, pd.DataFrame):
+        return "layout" in kernels and bool((kernels["layout"] == "nchw").any())
+    return any(k.layout == "nchw" for k in kernels)
+
+
 class LatencyModel:
     """A fitted latency regressor with its training table, device contexts and network overhead."""
 
@@ -43,6 +50,7 @@ class LatencyModel:
         self.regressor = regressor
         self.training = training
         self.overhead = overhead
+        self.sparse_overhead: network.Overhead | None = None  # networks XNNPACK runs sparse, when fitted
         self.contexts = sorted(set(training[list(CONTEXT)].itertuples(index=False, name=None)))
 
     @property
@@ -96,6 +104,12 @@ class LatencyModel:
         distinct = df.iloc[np.unique(codes, return_index=True)[1]].reset_index(drop=True)
         return self.regressor.predict(distinct)[codes]
 
+    def network_overhead(self, kernels: Kernels) -> float:
+        """The per-network overhead (ms) of a network of these kernels: `sparse_overhead` where XNNPACK runs it
+        sparse (any kernel in the nchw layout) and one was fitted, `overhead` otherwise."""
+        sparse = self.sparse_overhead is not None and runs_sparse(kernels)
+        return (self.sparse_overhead if sparse else self.overhead)(len(kernels))
+
     def predict_network(
         self,
         kernels: Kernels,
@@ -104,8 +118,7 @@ class LatencyModel:
         flavour: str | None = None,
     ) -> float:
         """Latency in ms of a whole network: its kernels' sum plus the fitted per-network overhead."""
-        total = float(self.predict(kernels, device, runtime, flavour).sum())
-        return total + self.overhead(len(kernels))
+        return float(self.predict(kernels, device, runtime, flavour).sum()) + self.network_overhead(kernels)
 
     def fit_overhead(
         self,
@@ -115,9 +128,17 @@ class LatencyModel:
         runtime: str | None = None,
         flavour: str | None = None,
     ) -> network.Overhead:
-        """Fit the per-network overhead from end-to-end latencies of whole networks; returns it."""
-        sums = [float(self.predict(n, device, runtime, flavour).sum()) for n in networks]
-        self.overhead = network.fit_overhead(np.array(sums), np.array([len(n) for n in networks]), measured_ms)
+        """Fit the per-network overhead from end-to-end latencies of whole networks; returns it.
+
+        Networks XNNPACK runs sparse (kernels in the nchw layout) get an overhead of their own, `sparse_overhead`,
+        when any were measured: their layout conversions, adds and global mean run on CHW kernels."""
+        sums = np.array([float(self.predict(n, device, runtime, flavour).sum()) for n in networks])
+        sizes, measured_ms = np.array([len(n) for n in networks]), np.asarray(measured_ms, dtype=float)
+        sparse = np.array([runs_sparse(n) for n in networks], dtype=bool)
+        if sparse.any():
+            self.sparse_overhead = network.fit_overhead(sums[sparse], sizes[sparse], measured_ms[sparse])
+        if (~sparse).any() or not sparse.any():  # (no network at all: fit_overhead says so)
+            self.overhead = network.fit_overhead(sums[~sparse], sizes[~sparse], measured_ms[~sparse])
         return self.overhead
 
     def evaluate(self, data: pd.DataFrame) -> dict[str, float]:

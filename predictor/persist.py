@@ -50,7 +50,8 @@ def save(model: LatencyModel, path: str | Path) -> None:
     manifest = {
         "format": FORMAT,
         "kind": model.kind,
-        "overhead": {"per_network_ms": model.overhead.per_network_ms, "per_kernel_ms": model.overhead.per_kernel_ms},
+        "overhead": asdict(model.overhead),
+        "sparse_overhead": asdict(model.sparse_overhead) if model.sparse_overhead else None,
         "rows": len(model.training),
         "contexts": [list(c) for c in model.contexts],
         "fitted_on": asdict(model.fitted_on) if model.fitted_on else None,
@@ -77,13 +78,13 @@ def load(path: str | Path, device: Device | None = None, allow_other_device: boo
             blob = z.read("training.parquet")
     except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"model {path}: not a predictor model file ({err})") from err
-    kind, overhead = _checked(path, manifest)
+    kind, overhead, sparse_overhead = _checked(path, manifest)
     try:
         training = pd.read_parquet(io.BytesIO(blob))
     except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
         raise UserError(f"model {path}: training.parquet cannot be read ({err})") from err
     model = LatencyModel.fit(training, kind, source=f"model {path}: training.parquet")
-    model.overhead = overhead
+    model.overhead, model.sparse_overhead = overhead, sparse_overhead
     recorded = manifest.get("fitted_on")
     if recorded is not None and recorded != (asdict(model.fitted_on) if model.fitted_on else None):
         raise UserError(f"model {path}: manifest.json field 'fitted_on' is {recorded!r}, but its training table was "
@@ -110,8 +111,8 @@ def convert(src: str | Path, dst: str | Path) -> None:
     save(load(src), dst)
 
 
-def _checked(path: Path, manifest: object) -> tuple[str, Overhead]:
-    """The manifest's format, kind and overhead validated; a one-line UserError naming the field otherwise."""
+def _checked(path: Path, manifest: object) -> tuple[str, Overhead, Overhead | None]:
+    """The manifest's format, kind and overheads validated; a one-line UserError naming the field otherwise."""
     if not isinstance(manifest, dict):
         raise UserError(f"model {path}: manifest.json must be a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") not in READS:
@@ -120,12 +121,18 @@ def _checked(path: Path, manifest: object) -> tuple[str, Overhead]:
     kind = manifest.get("kind")
     if not isinstance(kind, str) or kind not in MODELS:
         raise UserError(f"model {path}: manifest.json field 'kind' is {kind!r}; expected one of {', '.join(MODELS)}")
-    overhead = manifest.get("overhead")
+    sparse = manifest.get("sparse_overhead")
+    return kind, _overhead(path, "overhead", manifest.get("overhead")), sparse and _overhead(path, "sparse_overhead",
+                                                                                           sparse)
+
+
+def _overhead(path: Path, field: str, overhead: object) -> Overhead:
+    """A manifest's overhead mapping as an Overhead, or a one-line UserError naming the field."""
     values = [overhead.get(f) for f in OVERHEAD_FIELDS] if isinstance(overhead, dict) else []
     if not values or not all(_finite_number(v) for v in values):
-        raise UserError(f"model {path}: manifest.json field 'overhead' is {overhead!r}; expected finite numbers "
+        raise UserError(f"model {path}: manifest.json field '{field}' is {overhead!r}; expected finite numbers "
                         f"{' and '.join(OVERHEAD_FIELDS)}")
-    return kind, Overhead(*map(float, values))
+    return Overhead(*map(float, values))
 
 
 def _finite_number(value: object) -> bool:

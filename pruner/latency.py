@@ -73,7 +73,19 @@ def device_latency(
     """The search's price on a device: `predictor` (a predictor.LatencyModel) with its per-network overhead and, on
     XNNPACK devices (`flavour` "xnnpack"), the model's sparse cluster."""
     cluster = sparse_cluster(model, input_shape, block) if flavour == "xnnpack" else None
-    return CandidateLatency(space, predictor.predict, block, predictor.overhead(len(space.graph.layers)), cluster)
+    n = len(space.graph.layers)
+    sparse = predictor.sparse_overhead(n) if predictor.sparse_overhead is not None else None
+    return CandidateLatency(space, predictor.predict, block, predictor.overhead(n), cluster, sparse)
+
+
+def overhead_probes(space: SearchSpace, cluster: SparseCluster | None, n: int, rng: np.random.Generator) -> np.ndarray:
+    """`n` random candidates whose end-to-end latency fits the per-network overhead; with an XNNPACK `cluster`, every
+    other one with its densities at their floors, so networks running sparse are measured too (their overhead is
+    fitted apart: LatencyModel.fit_overhead)."""
+    X = space.sample(rng, n)
+    if cluster is not None and not cluster.blocked:
+        X[1::2, space.n_width:] = space.lower[space.n_width:]
+    return X
 
 
 def profiling_plan(
@@ -103,13 +115,15 @@ class CandidateLatency:
     """Prices gene vectors on one device: kernel predictions summed, plus `overhead_ms` per network.
 
     `cluster` is given on XNNPACK devices (see `sparse_cluster`): layers are then priced in the regime the
-    candidate's densities put the whole cluster in, and the repair is the gate's."""
+    candidate's densities put the whole cluster in, plus `sparse_overhead_ms` (when fitted) for a network running
+    sparse, and the repair is the gate's."""
 
     space: SearchSpace
     predict: PredictFn
     block: str
     overhead_ms: float = 0.0
     cluster: SparseCluster | None = None
+    sparse_overhead_ms: float | None = None
 
     def _priced_rows(self, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Layer names, then per row of X and layer: the faster form's latency and whether it is dense storage
@@ -181,8 +195,13 @@ class CandidateLatency:
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) of each row of X, with one batched predictor call for all rows."""
-        _, cost, _ = self._priced_rows(np.atleast_2d(X))
-        return cost.sum(axis=1) + self.overhead_ms
+        X = np.atleast_2d(X)
+        _, cost, _ = self._priced_rows(X)
+        overhead = np.full(len(X), self.overhead_ms)
+        if self.cluster is not None and self.sparse_overhead_ms is not None:
+            sparse = np.array([self.cluster.sparse(self.space.kernel_specs(x, self.block)) for x in X], dtype=bool)
+            overhead[sparse] = self.sparse_overhead_ms
+        return cost.sum(axis=1) + overhead
 
 
 def faster_forms(predict: PredictFn, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:

@@ -6,10 +6,15 @@ quarter of its nonzero MACs in the nchw layout (XNNPACK's sparse CHW kernels).""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from predictor import load, save
+from predictor.latency import LatencyModel
 from profiler.kernel import KernelSpec
 from profiler.sparsity import zero_count
 from pruner.apply import apply_candidate, make_permanent
@@ -118,3 +123,28 @@ def test_the_plan_holds_dense_nhwc_and_both_nchw_forms(space, priced):
     assert any(s.is_sparse for s in nchw) and any(s.op == "dwconv" for s in nchw)
     keys = {p.key() for p in plan}
     assert all(s.replace(density=1.0).key() in keys for s in nchw)
+
+
+def test_a_network_running_sparse_gets_the_sparse_overhead(space, priced):
+    """XNNPACK's CHW layout conversions, adds and mean cost differently: the search adds each regime's overhead."""
+    both = dataclasses.replace(priced, sparse_overhead_ms=7.0)
+    under, over = with_densities(space, 5), with_densities(space, 0)
+    assert both(under[None])[0] == pytest.approx(priced(under[None])[0])
+    assert both(over[None])[0] == pytest.approx(priced(over[None])[0] - 0.5 + 7.0)
+
+
+def test_the_predictor_fits_and_keeps_an_overhead_per_regime(tmp_path):
+    """A real LatencyModel: networks with nchw kernels fit `sparse_overhead`, the others `overhead`; both saved."""
+    specs = [KernelSpec("conv", 8, 8, c, c, layout=layout) for c in (8, 16, 32, 64) for layout in ("nhwc", "nchw")]
+    table = pd.DataFrame([s.to_row() | {"latency_ms": s.macs / 1e5 * (0.5 if s.layout == "nchw" else 1.0),
+                                        "device": "d", "runtime": "r", "flavour": "xnnpack"} for s in specs])
+    model = LatencyModel.fit(table)
+    dense_net, sparse_net = specs[0::2], specs[1::2]
+    sums = [float(model.predict(n).sum()) for n in (dense_net, sparse_net)]
+    model.fit_overhead([dense_net, sparse_net], [sums[0] + 1.0, sums[1] + 3.0])
+    assert model.network_overhead(dense_net) == pytest.approx(1.0)
+    assert model.network_overhead(sparse_net) == pytest.approx(3.0)
+    save(model, tmp_path / "m.jcwm")
+    loaded = load(tmp_path / "m.jcwm")
+    assert loaded.predict_network(sparse_net) == pytest.approx(model.predict_network(sparse_net), rel=1e-6)
+    assert loaded.sparse_overhead == model.sparse_overhead
