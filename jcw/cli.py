@@ -1,25 +1,46 @@
-"""`jcw SUBCOMMAND ...`: each package registers its own subcommands here."""
+"""`jcw SUBCOMMAND ...`: the profiler's and the predictor's commands (each package registers its own) and the
+application's model commands (jcw.commands).
+
+Exit status: 0 success, 1 some files of a batch failed (measure), 2 a usage error (argparse), 3 bad input (a
+`UserError`: a file, model, dataset or setting the user can fix), 4 a device that failed (`DeviceError`), 130
+after Ctrl-C and 143 after SIGTERM (128 + signal).
+"""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 from jcw import commands
 from predictor import cli as predictor_cli
 from profiler import cli as profiler_cli
 from profiler.errors import UserError
+from profiler.transports import DeviceError
+
+BAD_INPUT, DEVICE_FAILED = 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jcw", description=__doc__)
+    parser = argparse.ArgumentParser(prog="jcw", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"jcw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     profiler_cli.register(sub)
     predictor_cli.register(sub)
     predictor_cli.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` is the predictor's
     commands.register(sub)
     return parser
+
+
+def _version() -> str:
+    """The installed toolkit's version (pyproject.toml's), or "unknown" when run from a checkout not installed."""
+    try:
+        return version("jcw-toolkit")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every command stops the same way."""
@@ -30,7 +51,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a subcommand; exit status 2 for a user error, 130 after Ctrl-C and 143 after SIGTERM (128 + signal)."""
+    """Run a subcommand and return its exit status (see the module's docstring)."""
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -40,15 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
     except UserError as err:
         print(f"jcw {args.command}: error: {_capped(str(err))}", file=sys.stderr)
-        return 2
+        return DEVICE_FAILED if isinstance(err, DeviceError) else BAD_INPUT
     finally:
         signal.signal(signal.SIGTERM, previous)
+
 
 def _capped(message: str, limit: int = 500) -> str:
     """`message` cut to `limit` characters, saying how many were cut, so no error line runs to megabytes."""
     if len(message) <= limit:
         return message
     return f"{message[:limit]}... ({len(message) - limit} more characters)"
+
 
 if __name__ == "__main__":
     sys.exit(main())

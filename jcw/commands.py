@@ -1,219 +1,159 @@
-"""`jcw train | plan | export | measure | finetune | search | demo`, and `jcw predict --model CKPT`: the pruner's
-commands."""
+"""`jcw train | plan | search | finetune | export | measure | demo`, and `jcw predict --model`: the commands that read
+a PyTorch model (pruner) and the demo.
+
+Every artefact records where it came from: a search's run directory (`run.json` and `summary.json`), a fine-tuned
+checkpoint's sidecar (`TUNED.pt.json`) and an exported model's (`FILE.tflite.json`) hold the model's provenance,
+its data, its search space's settings, the device and the latency model, so each step works on any model and a
+resumed search is refused when any of them changed.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import math
-import reprlib
-from collections.abc import Callable
 from pathlib import Path
 
+from jcw.options import (
+    add_data_arg,
+    add_device_args,
+    add_keep_arg,
+    add_model_args,
+    add_torch_args,
+    at_least,
+    budgets,
+    load_model_arg,
+    positive_float,
+    torch_device_arg,
+)
 from predictor.cli import add_device_check_arg, layers_of, read_layers
+from profiler.cli import add_devices_arg
+
+SEARCH_TRAIN_IMAGES = 10_000  # training images the search reads (BatchNorm calibration, supernet training)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a reference model on MNIST and save a checkpoint")
+    p = sub.add_parser("train", help="train a built-in reference model and save a checkpoint")
     p.add_argument("--arch", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "mobilenet_v1"])
-    p.add_argument("--width", type=_positive_float, default=0.5, help="width multiplier (default 0.5)")
-    p.add_argument("--epochs", type=_at_least(1), default=1)
-    p.add_argument("--limit", type=_at_least(1), help="train on the first N training images only")
-    p.add_argument("--input-size", type=_at_least(1), default=28, help="MNIST scaled to this many pixels a side")
+    p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier (default 0.5)")
+    add_data_arg(p)
+    p.add_argument("--epochs", type=at_least(1), default=1)
+    p.add_argument("--limit", type=at_least(1), help="train on N training images only (a seeded random subset)")
+    p.add_argument("--input-size", type=at_least(1), default=28, help="images scaled to this many pixels a side")
     p.add_argument("--in-channels", type=int, choices=[1, 3], default=1,
                    help="input channels (MNIST's grey replicated; 3 lets XNNPACK run the model sparse on a phone)")
+    add_torch_args(p)
     p.add_argument("--out", required=True, help="checkpoint file to write")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("plan", help="write the profiling plan a model's search needs (its layers' kernels)")
-    p.add_argument("--model", required=True, help="unpruned checkpoint")
-    _device_args(p)
-    p.add_argument("--candidates", type=int, default=24, help="random candidates whose kernels to include")
+    add_model_args(p)
+    add_device_args(p)
+    add_keep_arg(p)
+    p.add_argument("--candidates", type=at_least(1), default=24, help="random candidates whose kernels to include")
     p.add_argument("--out", required=True, help="plan file to write (YAML, for jcw profile --plan)")
     p.set_defaults(run=run_plan)
 
-    p = sub.add_parser("export", help="export a (pruned) checkpoint for a device: TFLite or ONNX")
-    p.add_argument("--model", required=True, help="checkpoint (from jcw train or jcw finetune)")
-    p.add_argument("--candidate", help="genes to apply to an unpruned checkpoint, comma-separated")
-    _device_args(p)
-    p.add_argument("--predictor", help="latency model (jcw fit): keep a sparse layer dense where dense is faster")
-    add_device_check_arg(p)
-    p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device)")
-    p.add_argument("--require-sparse", action="store_true",
-                   help="XNNPACK devices: fail if XNNPACK will run the exported model dense")
-    p.set_defaults(run=run_export)
-
-    p = sub.add_parser("measure", help="time exported networks end to end on a device")
-    _device_args(p)
-    p.add_argument("--predictor", help="latency model (jcw fit) to print predicted beside measured latency")
-    add_device_check_arg(p)
-    p.add_argument("--passes", type=int, default=3,
-                   help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
-    p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
-    p.set_defaults(run=run_measure)
-
-    p = sub.add_parser("finetune", help="fine-tune a pruned candidate with its weight masks fixed")
-    p.add_argument("--model", required=True, help="unpruned checkpoint")
-    p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
-    _device_args(p)
-    p.add_argument("--epochs", type=_at_least(1), default=1)
-    p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
-    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--limit", type=_at_least(1), help="train on the first N training images only")
-    p.add_argument("--out", required=True, help="pruned checkpoint to write")
-    p.set_defaults(run=run_finetune)
-
-
     p = sub.add_parser("search", help="search the accuracy-latency front: joint, channel-only, weight-only, uniform")
-    p.add_argument("--model", required=True, help="trained (unpruned) checkpoint")
-    _device_args(p)
-    p.add_argument("--predictor", required=True, help="latency model of the device (jcw fit)")
+    add_model_args(p)
+    add_device_args(p)
+    p.add_argument("--predictor", required=True, help="latency model file of the device (jcw fit)")
     add_device_check_arg(p)
-    p.add_argument("--data", default="mnist", choices=["mnist"], help="dataset of the accuracy estimate")
-    p.add_argument("--out", required=True, help="run directory (resumes an interrupted search)")
-    p.add_argument("--budgets", type=_budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
-    p.add_argument("--generations", type=_at_least(1), default=32)
-    p.add_argument("--population", type=_at_least(2), default=64)
+    add_data_arg(p)
+    add_keep_arg(p)
+    add_torch_args(p)
+    p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
+                   help="proxy estimator: processes scoring the accuracy estimates (default 1; the same seed "
+                        "gives the same fronts with any number)")
+    p.add_argument("--out", required=True, help="run directory to write (re-running resumes an interrupted search)")
+    p.add_argument("--budgets", type=budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
+    p.add_argument("--generations", type=at_least(1), default=32)
+    p.add_argument("--population", type=at_least(2), default=64)
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
     p.add_argument("--weight-stage", type=float, default=None,
                    help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
                         "search (default: pruner.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
-    p.add_argument("--val-size", type=_at_least(1), default=1000, help="held-out validation images per estimate")
+    p.add_argument("--val-size", type=at_least(1), default=1000, help="held-out validation images per estimate")
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
     p.add_argument("--retrain-steps", type=int, default=0,
                    help="supernet: sandwich steps on the current population after each generation (JCW)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_search)
 
+    p = sub.add_parser("finetune", help="fine-tune a pruned candidate with its weight masks fixed")
+    add_model_args(p)
+    p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
+    add_device_args(p)
+    add_data_arg(p)
+    add_keep_arg(p)
+    add_torch_args(p)
+    p.add_argument("--epochs", type=at_least(1), default=1)
+    p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--limit", type=at_least(1), help="train on N training images only (a seeded random subset)")
+    p.add_argument("--out", required=True, help="pruned checkpoint file to write, and OUT.json beside it")
+    p.set_defaults(run=run_finetune)
+
+    p = sub.add_parser("export", help="export a (pruned) model for a device: TFLite or ONNX")
+    add_model_args(p)
+    p.add_argument("--candidate", help="genes to apply to an unpruned model, comma-separated")
+    add_device_args(p)
+    add_keep_arg(p)
+    p.add_argument("--predictor", help="latency model file (jcw fit): keep a sparse layer dense where dense is faster")
+    add_device_check_arg(p)
+    p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device), and "
+                                                "OUT.json beside it")
+    p.add_argument("--require-sparse", action="store_true",
+                   help="XNNPACK devices: fail if XNNPACK will run the exported model dense")
+    p.set_defaults(run=run_export)
+
+    p = sub.add_parser("measure", help="time exported networks end to end on a device")
+    add_device_args(p)
+    p.add_argument("--predictor", help="latency model file (jcw fit) to print predicted beside measured latency")
+    add_device_check_arg(p)
+    p.add_argument("--passes", type=int, default=3,
+                   help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
+    p.add_argument("--out", help="results file to write: .csv (one row per file) or .json")
+    p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
+    p.set_defaults(run=run_measure)
+
     p = sub.add_parser("demo", help="the whole pipeline on MobileNetV2 + MNIST with this machine as the device")
     p.add_argument("--out", default="runs/demo", help="run directory (cached steps; default runs/demo)")
     p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
-    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    add_devices_arg(p)
+    add_torch_args(p)
     p.set_defaults(run=run_demo)
 
-    # `jcw predict --model CKPT` (predictor.cli) exports the checkpoint here: the predictor knows nothing of torch
+    # `jcw predict --model` (predictor.cli) exports the model here: the predictor knows nothing of torch
     p = sub.choices["predict"]
-    p.add_argument("--model", help="PyTorch checkpoint (jcw train or finetune), predicted as `jcw export "
-                                   "--predictor` would write it for the predictor's device")
-    p.set_defaults(export_checkpoint=export_checkpoint)
-
-
-def _device_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", required=True, help="a device in devices.yaml")
-    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
-
-
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type for an integer flag of at least `minimum`: a bad value is a usage error naming the flag."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{reprlib.repr(text)} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be at least {minimum}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    """An argparse type for a positive finite number (inf and nan would only fail deep inside a command)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{reprlib.repr(text)} is not a positive number")
-    return value
-
-
-def _budgets(text: str) -> list[float]:
-    """Latency budgets in ms, comma-separated, each checked before the search loads anything."""
-    try:
-        return [_positive_float(item) for item in text.replace(" ", "").split(",") if item]
-    except argparse.ArgumentTypeError as err:
-        raise argparse.ArgumentTypeError(f"{err} (budgets are milliseconds, comma-separated, e.g. 2,4.5)") from None
-
-
-def run_search(args: argparse.Namespace) -> int:
-    import torch
-
-    from predictor.persist import load
-    from profiler.devices import get_device
-    from pruner.checkpoint import load_checkpoint
-    from pruner.data import load_mnist_sized
-    from pruner.estimate import mnist_proxy_data, proxy_estimator
-    from pruner.fronts import run_fronts, weight_stage_for
-    from pruner.latency import device_latency
-    from pruner.search import SearchConfig
-    from pruner.supernet import SupernetEstimator, build_supernet
-
-    torch.set_num_threads(1)
-    device = get_device(args.device, args.devices)
-    ckpt = load_checkpoint(args.model)
-    check_exportable(ckpt.model, ckpt.input_shape, device)
-    space = ckpt.space(device.flavour)
-    predictor = load(args.predictor, device, args.allow_other_device)
-    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.flavour, device.block, predictor)
-    data = load_mnist_sized(ckpt.input_shape[-1], train_limit=10000, channels=ckpt.input_shape[1])
-    proxy = mnist_proxy_data(data, args.val_size)
-    retrain = None
-    if args.estimator == "proxy":
-        estimator = proxy_estimator(ckpt.model, space, proxy, device.block)
-    else:
-        estimator = SupernetEstimator(build_supernet(ckpt.model, space, device.block), proxy,
-                                      data["train"].loader(64, shuffle=True, seed=args.seed))
-        estimator.train(args.supernet_steps)
-        if args.retrain_steps:
-            def retrain(X):
-                return estimator.retrain(X, args.retrain_steps)
-    config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
-                        repair=latency.densify,
-                        weight_stage=weight_stage_for(device.flavour) if args.weight_stage is None
-                        else args.weight_stage)
-    for method, value in fronts.hypervolume.items():
-        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
-    for row in fronts.budgets.itertuples(index=False):
-        print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
-                                                  f"genes {row.genes}" if row.found else row.note))
-    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from jcw.demo import DemoConfig
-    from jcw.demo import run_demo as demo
-
-    report = demo(args.out, DemoConfig(device=args.device, devices_file=args.devices))
-    print(f"report: {report}")
-    return 0
+    add_model_args(p, required=False)
+    p.set_defaults(export_model=export_model)
 
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from pruner.checkpoint import Checkpoint, save_checkpoint
-    from pruner.data import load_mnist_sized
+    from pruner.datasets import load_data
+    from pruner.hardware import is_main_process
     from pruner.models import build_model
     from pruner.train import evaluate, train
 
+    device = torch_device_arg(args)
     torch.manual_seed(0)
-    torch.set_num_threads(1)
-    data = load_mnist_sized(args.input_size, args.limit, channels=args.in_channels)
-    kwargs = {"num_classes": 10, "in_channels": args.in_channels, "width_mult": args.width}
-    model = build_model(args.arch, **kwargs)
-    train(model, data["train"].loader(64, shuffle=True), args.epochs, desc=f"train {args.arch}")
-    ev = evaluate(model, data["val"].loader(500))
     shape = (1, args.in_channels, args.input_size, args.input_size)
-    save_checkpoint(args.out, Checkpoint(model, args.arch, kwargs, shape))
-    print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
+    data = load_data(args.data, shape, train_limit=args.limit)
+    kwargs = {"num_classes": data.num_classes, "in_channels": args.in_channels, "width_mult": args.width}
+    model = build_model(args.arch, **kwargs)
+    train(model, data.train, args.epochs, desc=f"train {args.arch}", device=device)
+    ev = evaluate(model, data.val, device)
+    if is_main_process():
+        save_checkpoint(args.out, Checkpoint(model.cpu(), args.arch, kwargs, shape))
+        print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
     return 0
 
 
@@ -221,54 +161,110 @@ def run_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from profiler.devices import get_device
-    from pruner.checkpoint import load_checkpoint
     from pruner.latency import profiling_plan, sparse_cluster
 
     device = get_device(args.device, args.devices)
-    ckpt = load_checkpoint(args.model)
+    ckpt = load_model_arg(args)
     check_exportable(ckpt.model, ckpt.input_shape, device)
     cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
-    specs = profiling_plan(ckpt.space(device.flavour), device.block, args.candidates, cluster=cluster)
+    specs = profiling_plan(ckpt.space(device.flavour, args.keep), device.block, args.candidates, cluster=cluster)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
                 "density": s.density, "activation": s.activation, "block": s.block, "layout": s.layout}
                for s in specs]
-    Path(args.out).write_text(f"# kernels of {ckpt.arch} x{ckpt.kwargs} for device {device.name}\n"
+    origin = json.dumps(ckpt.provenance()["model"])
+    Path(args.out).write_text(f"# kernels of {origin} for device {device.name}\n"
                               + yaml.safe_dump({"kernels": entries}, sort_keys=False, default_flow_style=None))
     print(f"wrote {args.out}: {len(specs)} kernels")
     return 0
 
 
-def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
-    """Dry-run the export of an unpruned model (torch nn.Module) for `device` (profiler.devices.Device), so that a
-    model the exporter cannot lower is refused before any search time is spent; the exporter's error names the
-    module, its type and the operator."""
-    from pruner.export import ExportError, export
+def run_search(args: argparse.Namespace) -> int:
+    from predictor.persist import load
+    from profiler.devices import get_device
+    from profiler.errors import UserError
+    from pruner.datasets import check_head, load_data
+    from pruner.estimate import proxy_data, proxy_estimator
+    from pruner.fronts import run_fronts, weight_stage_for
+    from pruner.latency import device_latency
+    from pruner.search import SearchConfig
+    from pruner.supernet import SupernetEstimator, build_supernet
 
-    try:
-        export(model, input_shape, device.flavour, device.block)
-    except ExportError as err:
-        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.flavour}), so nothing is "
-                          f"searched: {err}") from None
+    torch_device = torch_device_arg(args)
+    device = get_device(args.device, args.devices)
+    ckpt = unpruned(load_model_arg(args))
+    if args.workers > 1 and (ckpt.source or {}).get("kind") == "file":
+        raise UserError(f"--workers {args.workers}: worker processes cannot import a model class from a file "
+                        f"({ckpt.source['path']}); make it importable (package.module:factory) or use --workers 1")
+    data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
+    check_head(ckpt.model, ckpt.input_shape, data.num_classes)
+    check_exportable(ckpt.model, ckpt.input_shape, device)
+    space = ckpt.space(device.flavour, args.keep)
+    predictor = load(args.predictor, device, args.allow_other_device)
+    record = provenance(ckpt, space, device, data.source, args.predictor, predictor)
+    check_run(Path(args.out) / "run.json", record)
+    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.flavour, device.block, predictor)
+    proxy = proxy_data(data.train, first_images(data.val, args.val_size))
+    retrain = None
+    if args.estimator == "proxy":
+        estimator = proxy_estimator(ckpt.model, space, proxy, device.block, args.threads, torch_device, args.workers)
+    else:
+        supernet = build_supernet(ckpt.model.to(torch_device), space, device.block)
+        estimator = SupernetEstimator(supernet, proxy, data.train, seed=args.seed, threads=args.threads)
+        estimator.train(args.supernet_steps)
+        if args.retrain_steps:
+            def retrain(X):
+                return estimator.retrain(X, args.retrain_steps)
+    config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
+    weight_stage = weight_stage_for(device.flavour) if args.weight_stage is None else args.weight_stage
+    fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
+                        repair=latency.densify, weight_stage=weight_stage, record=record)
+    for method, value in fronts.hypervolume.items():
+        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
+    for row in fronts.budgets.itertuples(index=False):
+        print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
+                                                  f"genes {row.genes}" if row.found else row.note))
+    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json, run.json")
+    return 0
 
 
-def export_checkpoint(path: str, flavour: str, block: str, predictor) -> tuple[bytes, str]:
-    """A checkpoint exported for a device of `flavour` as `jcw export --predictor` writes it: the model file's bytes
-    and suffix (`jcw predict --model`)."""
-    from pruner.checkpoint import load_checkpoint
+def run_finetune(args: argparse.Namespace) -> int:
+    import torch
 
-    ckpt = load_checkpoint(path)
-    exported = _export(ckpt.model, ckpt, flavour, block, predictor)
-    return exported.model, exported.suffix
+    from profiler.devices import get_device
+    from pruner.apply import apply_candidate
+    from pruner.checkpoint import Checkpoint, parse_genes, save_checkpoint
+    from pruner.datasets import check_head, load_data
+    from pruner.hardware import is_main_process
+    from pruner.space import space_settings
+    from pruner.train import evaluate, train
 
-
-def _export(model, ckpt, flavour: str, block: str, predictor):
-    """`model` (the checkpoint's, or a candidate of it) exported for `flavour`; with a `predictor` (a LatencyModel),
-    on the built-in kernels, a sparse layer is stored dense where dense is predicted faster."""
-    from pruner.export import export
-    from pruner.latency import prefer_dense
-
-    chooser = prefer_dense(predictor.predict) if predictor and flavour == "builtin" else None
-    return export(model.eval(), ckpt.input_shape, flavour, ckpt.block or block, chooser)
+    torch_device = torch_device_arg(args)
+    torch.manual_seed(0)
+    device = get_device(args.device, args.devices)
+    ckpt = unpruned(load_model_arg(args))
+    genes = parse_genes(args.candidate)
+    data = load_data(args.data, ckpt.input_shape, train_limit=args.limit)
+    check_head(ckpt.model, ckpt.input_shape, data.num_classes)
+    space = ckpt.space(device.flavour, args.keep)
+    pruned = apply_candidate(ckpt.model, space, genes, block=device.block, norm="l2")
+    before = evaluate(pruned, data.val, torch_device)
+    train(pruned, data.train, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
+          val_loader=data.val, patience=args.patience, desc="finetune", device=torch_device)
+    after = evaluate(pruned, data.val, torch_device)
+    if not is_main_process():  # under torchrun every process holds the same weights; one writes them
+        return 0
+    out = save_checkpoint(args.out, Checkpoint(pruned.cpu(), ckpt.arch, ckpt.kwargs, ckpt.input_shape,
+                                               tuple(int(g) for g in genes), device.block, ckpt.source,
+                                               space_settings(space)))
+    record = provenance(ckpt, space, device, data.source) | {
+        "genes": [int(g) for g in genes],
+        "validation": {"before": {"loss": before.loss, "top1": before.top1},
+                       "after": {"loss": after.loss, "top1": after.top1}},
+    }
+    Path(f"{out}.json").write_text(json.dumps(record, indent=1))
+    print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
+          f" wrote {out} and {out}.json")
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -276,15 +272,17 @@ def run_export(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
     from profiler.errors import UserError
     from pruner.apply import apply_candidate
-    from pruner.checkpoint import load_checkpoint, parse_genes
+    from pruner.checkpoint import parse_genes
+    from pruner.space import space_settings
 
     device = get_device(args.device, args.devices)
-    ckpt = load_checkpoint(args.model)
-    model = ckpt.model
+    ckpt = load_model_arg(args)
+    model, settings, genes = ckpt.model, ckpt.space_settings, ckpt.genes
     if args.candidate:
-        if ckpt.genes is not None:
-            raise UserError(f"{args.model} is already pruned; --candidate applies to an unpruned checkpoint")
-        model = apply_candidate(model, ckpt.space(device.flavour), parse_genes(args.candidate), block=device.block)
+        unpruned(ckpt, "--candidate applies to an unpruned model")
+        space = ckpt.space(device.flavour, args.keep)
+        genes = parse_genes(args.candidate)
+        model, settings = apply_candidate(model, space, genes, block=device.block), space_settings(space)
     predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
     exported = _export(model, ckpt, device.flavour, device.block, predictor)
     out = Path(args.out)
@@ -300,8 +298,9 @@ def run_export(args: argparse.Namespace) -> int:
         specs = layers_of(exported.model, exported.suffix, device.flavour, device.block, str(out))
         predicted = predictor.predict_network(list(specs.values()))
     sidecar = {
-        "device": device.name, "flavour": exported.flavour, "input_shape": list(ckpt.input_shape),
-        "predicted_ms": predicted,
+        **provenance(ckpt, None, device, recorded_data(ckpt), args.predictor, predictor),
+        "space": settings, "genes": None if genes is None else [int(g) for g in genes],
+        "flavour": exported.flavour, "input_shape": list(ckpt.input_shape), "predicted_ms": predicted,
         "xnnpack": exported.xnnpack,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],
@@ -314,59 +313,158 @@ def run_export(args: argparse.Namespace) -> int:
     if exported.xnnpack is not None:
         mode = "sparse" if exported.xnnpack["sparse"] else "dense"
         print(f"XNNPACK will run it {mode}: {exported.xnnpack['reason']}")
-    if sidecar["predicted_ms"] is not None:
-        print(f"predicted latency on {device.name}: {sidecar['predicted_ms']:.3f} ms")
+    if predicted is not None:
+        print(f"predicted latency on {device.name}: {predicted:.3f} ms")
     return 0
 
 
 def run_measure(args: argparse.Namespace) -> int:
+    """Time files end to end, predicted beside measured; exit status 1 when some file could not be measured."""
     from predictor import persist
     from profiler.devices import get_device
+    from profiler.errors import UserError
     from profiler.measure import measure_files
 
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".json"):
+        raise UserError(f"--out {out}: measurements are written as .csv or .json")
     device = get_device(args.device, args.devices)
     predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
     # each file priced as `jcw predict` prices it, read back as the device runs it (before any time is spent)
     predictions = [predictor.predict_network(list(read_layers(f, device.flavour, device.block).values()))
                    if predictor else None for f in args.files]
-    status = 0
+    rows = []
     print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
     for result, predicted in zip(measure_files(device, args.files, passes=args.passes), predictions, strict=True):
+        rows.append({"file": result["file"], "latency_ms": result.get("latency_ms"), "predicted_ms": predicted,
+                     "error": (result["error"].splitlines() or ["failed"])[0] if "error" in result else None})
         if "error" in result:
-            print(f"{result['file']:<40} failed: {result['error'].splitlines()[0]}")
-            status = 1
+            print(f"{result['file']:<40} failed: {rows[-1]['error']}")
             continue
         gap = f"{predicted / result['latency_ms'] - 1:+.1%}" if predicted else ""
         shown = f"{predicted:.3f}" if predicted else "-"
         print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")
-    return status
+    if out is not None:
+        write_measurements(out, rows, provenance(None, None, device, None, args.predictor, predictor))
+        print(f"wrote {out}")
+    return 1 if any(row["error"] for row in rows) else 0
 
 
-def run_finetune(args: argparse.Namespace) -> int:
-    import torch
+def write_measurements(out: Path, rows: list[dict], about: dict) -> None:
+    """Measured (and predicted) latencies: CSV, one row per file; or JSON, the rows with the device and predictor."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps({**about, "results": rows}, indent=1))
+        return
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
-    from profiler.devices import get_device
-    from profiler.errors import UserError
-    from pruner.apply import apply_candidate
-    from pruner.checkpoint import Checkpoint, load_checkpoint, parse_genes, save_checkpoint
-    from pruner.data import load_mnist_sized
-    from pruner.train import evaluate, train
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    device = get_device(args.device, args.devices)
-    ckpt = load_checkpoint(args.model)
-    if ckpt.genes is not None:
-        raise UserError(f"{args.model} is already pruned; fine-tune from the unpruned checkpoint")
-    genes = parse_genes(args.candidate)
-    data = load_mnist_sized(ckpt.input_shape[-1], args.limit, channels=ckpt.input_shape[1])
-    pruned = apply_candidate(ckpt.model, ckpt.space(device.flavour), genes, block=device.block, norm="l2")
-    val = data["val"].loader(500)
-    before = evaluate(pruned, val)
-    train(pruned, data["train"].loader(64, shuffle=True), args.epochs, lr=args.lr,
-          optimizer=args.optimizer, schedule=args.schedule, val_loader=val, patience=args.patience, desc="finetune")
-    after = evaluate(pruned, val)
-    save_checkpoint(args.out, Checkpoint(pruned, ckpt.arch, ckpt.kwargs, ckpt.input_shape, tuple(genes), device.block))
-    print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
-          f" wrote {args.out}")
+def run_demo(args: argparse.Namespace) -> int:
+    from jcw.demo import DemoConfig
+    from jcw.demo import run_demo as demo
+
+    config = DemoConfig(device=args.device, devices_file=args.devices, torch_device=args.torch_device,
+                        threads=args.threads)
+    print(f"report: {demo(args.out, config)}")
     return 0
+
+
+def unpruned(ckpt, why: str = "prune the unpruned model instead"):
+    """`ckpt` (a pruner.checkpoint.Checkpoint), refused if it is already pruned."""
+    from profiler.errors import UserError
+
+    if ckpt.genes is not None:
+        raise UserError(f"{ckpt.path} is already pruned; {why}")
+    return ckpt
+
+
+def provenance(ckpt, space, device, data: dict | None, predictor_path: str | None = None, predictor=None) -> dict:
+    """Where a run's inputs came from, as JSON values: the model (Checkpoint.provenance), its search space's
+    settings, the device, the data's source and the latency model (its file and the device it was fitted on)."""
+    from pruner.space import space_settings
+
+    record = {
+        "model": ckpt.provenance() if ckpt is not None else None,
+        "space": space_settings(space) if space is not None else None,
+        "device": device.name,
+        "data": data,
+        "predictor": None if predictor_path is None else {
+            "path": str(Path(predictor_path).resolve()),
+            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on),
+        },
+    }
+    return json.loads(json.dumps(record))  # tuples as lists, as read back
+
+
+def check_run(path: Path, record: dict) -> None:
+    """Record a search's inputs in its run directory, or refuse to resume a run of other inputs, naming the file."""
+    from profiler.errors import UserError
+
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: unreadable ({err}); use another run directory") from None
+        differ = [key for key in record if not isinstance(saved, dict) or saved.get(key) != record[key]]
+        if differ:
+            raise UserError(f"{path}: this run directory holds a search of another {', '.join(differ)}; resume it "
+                            "with the same settings or use another run directory")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+
+
+def recorded_data(ckpt) -> dict | None:
+    """The data a fine-tuned checkpoint was trained on, from its sidecar (jcw finetune), if it has one."""
+    sidecar = Path(f"{ckpt.path}.json") if ckpt.path is not None else None
+    if sidecar is None or not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def first_images(loader, count: int) -> list:
+    """The first `count` images of `loader` as (images, labels) batches: the held-out set of the estimates."""
+    batches, taken = [], 0
+    for images, labels in loader:
+        batches.append((images[: count - taken], labels[: count - taken]))
+        taken += len(batches[-1][1])
+        if taken >= count:
+            break
+    return batches
+
+
+def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
+    """Dry-run the export of an unpruned model (torch nn.Module) for `device` (profiler.devices.Device), so that a
+    model the exporter cannot lower is refused before any search time is spent; the exporter's error names the
+    module, its type and the operator."""
+    from pruner.export import ExportError, export
+
+    try:
+        export(model, input_shape, device.flavour, device.block)
+    except ExportError as err:
+        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.flavour}), so nothing is "
+                          f"searched: {err}") from None
+
+
+def export_model(args: argparse.Namespace, flavour: str, block: str, predictor) -> tuple[bytes, str]:
+    """The --model of `jcw predict` exported for a device of `flavour` as `jcw export --predictor` writes it: the
+    model file's bytes and suffix."""
+    ckpt = load_model_arg(args)
+    exported = _export(ckpt.model, ckpt, flavour, block, predictor)
+    return exported.model, exported.suffix
+
+
+def _export(model, ckpt, flavour: str, block: str, predictor):
+    """`model` (the checkpoint's, or a candidate of it) exported for `flavour`; with a `predictor` (a LatencyModel),
+    on the built-in kernels, a sparse layer is stored dense where dense is predicted faster."""
+    from pruner.export import export
+    from pruner.latency import prefer_dense
+
+    chooser = prefer_dense(predictor.predict) if predictor and flavour == "builtin" else None
+    return export(model.eval(), ckpt.input_shape, flavour, ckpt.block or block, chooser)

@@ -28,7 +28,15 @@ from pruner.data import load_mnist_sized
 from pruner.estimate import mnist_proxy_data, proxy_estimator
 from pruner.export import export
 from pruner.fronts import run_fronts, weight_stage_for
-from pruner.latency import CandidateLatency, prefer_dense, profiling_plan, sparse_cluster
+from pruner.hardware import resolve_device, set_threads
+from pruner.latency import (
+    CandidateLatency,
+    device_latency,
+    overhead_probes,
+    prefer_dense,
+    profiling_plan,
+    sparse_cluster,
+)
 from pruner.models import build_model
 from pruner.search import SearchConfig
 from pruner.space import SearchSpace
@@ -38,7 +46,9 @@ from pruner.train import Evaluation, evaluate, recalibrate_bn, train
 @dataclass(frozen=True)
 class DemoConfig:
     device: str = "local-sparse"
-    devices_file: str = "devices.yaml"
+    devices_file: str | None = None  # None: ./devices.yaml, else the user's config directory's
+    torch_device: str = "auto"  # where torch trains and scores (pruner.hardware.resolve_device)
+    threads: int | None = None  # torch threads; None: torch's own choice
     width: float = 0.5
     input_size: int = 56  # MNIST scaled 2x: layers large enough that their latency is well above timer noise
     train_images: int = 16000
@@ -67,15 +77,16 @@ class Steps:
         print(f"[{self.index}/{self.total}] {message} (t = {time.perf_counter() - self.start:.0f} s)", flush=True)
 
 
-def _train_model(path: Path, cfg: DemoConfig, data) -> Checkpoint:
+def _train_model(path: Path, cfg: DemoConfig, data, device: torch.device) -> Checkpoint:
     if path.exists():
         return load_checkpoint(path)
     kwargs = {"num_classes": 10, "in_channels": 3, "width_mult": cfg.width}  # 3: XNNPACK can run it sparse
     torch.manual_seed(cfg.seed)
     model = build_model("mobilenet_v2", **kwargs)
-    train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.train_epochs, desc="train MobileNetV2")
+    train(model, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.train_epochs, desc="train MobileNetV2",
+          device=device)
     shape = (1, 3, cfg.input_size, cfg.input_size)
-    return load_checkpoint(save_checkpoint(path, Checkpoint(model.eval(), "mobilenet_v2", kwargs, shape)))
+    return load_checkpoint(save_checkpoint(path, Checkpoint(model.cpu().eval(), "mobilenet_v2", kwargs, shape)))
 
 
 def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path,
@@ -85,7 +96,7 @@ def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shap
     files, layers = [], {}
     out.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
-        exported = export(model.eval(), shape, device.flavour, device.block, chooser)
+        exported = export(model.cpu().eval(), shape, device.flavour, device.block, chooser)
         path = out / f"{name}{exported.suffix}"
         path.write_bytes(exported.model)
         files.append(path)
@@ -100,6 +111,7 @@ class Prepared:
     """What the search needs, from the cached first steps of the demo."""
 
     device: Device
+    torch_device: torch.device
     data: dict
     base: Checkpoint
     space: SearchSpace
@@ -111,11 +123,13 @@ class Prepared:
 def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     """Steps 1-4: the trained model, its kernels profiled on the device, the predictor and network overhead."""
     device = get_device(cfg.device, cfg.devices_file)
+    set_threads(cfg.threads)
+    torch_device = resolve_device(cfg.torch_device)
     data = load_mnist_sized(cfg.input_size, cfg.train_images, channels=3)  # MNIST's grey replicated
 
     step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
          " (cached in model.pt)")
-    base = _train_model(out / "model.pt", cfg, data)
+    base = _train_model(out / "model.pt", cfg, data, torch_device)
     space = base.space(device.flavour)
     cluster = sparse_cluster(base.model, base.input_shape, device.block) if device.flavour == "xnnpack" else None
 
@@ -135,15 +149,15 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     else:
         predictor = LatencyModel.fit(store.table)
         rng = np.random.default_rng(cfg.seed + 1)
+        genes = overhead_probes(space, cluster, cfg.overhead_candidates, rng)  # both regimes on XNNPACK
         probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
-                                        for i, x in enumerate(space.sample(rng, cfg.overhead_candidates))}}
+                                        for i, x in enumerate(genes)}}
         runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes", cfg.measure_passes)
         ok = [r for r in runs.values() if "latency_ms" in r]
         predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
         save(predictor, predictor_path)
-    latency = CandidateLatency(space, predictor.predict, device.block, predictor.overhead(len(space.graph.layers)),
-                               cluster)
-    return Prepared(device, data, base, space, predictor, latency, held_out)
+    latency = device_latency(space, base.model, base.input_shape, device.flavour, device.block, predictor)
+    return Prepared(device, torch_device, data, base, space, predictor, latency, held_out)
 
 
 def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> Path:
@@ -151,19 +165,19 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    torch.set_num_threads(1)  # small convs: more threads only add contention on this machine
     step = Steps(10)
     p = prepare(out, cfg, step)
     device, data, base, space, predictor, latency = p.device, p.data, p.base, p.space, p.predictor, p.latency
+    torch_device = p.torch_device
     full_path = out / "model.accuracy.json"
     if not full_path.exists():
-        full_path.write_text(json.dumps(asdict(evaluate(base.model, data["test"].loader(1000)))))
+        full_path.write_text(json.dumps(asdict(evaluate(base.model, data["test"].loader(1000), torch_device))))
     full_eval = Evaluation(**json.loads(full_path.read_text()))
 
     step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
          "and uniform widths")
     estimator = proxy_estimator(base.model, space, mnist_proxy_data(data, cfg.val_size, cfg.bn_batches),
-                                device.block)
+                                device.block, device=torch_device)
     smallest, largest = latency(np.vstack([space.lower, space.upper]))
     budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
     config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
@@ -186,8 +200,8 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
             pruned = apply_candidate(base.model, space, genes, device.block, norm="l2")
             torch.manual_seed(cfg.seed)
             train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),
-                  cfg.finetune_epochs, lr=1e-3, desc=f"finetune {name}")
-            save_checkpoint(path, Checkpoint(pruned, base.arch, base.kwargs, base.input_shape, tuple(genes),
+                  cfg.finetune_epochs, lr=1e-3, desc=f"finetune {name}", device=torch_device)
+            save_checkpoint(path, Checkpoint(pruned.cpu(), base.arch, base.kwargs, base.input_shape, tuple(genes),
                                              device.block))
         tuned[name] = (row, load_checkpoint(path))
 
@@ -198,9 +212,10 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         cached = out / "finetuned" / f"{name}.accuracy.json"
         if not cached.exists():
             pruned = apply_candidate(base.model, space, genes, device.block)
-            recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches)
-            accuracy = {"before": evaluate(pruned, data["test"].loader(1000)),
-                        "after": evaluate(ckpt.model, data["test"].loader(1000))}
+            recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches,
+                           torch_device)
+            accuracy = {"before": evaluate(pruned, data["test"].loader(1000), torch_device),
+                        "after": evaluate(ckpt.model, data["test"].loader(1000), torch_device)}
             cached.write_text(json.dumps({k: asdict(v) for k, v in accuracy.items()}))
         accuracy = {k: Evaluation(**v) for k, v in json.loads(cached.read_text()).items()}
         results[name] = {"row": row, "ckpt": ckpt, **accuracy, "table": space.table(genes)}

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from profiler.cli import add_devices_arg
+
 # scikit-learn, pandas and the models are imported inside the commands: `jcw` starts fast for every subcommand.
 KINDS = ("physics", "flops-linear", "jcw-interp", "nnmeter-rf", "gbm-raw")  # predictor.models.MODELS' keys
 STRATEGIES = ("adaptive", "random")  # predictor.adaptive.sample's strategies
@@ -16,22 +18,22 @@ STRATEGIES = ("adaptive", "random")  # predictor.adaptive.sample's strategies
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the fit and predict subcommands to the jcw parser."""
     p = sub.add_parser("fit", help="fit a latency model from measurement tables (CSV or Parquet)")
-    p.add_argument("--data", action="append", required=True, help="measurement table (repeatable)")
-    p.add_argument("--out", required=True, help="model file to write")
+    p.add_argument("--table", action="append", required=True, help="measurement table of kernels (repeatable)")
+    p.add_argument("--out", required=True, help="latency model file to write (the --predictor of other commands)")
     p.add_argument("--kind", default="physics", choices=KINDS, help="regressor (default: physics)")
-    p.add_argument("--holdout", type=float, default=0.2, help="share of rows in (0, 1) held out to report accuracy "
-                   "(default 0.2; 0: none)")
+    p.add_argument("--holdout-share", type=float, default=0.2, help="share of rows in [0, 1) held out to report "
+                   "accuracy (default 0.2; 0: none)")
     p.set_defaults(run=run_fit)
 
     p = sub.add_parser("predict", help="predict the latency of a model file (TFLite, ONNX) layer by layer, or of "
                        "every row of a table of kernels")
     p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
-    p.add_argument("file", nargs="?", help="model file to predict: .tflite or .onnx (or use --model / --configs)")
-    p.add_argument("--configs", help="table of kernels (CSV or Parquet) to add predicted_ms to (needs --out)")
-    p.add_argument("--out", help="with a model: per-layer predictions to write (.csv or .json); with --configs: "
-                                 "the table to write, the input rows plus predicted_ms")
+    p.add_argument("file", nargs="?", help="model file to predict: .tflite or .onnx (or use --model / --table)")
+    p.add_argument("--table", help="table of kernels (CSV or Parquet) to add predicted_ms to (needs --out)")
+    p.add_argument("--out", help="file to write: with a model, per-layer predictions (.csv or .json); with --table, "
+                                 "the input rows plus predicted_ms")
     p.add_argument("--measure", metavar="DEVICE", help="also time FILE on this device, beside its prediction")
-    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    add_devices_arg(p)
     p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken (default 3)")
     add_device_check_arg(p)
     p.set_defaults(run=run_predict)
@@ -40,9 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "a few exported networks")
     p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
     p.add_argument("--device", required=True, help="a device in devices.yaml, the one the model was fitted on")
-    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    add_devices_arg(p)
     p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken (default 3)")
-    p.add_argument("--out", help="model file to write (default: overwrite --predictor)")
+    p.add_argument("--out", help="latency model file to write (default: overwrite --predictor)")
     add_device_check_arg(p)
     p.add_argument("files", nargs="+", help="exported networks (.tflite or .onnx, as the device runs)")
     p.set_defaults(run=run_calibrate)
@@ -62,18 +64,19 @@ def run_fit(args: argparse.Namespace) -> int:
     from predictor.latency import LatencyModel
     from profiler.errors import UserError
 
-    if not 0 <= args.holdout < 1:
-        raise UserError(f"--holdout {args.holdout:g}: the share of rows held out must be in (0, 1), e.g. 0.2 (0: none)")
-    df = table.load(args.data)
-    if args.holdout > 0 and len(df) >= 20:
-        train, test = train_test_split(df, test_size=args.holdout, random_state=0)
+    if not 0 <= args.holdout_share < 1:
+        raise UserError(f"--holdout-share {args.holdout_share:g}: the share of rows held out must be in [0, 1), "
+                        "e.g. 0.2 (0: none)")
+    df = table.load(args.table)
+    if args.holdout_share > 0 and len(df) >= 20:
+        train, test = train_test_split(df, test_size=args.holdout_share, random_state=0)
         s = LatencyModel.fit(train, args.kind).evaluate(test)
         print(
             f"held-out {int(s['n'])} of {len(df)} rows ({args.kind}): within +-10% {s['within10_pct']:.1f}%, "
             f"within +-5% {s['within5_pct']:.1f}%, RMSPE {s['rmspe_pct']:.2f}%"
         )
     else:
-        print(f"{len(df)} rows: too few (or --holdout 0) to hold any out; no accuracy reported")
+        print(f"{len(df)} rows: too few (or --holdout-share 0) to hold any out; no accuracy reported")
     model = LatencyModel.fit(df, args.kind)
     persist.save(model, args.out)
     print(f"fitted on {len(df)} rows of device {model.fitted_on or f'contexts {model.contexts}'}; wrote {args.out}")
@@ -86,13 +89,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
     from profiler.errors import UserError
 
-    checkpoint = getattr(args, "model", None)  # `--model CKPT` is the application's (jcw.commands.register)
-    given = [flag for flag, value in (("FILE", args.file), ("--model", checkpoint), ("--configs", args.configs))
+    checkpoint = getattr(args, "model", None)  # `--model` is the application's (jcw.commands.register)
+    given = [flag for flag, value in (("FILE", args.file), ("--model", checkpoint), ("--table", args.table))
              if value]
     if len(given) != 1:
-        raise UserError(f"pass one of FILE (.tflite or .onnx), --model CKPT or --configs TABLE, not "
+        raise UserError(f"pass one of FILE (.tflite or .onnx), --model MODEL or --table TABLE, not "
                         f"{' and '.join(given) if given else 'none'}")
-    if args.configs:
+    if args.table:
         return _predict_table(args)
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise UserError(f"--out {args.out}: predictions of a model are written as .csv or .json")
@@ -102,7 +105,7 @@ def run_predict(args: argparse.Namespace) -> int:
     model = persist.load(args.predictor, device, args.allow_other_device)
     flavour, block = _runs_as(model, device, args.predictor)
     if checkpoint:  # exported as `jcw export --predictor` writes it, then read like any file
-        data, suffix = args.export_checkpoint(checkpoint, flavour, block, model)
+        data, suffix = args.export_model(args, flavour, block, model)
         layers = layers_of(data, suffix, flavour, block, f"{checkpoint} (exported)")
     else:
         layers = read_layers(args.file, flavour, block)
@@ -185,16 +188,16 @@ def _write_prediction(result: dict, out: Path) -> None:
 
 
 def _predict_table(args: argparse.Namespace) -> int:
-    """Write the configs table with a predicted_ms column, rows in input order."""
+    """Write the --table of kernels with a predicted_ms column, rows in input order."""
     from predictor import persist, table
     from profiler.errors import UserError
 
     if not args.out:
-        raise UserError("--configs needs --out TABLE, the table to write")
+        raise UserError("--table needs --out TABLE, the table to write")
     model = persist.load(args.predictor)
-    raw = table.read_table(args.configs)
+    raw = table.read_table(args.table)
     out = raw.copy()
-    out["predicted_ms"] = model.predict(table.normalise(raw, args.configs, need_latency=False))
+    out["predicted_ms"] = model.predict(table.normalise(raw, args.table, need_latency=False))
     table.write_table(out, args.out)
     print(f"predicted {len(out)} rows; wrote {args.out}")
     return 0
@@ -236,7 +239,8 @@ def add_adaptive_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--adaptive", action="store_true", help="sample the plan's kernels adaptively (one device)")
     g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%% (0.95)")
     g.add_argument("--budget", type=int, default=200, help="most kernels to measure (default 200)")
-    g.add_argument("--holdout", type=int, help="random kernels held out to score the model (default budget/5)")
+    g.add_argument("--holdout-kernels", type=int, metavar="N",
+                   help="random kernels held out to score the model (default budget/5)")
     g.add_argument("--initial", type=int, help="random kernels measured first (default budget/5)")
     g.add_argument("--step", type=int, help="kernels measured per round (default budget/20)")
     g.add_argument("--strategy", default="adaptive", choices=STRATEGIES, help="how rounds pick kernels")
@@ -265,7 +269,7 @@ def run_adaptive(args: argparse.Namespace) -> int:
     store = ResultsStore(out / f"{device.name}.csv")
     measure = adaptive.device_measure(device, store, args.batch_size or BATCH_SIZE)
     result = adaptive.sample(
-        load_plan(args.plan, device.block), measure, args.target, args.budget, args.holdout, args.initial,
+        load_plan(args.plan, device.block), measure, args.target, args.budget, args.holdout_kernels, args.initial,
         args.step, args.strategy, seed=args.seed,
     )
     csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)

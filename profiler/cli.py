@@ -10,13 +10,20 @@ from profiler.plan import MAX_KERNELS, SECONDS_PER_KERNEL
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure kernels on a device and append them to its table")
     p.add_argument("--device", action="append", required=True, help="a device in devices.yaml (repeatable)")
-    p.add_argument("--devices", default="devices.yaml", help="device inventory (default: ./devices.yaml)")
+    add_devices_arg(p)
     p.add_argument("--plan", help="YAML plan of kernels (default: the built-in default plan)")
-    p.add_argument("--out", default="results", help="directory of results tables (default: results/)")
+    p.add_argument("--out", default="results", help="directory of the results tables, one DEVICE.csv per device "
+                                                    "(default: results/)")
     p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 96)")
     p.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
                    help=f"refuse plans of more kernels (default {MAX_KERNELS:,}, ~{SECONDS_PER_KERNEL} s each)")
     p.set_defaults(run=run)
+
+
+def add_devices_arg(parser: argparse.ArgumentParser) -> None:
+    """--devices FILE, the device inventory, for every command that names a device."""
+    parser.add_argument("--devices", metavar="FILE", help="device inventory (default: ./devices.yaml, else "
+                                                          "devices.yaml in the user's config directory, ~/.config/jcw)")
 
 
 def run(args: argparse.Namespace) -> int:

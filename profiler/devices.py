@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonschema
+import platformdirs
 
 from profiler.errors import UserError
 from profiler.yamlfile import clip, read_yaml
@@ -14,6 +15,7 @@ from profiler.yamlfile import clip, read_yaml
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
 _PATH = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # remote paths: no spaces, quotes, shell metacharacters or leading '-'
 _ABS_PATH = r"^/[A-Za-z0-9_./+-]*$"  # absolute paths on a phone (adb does not expand '~')
+DEVICES_FILE = "devices.yaml"
 PLACEHOLDER_SERIAL = "REPLACE_WITH_SERIAL"  # the shipped devices.yaml's `pixel` serial, until the user puts theirs
 
 _COMMON = {
@@ -122,9 +124,22 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"field '{where}': {clip(err.message)}"
 
 
-def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
-    """Read and validate a devices file; every error names the file, the device and the field."""
-    path = Path(path)
+def devices_file(path: str | Path | None = None) -> Path:
+    """The devices file to read: `path` when given (--devices FILE), else ./devices.yaml, else devices.yaml in the
+    user's config directory (platformdirs: ~/.config/jcw on Linux); an error names the places tried."""
+    if path is not None:
+        return Path(path)
+    tried = [Path(DEVICES_FILE), Path(platformdirs.user_config_dir("jcw")) / DEVICES_FILE]
+    found = next((p for p in tried if p.is_file()), None)
+    if found is None:
+        raise UserError(f"no devices file: tried {' and '.join(map(str, tried))}; pass --devices FILE")
+    return found
+
+
+def load_devices(path: str | Path | None = None) -> dict[str, Device]:
+    """Read and validate a devices file (found by `devices_file`); every error names the file, the device and the
+    field."""
+    path = devices_file(path)
     data = read_yaml(path, "devices file (pass --devices FILE)")
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict) or not data["devices"]:
         raise UserError(f"{path}: expected a top-level mapping 'devices:' of device names to entries")
@@ -149,8 +164,10 @@ def load_devices(path: str | Path = "devices.yaml") -> dict[str, Device]:
     return devices
 
 
-def get_device(name: str, path: str | Path = "devices.yaml") -> Device:
-    """The device `name` of a devices file, refused while its adb serial is still the shipped placeholder."""
+def get_device(name: str, path: str | Path | None = None) -> Device:
+    """The device `name` of a devices file (found by `devices_file`), refused while its adb serial is still the
+    shipped placeholder."""
+    path = devices_file(path)
     devices = load_devices(path)
     if name not in devices:
         raise UserError(f"{path}: unknown device '{clip(name, 80)}'; known devices: {', '.join(devices)}")

@@ -146,7 +146,7 @@ def _profile_one(
     stop: Stop,
 ) -> ProfileResult:
     with lock:
-        bar = tqdm(desc=device.name, unit="kernel", position=position, leave=True, file=sys.stderr)
+        bar = tqdm(desc=f"profile {device.name}", unit="kernel", position=position, leave=True, file=sys.stderr)
     try:
         store = ResultsStore(out / f"{device.name}.csv")
         return profile_device(device, specs, store, batch_size, progress=bar, stop=stop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,7 @@ def run_fronts(
     on_generation: Callable[[np.ndarray], None] | None = None,
     repair: Callable[[np.ndarray], np.ndarray] | None = None,
     weight_stage: float = WEIGHT_STAGE,
+    record: Mapping | None = None,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
@@ -109,7 +110,8 @@ def run_fronts(
     pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense.
     `weight_stage` is the share of the joint method's evaluations spent adding sparse layers to the front of
     a widths-only search (pruner.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
-    Every method gets the same budget of evaluations."""
+    Every method gets the same budget of evaluations. `record` (JSON values: where the model, data, device and
+    predictor came from) is written into summary.json."""
     out, config = Path(out), config or SearchConfig()
     if not 0 <= weight_stage < 1:
         raise SearchError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
@@ -166,7 +168,7 @@ def run_fronts(
     ref = shared_ref_point(fronts)
     result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
                     if "joint" in fronts else pd.DataFrame())
-    _write(space, result, out, config, weight_stage)
+    _write(space, result, out, config, weight_stage, record or {})
     return result
 
 
@@ -238,7 +240,9 @@ def _save_archive(path: Path, archive: list[tuple[np.ndarray, np.ndarray]]) -> N
     tmp.replace(path)
 
 
-def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig, weight_stage: float) -> None:
+def _write(
+    space: SearchSpace, result: Fronts, out: Path, config: SearchConfig, weight_stage: float, record: Mapping
+) -> None:
     summary_cols = ["method", "genes", "latency_ms", "loss", "top1", "weight_pruned_layers"]
     table = pd.concat([t.assign(method=m) for m, t in result.fronts.items()], ignore_index=True)
     table[summary_cols].to_csv(out / "pareto.csv", index=False)
@@ -257,5 +261,6 @@ def _write(space: SearchSpace, result: Fronts, out: Path, config: SearchConfig, 
         "front_sizes": {m: len(t) for m, t in result.fronts.items()},
         "config": dataclasses.asdict(config),
         "weight_stage": weight_stage,
+        **record,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

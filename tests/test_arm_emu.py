@@ -85,7 +85,7 @@ def test_the_cli_exports_for_arm_emu_with_the_verdict_and_can_require_sparse(tmp
     assert main(["export", "--model", str(ckpt), "--device", "arm-emu", "--out", str(out)]) == 0
     sidecar = pd.read_json(f"{out}.json", typ="series")
     assert sidecar["xnnpack"]["sparse"] is False and "needs more than 2/3" in sidecar["xnnpack"]["reason"]
-    assert main(["export", "--model", str(ckpt), "--device", "arm-emu", "--out", str(out), "--require-sparse"]) == 2
+    assert main(["export", "--model", str(ckpt), "--device", "arm-emu", "--out", str(out), "--require-sparse"]) == 3
     assert "will run full.tflite dense" in capsys.readouterr().err
 
 

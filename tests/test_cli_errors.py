@@ -22,7 +22,7 @@ def jcw(*args) -> int:
 
 def test_a_huge_error_message_is_capped_to_one_short_line(tmp_path, capsys):
     name = "d" * 100_000  # an unknown device: its name is echoed in the error
-    assert jcw("plan", "--model", tmp_path / "none.pt", "--device", name, "--out", tmp_path / "plan.yaml") == 2
+    assert jcw("plan", "--model", tmp_path / "none.pt", "--device", name, "--out", tmp_path / "plan.yaml") == 3
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and len(err) < 700
     assert err.startswith("jcw plan: error: ") and "more characters)" in err
@@ -131,11 +131,11 @@ def checkpoint(tmp_path_factory):
 
 
 def export_error(checkpoint, candidate, tmp_path, capsys) -> str:
-    """The one stderr line of `jcw export --candidate CANDIDATE`, which must exit with code 2."""
+    """The one stderr line of `jcw export --candidate CANDIDATE`, which must exit with code 3 (bad input)."""
     capsys.readouterr()
     out = tmp_path / "cand.tflite"
     assert jcw("export", "--model", checkpoint, "--candidate", candidate, "--device", "local-sparse",
-               "--out", out) == 2
+               "--out", out) == 3
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("jcw export: error: ")
     assert not out.exists()

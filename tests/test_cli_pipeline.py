@@ -1,5 +1,5 @@
 """The command-line pipeline end to end on a tiny configuration, with real MNIST, torch, LiteRT and this machine
-as the device: train -> plan -> profile -> fit -> export -> measure -> finetune -> export."""
+as the device: train -> plan -> profile -> fit -> export -> measure -> search -> finetune -> export."""
 
 import json
 
@@ -27,7 +27,7 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
     ckpt, plan, results, pred = (workdir / n for n in ("ckpt.pt", "plan.yaml", "results", "pred.zip"))
     assert jcw("plan", "--model", ckpt, "--device", "local-sparse", "--candidates", 2, "--out", plan) == 0
     assert jcw("profile", "--device", "local-sparse", "--plan", plan, "--out", results) == 0
-    assert jcw("fit", "--data", results / "local-sparse.csv", "--out", pred) == 0
+    assert jcw("fit", "--table", results / "local-sparse.csv", "--out", pred) == 0
 
     base = load_checkpoint(ckpt)
     space = base.space()
@@ -44,15 +44,20 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
             assert layer["pruned_density"] == pytest.approx(wanted[layer["name"]], abs=0.06)
             assert layer["storage"] == ("sparse" if layer["density"] < 1 else "dense")
 
-    assert jcw("measure", "--device", "local-sparse", "--predictor", pred, cand) == 0
+    assert jcw("measure", "--device", "local-sparse", "--predictor", pred, "--out", workdir / "measured.csv",
+               cand) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(cand))][0].split()
     measured, predicted = float(row[1]), float(row[2])
     assert measured > 0 and 0.25 < predicted / measured < 4  # same order; accuracy is the benchmark's job
+    written = pd.read_csv(workdir / "measured.csv")
+    assert written.file.tolist() == [str(cand)] and written.latency_ms[0] == pytest.approx(measured, abs=5e-4)
+    assert written.predicted_ms[0] == pytest.approx(sidecar["predicted_ms"])
 
     search = workdir / "search"
     budget = round(1.05 * measured, 4)
     assert jcw("search", "--model", ckpt, "--device", "local-sparse", "--predictor", pred, "--out", search,
-               "--generations", 2, "--population", 8, "--val-size", 128, "--budgets", f"{budget},0.00001") == 0
+               "--generations", 2, "--population", 8, "--val-size", 128, "--budgets", f"{budget},0.00001",
+               "--workers", 2) == 0
     printed = capsys.readouterr().out
     assert "budget 1e-05 ms: no candidate within" in printed
     pareto = pd.read_csv(search / "pareto.csv")
@@ -79,7 +84,7 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
 
 def test_export_refuses_a_wrong_suffix_and_a_candidate_for_a_pruned_model(workdir, capsys):
     ckpt = workdir / "ckpt.pt"
-    assert jcw("export", "--model", ckpt, "--device", "local-onnx", "--out", workdir / "x.tflite") == 2
+    assert jcw("export", "--model", ckpt, "--device", "local-onnx", "--out", workdir / "x.tflite") == 3
     assert "runs .onnx models" in capsys.readouterr().err
-    assert jcw("export", "--model", workdir / "nope.pt", "--device", "local", "--out", workdir / "x.tflite") == 2
+    assert jcw("export", "--model", workdir / "nope.pt", "--device", "local", "--out", workdir / "x.tflite") == 3
     assert "nope.pt: no such checkpoint" in capsys.readouterr().err

@@ -157,7 +157,7 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
     ]
     for args, message in cases:
         capsys.readouterr()
-        assert main(["predict", "--predictor", str(predictor_path), *args]) == 2
+        assert main(["predict", "--predictor", str(predictor_path), *args]) == 3
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
 

@@ -124,7 +124,8 @@ def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys):
     (tmp_path / "plan.yaml").write_text(TINY_PLAN)
     out = tmp_path / "results"
     argv = ["profile", "--device", "local-sparse", "--adaptive", "--target", "1.01", "--budget", "14",
-            "--holdout", "5", "--initial", "5", "--step", "2", "--plan", str(tmp_path / "plan.yaml"), "--out", str(out)]
+            "--holdout-kernels", "5", "--initial", "5", "--step", "2", "--plan", str(tmp_path / "plan.yaml"),
+            "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "budget of 14 measurements spent" in printed

@@ -14,7 +14,8 @@ def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
     raw[raw["layer"].isin([1, 7])].to_parquet(tmp_path / "train.parquet")
     assert (
         main(
-            ["fit", "--data", str(PHONE), "--data", str(tmp_path / "train.parquet"), "--out", str(tmp_path / "m.jcwm")]
+            ["fit", "--table", str(PHONE), "--table", str(tmp_path / "train.parquet"), "--out",
+             str(tmp_path / "m.jcwm")]
         )
         == 0
     )
@@ -29,7 +30,7 @@ def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
                 "predict",
                 "--predictor",
                 str(tmp_path / "m.jcwm"),
-                "--configs",
+                "--table",
                 str(tmp_path / "configs.csv"),
                 "--out",
                 str(tmp_path / "pred.csv"),
@@ -46,21 +47,21 @@ def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
 
 def test_fit_reports_a_missing_column(tmp_path, capsys):
     pd.read_csv(PHONE).drop(columns="density").to_csv(tmp_path / "bad.csv", index=False)
-    assert main(["fit", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.jcwm")]) == 2
+    assert main(["fit", "--table", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.jcwm")]) == 3
     err = capsys.readouterr().err
     assert "bad.csv" in err and "density" in err
 
 
 @pytest.mark.parametrize("holdout", ["20", "1", "-0.1", "nan"])
 def test_fit_refuses_a_holdout_that_is_no_share(tmp_path, capsys, holdout):
-    assert main(["fit", "--data", str(PHONE), "--out", str(tmp_path / "m.jcwm"), "--holdout", holdout]) == 2
-    assert "--holdout" in capsys.readouterr().err and not (tmp_path / "m.jcwm").exists()
+    assert main(["fit", "--table", str(PHONE), "--out", str(tmp_path / "m.jcwm"), "--holdout-share", holdout]) == 3
+    assert "--holdout-share" in capsys.readouterr().err and not (tmp_path / "m.jcwm").exists()
 
 
 def test_fit_reports_an_infinite_latency_with_its_row(tmp_path, capsys):
     raw = pd.read_csv(PHONE)
     raw.loc[2, "latency_ms"] = float("inf")
     raw.to_csv(tmp_path / "inf.csv", index=False)
-    assert main(["fit", "--data", str(tmp_path / "inf.csv"), "--out", str(tmp_path / "m.jcwm")]) == 2
+    assert main(["fit", "--table", str(tmp_path / "inf.csv"), "--out", str(tmp_path / "m.jcwm")]) == 3
     err = capsys.readouterr().err
     assert "inf.csv" in err and "row 3" in err and len(err.strip().splitlines()) == 1

@@ -78,7 +78,7 @@ def test_every_command_refuses_a_predictor_of_another_device_unless_told(work, t
     }
     for name, argv in commands.items():
         capsys.readouterr()
-        assert main(argv) == 2, name
+        assert main(argv) == 3, name
         err = capsys.readouterr().err
         assert err == f"jcw {name}: error: {REFUSAL.format(p=p)}\n", err
         assert not (tmp_path / "s").exists()

@@ -93,7 +93,7 @@ def test_a_planted_pickle_is_never_unpickled(fitted, saved, tmp_path, capsys, ol
     assert ("format 1" in err and "persist.convert" in err and len(err.splitlines()) == 1) if old else err == ""
 
     train.drop(columns="latency_ms").to_csv(tmp_path / "configs.csv", index=False)
-    assert main(["predict", "--predictor", str(planted), "--configs", str(tmp_path / "configs.csv"),
+    assert main(["predict", "--predictor", str(planted), "--table", str(tmp_path / "configs.csv"),
                  "--out", str(tmp_path / "pred.csv")]) == 0
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "pred.csv")["predicted_ms"], model.predict(train))
     assert not marker.exists()

@@ -63,11 +63,11 @@ def test_sparse_fully_connected_gets_faster_with_density_on_local_sparse(tmp_pat
 
 
 def test_unknown_device_and_bad_plan_are_clear_errors(tmp_path, plan, capsys):
-    assert main(["profile", "--device", "nope", "--plan", str(plan), "--out", str(tmp_path)]) == 2
+    assert main(["profile", "--device", "nope", "--plan", str(plan), "--out", str(tmp_path)]) == 3
     assert "unknown device 'nope'" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("kernels:\n  - {op: conv, hw: 8, cin: 6, cout: 8, density: 2}\n")
-    assert main(["profile", "--device", "local", "--plan", str(bad), "--out", str(tmp_path)]) == 2
+    assert main(["profile", "--device", "local", "--plan", str(bad), "--out", str(tmp_path)]) == 3
     assert "density" in capsys.readouterr().err
 
 
