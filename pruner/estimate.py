@@ -11,6 +11,7 @@ tiny convs).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -102,8 +103,9 @@ class CachedEstimator:
     """An Estimator from a per-candidate `score`; each distinct gene vector is scored once, then cached.
 
     With `workers` > 1 the new candidates of each call are scored on a pool of processes (pruner.parallel),
-    started at the first call and kept until `reset` or `close`; `score` must then be a picklable dataclass
-    with a `device` field (ProxyScore, UserScore with a module-level function, SupernetScore). `threads` sets
+    started at the first call and kept until `reset` or `close`; `score` must then be picklable and have
+    `on(device)`, its copy placed on a worker's device (ProxyScore, UserScore with a module-level function,
+    SupernetScore). `threads` sets
     torch's thread count while scoring, in this process and in each worker (None: this process's count).
     """
 
@@ -155,6 +157,10 @@ class ProxyScore:
         pruned = apply_candidate(self.model, self.space, x, self.block)
         return calibrated_evaluation(pruned, self.data, self.device)
 
+    def on(self, device: torch.device | None) -> ProxyScore:
+        """This score on `device`, its batches moved there once (None: unchanged)."""
+        return self if device is None else dataclasses.replace(self, data=self.data.to(device), device=device)
+
 
 def proxy_estimator(
     model: nn.Module,
@@ -167,7 +173,7 @@ def proxy_estimator(
 ) -> CachedEstimator:
     """The proxy estimator of trained `model` over `space` (block: the target device's sparsity block), scoring
     on `device` with `workers` processes (see CachedEstimator)."""
-    return CachedEstimator(ProxyScore(model, space, data.to(device), block, device), threads, workers)
+    return CachedEstimator(ProxyScore(model, space, data, block).on(device), threads, workers)
 
 
 @dataclass(eq=False)
@@ -189,6 +195,13 @@ class UserScore:
         result = self.fn(pruned if self.calibration is None else recalibrate(pruned, self.calibration, self.device))
         return result if isinstance(result, Evaluation) else Evaluation(float(result), float("nan"))
 
+    def on(self, device: torch.device | None) -> UserScore:
+        """This score on `device`, its calibration batches moved there once (None: unchanged)."""
+        if device is None:
+            return self
+        calibration = None if self.calibration is None else [(x.to(device), y.to(device)) for x, y in self.calibration]
+        return dataclasses.replace(self, calibration=calibration, device=device)
+
 
 def user_estimator(
     model: nn.Module,
@@ -202,4 +215,4 @@ def user_estimator(
 ) -> CachedEstimator:
     """An estimator calling `fn` on each candidate's pruned copy of `model` (e.g. lambda m: my_eval(m)), placed
     on `device`; with `workers` > 1, `fn` must be a module-level function (it is sent to worker processes)."""
-    return CachedEstimator(UserScore(model, space, fn, block, calibration, device), threads, workers)
+    return CachedEstimator(UserScore(model, space, fn, block, calibration).on(device), threads, workers)

@@ -32,10 +32,10 @@ _score: Callable[[np.ndarray], Evaluation] | None = None  # a worker process's s
 
 
 def _start_worker(score: Callable[[np.ndarray], Evaluation], devices: mp.Queue, threads: int) -> None:
-    """Worker initializer: keep the score, on the device taken from `devices`, with `threads` torch threads."""
+    """Worker initializer: keep the score, placed on the device taken from `devices`, with `threads` threads."""
     global _score
     torch.set_num_threads(threads)
-    _score = dataclasses.replace(score, device=devices.get())
+    _score = score.on(devices.get())
 
 
 def _score_candidate(x: np.ndarray) -> Evaluation:
@@ -52,7 +52,7 @@ def worker_devices(device: torch.device | None, workers: int) -> list[torch.devi
 
 @dataclasses.dataclass(eq=False)
 class ScorePool:
-    """`workers` processes, each holding `score` (a dataclass with a `device` field) and scoring gene vectors.
+    """`workers` processes, each holding `score` placed on its device (`score.on(device)`), scoring gene vectors.
 
     Start it once and reuse it: starting a worker imports torch and receives the model, a few seconds each.
     """

@@ -299,6 +299,10 @@ class SupernetScore:
     def __call__(self, x: np.ndarray) -> Evaluation:
         return calibrated_evaluation(self.supernet.subnet(x), self.data, self.device)
 
+    def on(self, device: torch.device | None) -> SupernetScore:
+        """This score on `device` (sub-networks are moved there), its batches moved there once (None: unchanged)."""
+        return self if device is None else SupernetScore(self.supernet, self.data.to(device), device)
+
 
 @dataclass(eq=False)
 class SupernetEstimator:
@@ -321,7 +325,7 @@ class SupernetEstimator:
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
-        score = SupernetScore(self.supernet, self.data.to(place(self.supernet.model)))
+        score = SupernetScore(self.supernet, self.data).on(place(self.supernet.model))
         self.estimator = CachedEstimator(score, self.threads, self.workers)
         self.rng = np.random.default_rng(self.seed)
 

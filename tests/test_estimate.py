@@ -70,6 +70,7 @@ def test_proxy_is_deterministic_and_caches_by_gene_vector(trained, data, monkeyp
     again = estimator(X[::-1])
     assert len(calls) == 3 and np.array_equal(again, first[::-1])
     assert np.array_equal(proxy_estimator(model, space, data)(X), first)  # a fresh estimator agrees exactly
+    assert np.array_equal(proxy_estimator(model, space, data, device=torch.device("cpu"))(X), first)
     assert np.array_equal(as_loss_fn(estimator)(X), first[:, 0])
 
 
