@@ -12,6 +12,7 @@ Results come back in submission order and each candidate's score depends on noth
 seed gives the same search with any number of workers, provided each worker runs torch with the same thread
 count as a single process would (float sums differ in the last bit with the thread count): `threads` defaults
 to the parent's count. With W workers on C cores pass threads=C // W to avoid oversubscribing the cores.
+No GPU exists where this is developed: the one-GPU-per-worker placement is written but tested on CPU only.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ class Evaluation:
 
 
 def place(model: nn.Module, device: torch.device | str | None = None) -> torch.device:
-    """Move `model` to `device` in place and return it; None: leave the model where its parameters are."""
+    """Move `model` to `device` in place and return that device; None: leave the model where its parameters are
+    and return their device."""
     if device is None:
         return next(model.parameters(), torch.empty(0)).device
     device = torch.device(device)
