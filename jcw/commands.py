@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_keep_arg(p)
     add_torch_args(p)
     p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
-                   help="proxy estimator: processes scoring the accuracy estimates (default 1; the same seed "
-                        "gives the same fronts with any number)")
+                   help="processes scoring the accuracy estimates (default 1; the same seed gives the same fronts "
+                        "with any number)")
     p.add_argument("--out", required=True, help="run directory to write (re-running resumes an interrupted search)")
     p.add_argument("--budgets", type=budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
     p.add_argument("--generations", type=at_least(1), default=32)
@@ -208,16 +208,20 @@ def run_search(args: argparse.Namespace) -> int:
     if args.estimator == "proxy":
         estimator = proxy_estimator(ckpt.model, space, proxy, device.block, args.threads, torch_device, args.workers)
     else:
-        supernet = build_supernet(ckpt.model.to(torch_device), space, device.block)
-        estimator = SupernetEstimator(supernet, proxy, data.train, seed=args.seed, threads=args.threads)
+        supernet = build_supernet(ckpt.model, space, device.block, torch_device)
+        estimator = SupernetEstimator(supernet, proxy, data.train, seed=args.seed, threads=args.threads,
+                                      workers=args.workers)
         estimator.train(args.supernet_steps)
         if args.retrain_steps:
             def retrain(X):
                 return estimator.retrain(X, args.retrain_steps)
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
     weight_stage = weight_stage_for(device.flavour) if args.weight_stage is None else args.weight_stage
-    fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
-                        repair=latency.densify, weight_stage=weight_stage, record=record)
+    try:
+        fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
+                            repair=latency.densify, weight_stage=weight_stage, record=record)
+    finally:
+        estimator.close()  # the worker processes, if any
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):
