@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier (default 0.5)")
     add_data_arg(p)
     p.add_argument("--epochs", type=at_least(1), default=1)
-    p.add_argument("--limit", type=at_least(1), help="train on N training images only (a seeded random subset)")
+    p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
+                                                     "image folder: a seeded random subset)")
     p.add_argument("--input-size", type=at_least(1), default=28, help="images scaled to this many pixels a side")
     p.add_argument("--in-channels", type=int, choices=[1, 3], default=1,
                    help="input channels (MNIST's grey replicated; 3 lets XNNPACK run the model sparse on a phone)")
@@ -94,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
-    p.add_argument("--limit", type=at_least(1), help="train on N training images only (a seeded random subset)")
+    p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
+                                                     "image folder: a seeded random subset)")
     p.add_argument("--out", required=True, help="pruned checkpoint file to write, and OUT.json beside it")
     p.set_defaults(run=run_finetune)
 
