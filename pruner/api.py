@@ -37,7 +37,7 @@ from pruner.graph import analyze
 from pruner.hardware import init_distributed, resolve_device
 from pruner.latency import device_latency, prefer_dense
 from pruner.search import SearchConfig
-from pruner.space import SearchSpace, density_bounds
+from pruner.space import SearchSpace, density_bounds, space_settings
 from pruner.train import train
 
 Genes = str | Sequence[int] | np.ndarray  # a `genes` cell of pareto.csv / budgets.csv, or grid indices
@@ -52,7 +52,8 @@ class JCW:
     "imagefolder:DIR", "FILE.py:factory"); the class count it gives must match the model's head. The search
     estimates accuracy on `val_loader`, so keep the test split out of it. `keep` holds globs of layer names left
     at full width and density. `torch_device` ("auto", "cpu", "cuda[:N]", "mps") is where candidates are scored and
-    fine-tuned; under torchrun, fine-tuning is data-parallel.
+    fine-tuned; under torchrun, fine-tuning is data-parallel. `devices` is the devices file (None: ./devices.yaml,
+    else the one in the user's config directory).
     """
 
     def __init__(
@@ -64,7 +65,7 @@ class JCW:
         data: tuple[Iterable, Iterable] | str,
         keep: Sequence[str] = (),
         torch_device: str = "auto",
-        devices: str | Path = "devices.yaml",
+        devices: str | Path | None = None,
         allow_other_device: bool = False,
     ):
         self.model = model.eval()
@@ -73,7 +74,7 @@ class JCW:
         self.device: Device = get_device(device, devices)
         self.predictor_path = Path(predictor)
         self.predictor = load(predictor, self.device, allow_other_device)
-        self.train_loader, self.val_loader = _loaders(data, self.model, self.input_shape)
+        self.train_loader, self.val_loader, self.data_source = _loaders(data, self.model, self.input_shape)
         self.torch_device = init_distributed(resolve_device(torch_device))
         export(self.model, self.input_shape, self.device.flavour, self.device.block)  # unexportable: refused now
         self.space = SearchSpace(analyze(self.model, self.input_shape),
@@ -98,15 +99,22 @@ class JCW:
 
         Accuracy is the proxy estimate: each candidate's pruned copy, BatchNorm recalibrated on `bn_batches`
         training batches, scored on the first `val_batches` validation batches (all when None), on `workers`
-        processes."""
+        processes. summary.json records the model, space, device, data and predictor."""
         held_out = self.val_loader if val_batches is None else itertools.islice(self.val_loader, val_batches)
         data = proxy_data(self.train_loader, held_out, bn_batches)
         estimator = proxy_estimator(self.model, self.space, data, self.device.block, device=self.torch_device,
                                     workers=workers)
+        record = {
+            "model": {"kind": "python", "class": type(self.model).__qualname__, "input_shape": self.input_shape[1:]},
+            "space": space_settings(self.space), "device": self.device.name, "data": self.data_source,
+            "predictor": {"path": str(self.predictor_path.resolve()),
+                          "fitted_on": vars(self.predictor.fitted_on) if self.predictor.fitted_on else None},
+        }
         try:
             return run_fronts(self.space, self.latency, estimator, out,
                               SearchConfig(n_gen=generations, pop_size=population, seed=seed), budgets, methods,
-                              repair=self.latency.densify, weight_stage=weight_stage_for(self.device.flavour))
+                              repair=self.latency.densify, weight_stage=weight_stage_for(self.device.flavour),
+                              record=json.loads(json.dumps(record)))
         finally:
             estimator.close()
 
@@ -173,13 +181,13 @@ def sidecar(exported: Exported, device: Device, input_shape: Sequence[int], pred
 
 
 def _loaders(data: tuple[Iterable, Iterable] | str, model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
-    """(train_loader, val_loader) from the loaders or a load_data spec, the model's head checked against the
-    data's class count (pruner.datasets.class_count)."""
+    """(train_loader, val_loader, where the data came from) from the loaders or a load_data spec, the model's head
+    checked against the data's class count (pruner.datasets.class_count)."""
     if isinstance(data, str):
         loaded = load_data(data, input_shape)
         check_head(model, input_shape, loaded.num_classes)
-        return loaded.train, loaded.val
+        return loaded.train, loaded.val, loaded.source
     if not isinstance(data, tuple | list) or len(data) != 2:
         raise UserError(f"data must be (train_loader, val_loader) or a dataset spec, got {type(data).__name__}")
     check_head(model, input_shape, class_count(*data))
-    return tuple(data)
+    return *data, {"kind": "loaders"}

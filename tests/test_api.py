@@ -79,6 +79,9 @@ def test_model_to_measured_file(setup):
     fronts = jcw.search(budgets=[0.9 * full_ms], out=d / "search", generations=2, population=8, val_batches=1)
     assert {"joint", "channel-only", "weight-only", "uniform"} <= set(fronts.fronts)
     assert (d / "search" / "pareto.csv").is_file() and (d / "search" / "budgets.csv").is_file()
+    summary = json.loads((d / "search" / "summary.json").read_text())
+    assert summary["device"] == "local-sparse" and summary["predictor"]["fitted_on"]["device"] == "local-sparse"
+    assert summary["model"]["class"] == "SmallNet" and summary["space"]["keep"] == ["expand.*"]
     pick = fronts.budgets.iloc[0]
     assert pick.found and pick.latency_ms <= 0.9 * full_ms
     genes = np.array([int(g) for g in pick.genes.split(",")])
