@@ -99,30 +99,27 @@ class JCW:
 
         Accuracy is the proxy estimate: each candidate's pruned copy, BatchNorm recalibrated on `bn_batches`
         training batches, scored on the first `val_batches` validation batches (all when None), on `workers`
-        processes. summary.json records the model, space, device, data and predictor."""
+        processes. summary.json holds the run's provenance."""
         held_out = self.val_loader if val_batches is None else itertools.islice(self.val_loader, val_batches)
         data = proxy_data(self.train_loader, held_out, bn_batches)
         estimator = proxy_estimator(self.model, self.space, data, self.device.block, device=self.torch_device,
                                     workers=workers)
-        record = {
-            "model": {"kind": "python", "class": type(self.model).__qualname__, "input_shape": self.input_shape[1:]},
-            "space": space_settings(self.space), "device": self.device.name, "data": self.data_source,
-            "predictor": {"path": str(self.predictor_path.resolve()),
-                          "fitted_on": vars(self.predictor.fitted_on) if self.predictor.fitted_on else None},
-        }
         try:
             return run_fronts(self.space, self.latency, estimator, out,
                               SearchConfig(n_gen=generations, pop_size=population, seed=seed), budgets, methods,
                               repair=self.latency.densify, weight_stage=weight_stage_for(self.device.flavour),
-                              record=json.loads(json.dumps(record)))
+                              record=self.provenance())
         finally:
             estimator.close()
 
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
         through training). `norm` ranks weight blocks: "l1" as the search scores candidates, "l2" to fine-tune."""
-        x = self.space.check(parse_genes(genes) if isinstance(genes, str) else genes)
-        return apply_candidate(self.model, self.space, x, self.device.block, norm=norm)
+        return apply_candidate(self.model, self.space, self._checked(genes), self.device.block, norm=norm)
+
+    def _checked(self, genes: Genes) -> np.ndarray:
+        """Grid indices from a `genes` cell or a vector, checked against the space (one-line errors)."""
+        return self.space.check(parse_genes(genes) if isinstance(genes, str) else genes)
 
     def finetune(
         self,
@@ -141,9 +138,11 @@ class JCW:
 
     def export(self, model_or_genes: nn.Module | Genes, path: str | Path) -> Path:
         """Write the model file the device runs (.tflite or .onnx, by the device) and `path`.json beside it: the
-        device, flavour, XNNPACK's verdict, predicted latency and the layers as stored. A model is moved to the
-        CPU. On the built-in kernels a sparse layer is stored dense where the predictor says dense is faster."""
-        model = model_or_genes if isinstance(model_or_genes, nn.Module) else self.apply(model_or_genes)
+        provenance (with the genes, when given), flavour, XNNPACK's verdict, predicted latency and the layers as
+        stored. A model is moved to the CPU. On the built-in kernels a sparse layer is stored dense where the
+        predictor says dense is faster."""
+        genes = None if isinstance(model_or_genes, nn.Module) else self._checked(model_or_genes)
+        model = model_or_genes if genes is None else self.apply(genes)
         flavour, block = self.device.flavour, self.device.block
         chooser = prefer_dense(self.predictor.predict) if flavour == "builtin" else None
         exported = export(model.cpu().eval(), self.input_shape, flavour, block, chooser)
@@ -154,9 +153,21 @@ class JCW:
         path.write_bytes(exported.model)
         specs = layers_of(exported.model, exported.suffix, flavour, block, str(path))
         predicted = self.predictor.predict_network(list(specs.values()))
-        Path(f"{path}.json").write_text(json.dumps(sidecar(exported, self.device, self.input_shape, predicted),
-                                                   indent=1))
+        record = {**self.provenance(), "genes": None if genes is None else [int(g) for g in genes]}
+        Path(f"{path}.json").write_text(json.dumps(sidecar(exported, self.input_shape, predicted, record), indent=1))
         return path
+
+    def provenance(self) -> dict:
+        """Where a run's inputs came from, as JSON values (summary.json, export sidecars): the model's class and
+        input shape, the search space's settings, the device, the data's source and the predictor's file and device."""
+        fitted_on = self.predictor.fitted_on
+        record = {
+            "model": {"kind": "python", "class": type(self.model).__qualname__, "input_shape": self.input_shape[1:]},
+            "space": space_settings(self.space), "device": self.device.name, "data": self.data_source,
+            "predictor": {"path": str(self.predictor_path.resolve()),
+                          "fitted_on": vars(fitted_on) if fitted_on else None},
+        }
+        return json.loads(json.dumps(record))  # tuples as lists, as read back
 
     def measure(self, path: str | Path, passes: int = 3) -> dict:
         """Time a model file end to end on the device: {"file", "latency_ms", "predicted_ms", "iqr_ms", "cv",
@@ -169,11 +180,12 @@ class JCW:
         return {**result, "predicted_ms": predicted}
 
 
-def sidecar(exported: Exported, device: Device, input_shape: Sequence[int], predicted_ms: float | None) -> dict:
-    """The record written beside an exported model file (FILE.json): where it runs, whether XNNPACK runs it
-    sparse, its predicted latency and every layer with its storage and pruned density."""
+def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:
+    """The record written beside an exported model file (FILE.json): its provenance `record` (which names the
+    device), its flavour, whether XNNPACK runs it sparse, its predicted latency and every layer with its storage
+    and pruned density."""
     return {
-        "device": device.name, "flavour": exported.flavour, "input_shape": list(input_shape),
+        **record, "flavour": exported.flavour, "input_shape": list(input_shape),
         "predicted_ms": predicted_ms, "xnnpack": exported.xnnpack,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],

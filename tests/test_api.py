@@ -104,7 +104,10 @@ def test_model_to_measured_file(setup):
     path = jcw.export(tuned, d / "tuned.tflite")
     sidecar = json.loads((d / "tuned.tflite.json").read_text())
     assert sidecar["device"] == "local-sparse" and sidecar["flavour"] == "builtin" and sidecar["xnnpack"] is None
-    assert [layer["name"] for layer in sidecar["layers"]] == names
+    assert [layer["name"] for layer in sidecar["layers"]] == names and sidecar["genes"] is None  # a model given
+    assert sidecar["predictor"] == summary["predictor"] and sidecar["space"] == summary["space"]
+    jcw.export(pick.genes, d / "pick.tflite")
+    assert json.loads((d / "pick.tflite.json").read_text())["genes"] == genes.tolist()
     assert sidecar["predicted_ms"] == pytest.approx(pick.latency_ms, rel=0.3)  # the file prices as the search did
 
     result = jcw.measure(path, passes=1)
