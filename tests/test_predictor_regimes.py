@@ -11,7 +11,7 @@ from predictor import features as F
 from predictor.latency import LatencyModel
 from predictor.table import specs_frame
 from profiler.devices import get_device
-from profiler.kernel import KernelSpec
+from profiler.kernel import KernelSpec, runs_chw
 from profiler.lowering import runs_as_sparse_fc
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
@@ -77,12 +77,15 @@ def test_run_density_follows_the_lowering():
         for s in (1, 2)
         for d in ((1.0,) if op == "dwconv" else (0.0, 0.5, 1.0))
     ] + [KernelSpec("fc", 1, 1, 64, 10, k=1, density=d) for d in (0.5, 1.0)]
+    specs += [s.replace(layout="nchw") for s in specs if runs_chw(s.op, s.k, s.stride)]
     df = specs_frame(specs)
     for flavour in ("builtin", "xnnpack", "onnx", ""):
         runs_at = F.run_density(df.assign(flavour=flavour))
         for spec, r in zip(specs, runs_at, strict=True):
             if flavour == "builtin":
                 expected = spec.density if runs_as_sparse_fc(spec) else 1.0
+            elif flavour == "xnnpack":  # dense NHWC unless inside a cluster XNNPACK runs sparse (nchw)
+                expected = spec.density if spec.layout == "nchw" else 1.0
             else:
                 expected = 1.0 if flavour == "onnx" else spec.density
             assert r == expected, (flavour, spec)
