@@ -373,7 +373,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from jcw.demo import run_demo as demo
 
     config = DemoConfig(device=args.device, devices_file=args.devices, torch_device=args.torch_device,
-                        threads=args.threads)
+                        threads=args.threads or DemoConfig.threads)
     print(f"report: {demo(args.out, config)}")
     return 0
 

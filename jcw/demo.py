@@ -48,7 +48,7 @@ class DemoConfig:
     device: str = "local-sparse"
     devices_file: str | None = None  # None: ./devices.yaml, else the user's config directory's
     torch_device: str = "auto"  # where torch trains and scores (pruner.hardware.resolve_device)
-    threads: int | None = None  # torch threads; None: torch's own choice
+    threads: int | None = 1  # torch threads: the demo's small convs run fastest on one (None: torch's own choice)
     width: float = 0.5
     input_size: int = 56  # MNIST scaled 2x: layers large enough that their latency is well above timer noise
     train_images: int = 16000
