@@ -15,6 +15,7 @@ Writes bench/results/user.md.
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -49,10 +50,11 @@ GPU_TFLOPS = (2.0, 8.0)
 2 TFLOP/s for a T4-class card, 8 for an A100-class one. An assumption, not a measurement."""
 
 
-def image_folder(root: Path) -> Path:
-    """DIR/train/CLASS/0.png for every class and DIR/val/CLASS/0.png for the first VAL_CLASSES, made once."""
+def image_folder(root: Path) -> bool:
+    """DIR/train/CLASS/0.png for every class and DIR/val/CLASS/0.png for the first VAL_CLASSES, made once; whether
+    they were made now."""
     if (root / "done").exists():
-        return root
+        return False
     rng = np.random.default_rng(0)
     for split, count in (("train", CLASSES), ("val", VAL_CLASSES)):
         for c in range(count):
@@ -61,19 +63,19 @@ def image_folder(root: Path) -> Path:
             coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
             coarse.resize((256, 256), Image.Resampling.BICUBIC).save(folder / "0.png")
     (root / "done").touch()
-    return root
+    return True
 
 
-def predictor_file(model: torch.nn.Module) -> Path:
+def predictor_file(model: torch.nn.Module) -> tuple[Path, int]:
     """A predictor fitted on the kernels of the model's smallest, full and one random candidate, measured on DEVICE
-    (the table is cached: a rerun measures nothing)."""
+    (the table is cached: a rerun measures nothing), and how many kernels were measured now."""
     device = get_device(DEVICE)
     space = SearchSpace(analyze(model, (1, 3, SIZE, SIZE)), density_bounds=density_bounds(device.flavour))
     store = ResultsStore(CACHE / f"{DEVICE}.csv")
-    profile_device(device, profiling_plan(space, device.block, candidates=1), store)
+    result = profile_device(device, profiling_plan(space, device.block, candidates=1), store)
     path = CACHE / f"{DEVICE}.jcwm"
     persist.save(LatencyModel.fit(store.table), path)
-    return path
+    return path, result.measured
 
 
 class Stopwatch:
@@ -103,10 +105,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = MobileNetV2(num_classes=CLASSES)
     start = time.perf_counter()
-    root = image_folder(CACHE / "imagefolder")
+    root = CACHE / "imagefolder"
+    generated = image_folder(root)
     generate_s = time.perf_counter() - start
     start = time.perf_counter()
-    predictor = predictor_file(model)
+    predictor, profiled = predictor_file(model)
     profile_s = time.perf_counter() - start
 
     watch = Stopwatch()
@@ -129,6 +132,7 @@ def main() -> None:
     init_s = time.perf_counter() - start
     in_init, init_calls = dict(watch.seconds), dict(watch.calls)
 
+    shutil.rmtree(CACHE / "search", ignore_errors=True)  # a fresh search, not one resumed from the last run's
     start, cpu = time.perf_counter(), time.process_time()
     fronts = jcw.search(budgets=[], out=CACHE / "search", generations=GENERATIONS, population=POPULATION,
                         val_batches=VAL_BATCHES, bn_batches=BN_BATCHES)
@@ -144,8 +148,8 @@ def main() -> None:
     measured = jcw.measure(path, passes=1)
     measure_s = time.perf_counter() - start
 
-    wall = dict(generate=generate_s, profile=profile_s, init=init_s, search=search_s, export=export_s,
-                measure=measure_s, search_cpu=search_cpu_s)
+    wall = dict(generate=generate_s if generated else None, profile=profile_s if profiled else None, init=init_s,
+                search=search_s, export=export_s, measure=measure_s, search_cpu=search_cpu_s)
     report(in_init, init_calls, in_search, calls, wall, jcw, measured)
 
 
@@ -153,6 +157,8 @@ def report(in_init: dict, init_calls: dict, in_search: dict, calls: dict, wall: 
            measured: dict) -> None:
     """Write OUT: the stage table (measured) and the GPU estimate."""
     candidates = calls["apply candidate (narrow + mask)"]
+    made = f"generated in {wall['generate']:.0f} s" if wall["generate"] else "reused from bench/cache/user"
+    profiled = f"{wall['profile']:.0f} s" if wall["profile"] else "reused from bench/cache/user"
     flops = 2 * sum(s.macs for s in jcw.space.kernel_specs(jcw.space.full(), "1x4").values())
     per_image = {stage: in_search[stage] / (candidates * BATCH * n) for stage, n in
                  (("BN recalibration", BN_BATCHES), ("evaluation", VAL_BATCHES))}
@@ -173,11 +179,11 @@ def report(in_init: dict, init_calls: dict, in_search: dict, calls: dict, wall: 
         "plus the uniform sweep), torch's default threads (2), on a 2-core machine another benchmark shared.",
         "",
         f"Data: {CLASSES} class folders, one 256x256 PNG each in train/ and one each for {VAL_CLASSES} classes in "
-        f"val/ (smooth random images; generating them took {wall['generate']:.0f} s, once). Each candidate is "
+        f"val/ (smooth random images; {made}). Each candidate is "
         f"recalibrated on {BN_BATCHES} batches of {BATCH} training images and scored on {VAL_BATCHES} batches of "
         f"{BATCH} validation images (JCW uses more; the per-image costs below scale it). The model is untrained, so "
-        "accuracy estimates are noise: this is a timing run. Profiling the kernels (one-off per device and model, "
-        f"cached): {wall['profile']:.0f} s.",
+        f"accuracy estimates are noise: this is a timing run. Profiling the kernels (one-off per device and model): "
+        f"{profiled}.",
         "",
         "## Where the time goes (measured)",
         "",
@@ -192,8 +198,8 @@ def report(in_init: dict, init_calls: dict, in_search: dict, calls: dict, wall: 
         f"{per_image['BN recalibration'] * 1e3:.1f} ms (train-mode forward) and {per_image['evaluation'] * 1e3:.1f} "
         f"ms (inference). The data is read and decoded once per search (the batches are kept), so decoding does not "
         f"grow with the candidates. The search used {wall['search_cpu']:.0f} s of CPU in {wall['search']:.0f} s "
-        f"({wall['search_cpu'] / wall['search']:.2f} of {torch.get_num_threads()} cores on average): the other "
-        "benchmark's load slows every stage alike.",
+        f"({wall['search_cpu'] / wall['search']:.2f} of {torch.get_num_threads()} cores on average): another "
+        "benchmark shared the machine.",
         "",
         f"Exported pick: measured {measured['latency_ms']:.1f} ms on {DEVICE}, predicted {measured['predicted_ms']:.1f}"
         " ms.",
@@ -202,10 +208,12 @@ def report(in_init: dict, init_calls: dict, in_search: dict, calls: dict, wall: 
         "",
         f"The full model is {flops / 1e9:.2f} GFLOP per 224x224 image (2 x the multiply-accumulates of its convs and "
         f"linear layer). This CPU sustained {flops / per_image['evaluation'] / 1e9:.1f} GFLOP/s in evaluation and "
-        f"{flops / per_image['BN recalibration'] / 1e9:.1f} GFLOP/s in recalibration (measured; pruned candidates "
-        "are smaller, so these are lower bounds). Assuming a GPU sustains "
+        f"{flops / per_image['BN recalibration'] / 1e9:.1f} GFLOP/s in recalibration (the full model's FLOPs over "
+        "the candidates' measured times per image: candidates are smaller, so these overstate it, and the GPU "
+        "columns, which use the full model's FLOPs, err long). Assuming a GPU sustains "
         f"{GPU_TFLOPS[0]:g}-{GPU_TFLOPS[1]:g} TFLOP/s on MobileNetV2 (`--torch-device cuda`), the forward passes "
-        "shrink by that ratio while applying a candidate, pricing, NSGA-II and decoding stay on the CPU:",
+        "shrink by that ratio while applying a candidate, pricing, NSGA-II and decoding stay on the CPU (kernel "
+        "launches and host-to-GPU copies are left out):",
         "",
         "| per candidate | this CPU (measured) | GPU, 2 TFLOP/s (est.) | GPU, 8 TFLOP/s (est.) |",
         "|---|---:|---:|---:|",
