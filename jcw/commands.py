@@ -171,7 +171,8 @@ def run_plan(args: argparse.Namespace) -> int:
     cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
     specs = profiling_plan(ckpt.space(device.flavour, args.keep), device.block, args.candidates, cluster=cluster)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
-                "density": s.density, "activation": s.activation, "block": s.block, "layout": s.layout}
+                "groups": s.groups, "density": s.density, "activation": s.activation, "block": s.block,
+                "layout": s.layout}
                for s in specs]
     origin = json.dumps(ckpt.provenance()["model"])
     Path(args.out).write_text(f"# kernels of {origin} for device {device.name}\n"

@@ -14,7 +14,7 @@ from profiler.kernel import KernelSpec, SpecError
 from profiler.yamlfile import clip, read_yaml
 
 DEFAULT_PLAN = Path(__file__).with_name("default_plan.yaml")
-_GRID_FIELDS = ("op", "hw", "cin", "cout", "k", "stride", "density", "activation", "block", "layout")
+_GRID_FIELDS = ("op", "hw", "cin", "cout", "k", "stride", "groups", "density", "activation", "block", "layout")
 MAX_KERNELS = 20_000
 """Plans with more kernels are refused unless the caller raises the limit (`jcw profile --max-kernels N`)."""
 SECONDS_PER_KERNEL = 0.15
@@ -102,7 +102,7 @@ def _kernels(grid: dict[str, list | _Range], where: str) -> Iterator[KernelSpec]
         fields = dict(zip(grid, combo, strict=True))
         hw = fields.pop("hw")
         h = w = 1 if fields["op"] == "fc" else hw
-        if fields["op"] == "dwconv":
+        if fields["op"] == "dwconv":  # groups = channels; a plain conv's default 1, or grouped when given
             fields.setdefault("cout", fields["cin"])
             fields["groups"] = fields["cin"]
         try:

@@ -225,3 +225,11 @@ def test_a_table_with_an_impossible_kernel_is_refused_naming_the_row(tmp_path):
     _write_rows(path, [row(KernelSpec("conv", 8, 8, 8, 8)), {**row(KernelSpec("conv", 8, 8, 8, 16)), "cin": "many"}])
     with pytest.raises(UserError, match=r"d\.csv: row 2 is no kernel"):
         ResultsStore(path)
+
+
+def test_a_plan_can_list_grouped_convs(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("kernels:\n  - {op: conv, hw: 8, cin: 16, cout: 32, k: 3, groups: [1, 4]}\n"
+                    "  - {op: dwconv, hw: 8, cin: 16, k: 5}\n")
+    specs = load_plan(plan)
+    assert sorted((s.op, s.groups) for s in specs) == [("conv", 1), ("conv", 4), ("dwconv", 16)]
