@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from predictor import metrics
 from predictor.latency import LatencyModel
@@ -63,9 +64,11 @@ def replay(data: pd.DataFrame, source: str = "replay table") -> tuple[list[Kerne
 def device_measure(device: Device, store: ResultsStore, batch_size: int) -> Measure:
     """Measure kernels on a device through the profiler; rows go to (and already measured ones come from) `store`."""
 
+    bar = tqdm(desc=f"profile {device.name}: adaptive round", unit="kernel", file=sys.stderr, leave=False)
+
     def measure(specs: list[KernelSpec]) -> pd.DataFrame:
         """Profile the kernels not yet in the store, then return the store's rows for all of them."""
-        result = profile_device(device, specs, store, batch_size)
+        result = profile_device(device, specs, store, batch_size, progress=bar)
         for spec, error in result.failed:
             print(f"{device.name}: failed {spec.name()}: {error.strip()[-200:]}", file=sys.stderr)
         table = store.table

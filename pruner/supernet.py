@@ -28,12 +28,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
 from profiler.errors import UserError
 from profiler.sparsity import block_mask
 from pruner.estimate import CachedEstimator, ProxyData, calibrated_evaluation, torch_threads
 from pruner.graph import ModelGraph, check_unmasked
-from pruner.hardware import is_distributed, set_epoch, shard
+from pruner.hardware import is_distributed, is_main_process, set_epoch, shard
 from pruner.space import SearchSpace
 from pruner.train import Evaluation, place
 
@@ -281,10 +282,10 @@ def train_supernet(
     rng = np.random.default_rng(0) if rng is None else rng
     params = list(supernet.model.parameters())
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    return [
-        train_step(supernet, images, labels, sandwich(supernet.space, rng, pool), optimizer)
-        for images, labels in itertools.islice(_cycle(shard(loader)), steps)
-    ]
+    batches = tqdm(itertools.islice(_cycle(shard(loader)), steps), total=steps, desc="supernet: sandwich steps",
+                   unit="step", leave=False, disable=not is_main_process())
+    return [train_step(supernet, images, labels, sandwich(supernet.space, rng, pool), optimizer)
+            for images, labels in batches]
 
 
 @dataclass(eq=False)
