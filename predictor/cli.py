@@ -269,8 +269,8 @@ def run_adaptive(args: argparse.Namespace) -> int:
     store = ResultsStore(out / f"{device.name}.csv")
     measure = adaptive.device_measure(device, store, args.batch_size or BATCH_SIZE)
     result = adaptive.sample(
-        load_plan(args.plan, device.block), measure, args.target, args.budget, args.holdout_kernels, args.initial,
-        args.step, args.strategy, seed=args.seed,
+        load_plan(args.plan, device.block, args.max_kernels), measure, args.target, args.budget,
+        args.holdout_kernels, args.initial, args.step, args.strategy, seed=args.seed,
     )
     csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)
     persist.save(result.model, out / f"{device.name}.jcwm")
