@@ -170,7 +170,9 @@ def write_report(args, table, fronts, latency, p, prepared_min, measure_min, sea
                            np.array([int(g) for g in genes.split(",")]), latency.block)) for genes in t.genes))
                            for t in fronts.fronts.values()]})
     shown = table.assign(zero_share=table.zero_share.map("{:.3f}".format),
-                         error=table.error.map("{:+.1%}".format), old_error=table.old_error.map("{:+.1%}".format))
+                         error=table.error.map("{:+.1%}".format), old_error=table.old_error.map("{:+.1%}".format),
+                         **{c: table[c].map("{:.1f}".format) for c in ("measured_ms", "twin_ms", "predicted_ms",
+                                                                        "old_price_ms")})
     lines = [
         "# XNNPACK benchmark (arm-emu)", "",
         "`.venv/bin/python bench/xnnpack_bench.py" + (f" --size {args.size}" if args.size != 56 else "") + "`: "
@@ -192,7 +194,8 @@ def write_report(args, table, fronts, latency, p, prepared_min, measure_min, sea
         f"{table.old_error.abs().max():.1%}).", "",
         "![predicted vs measured](xnnpack.png)", "",
         shown[["candidate", "zero_share", "predicted_regime", "measured_regime", "measured_ms", "twin_ms",
-               "predicted_ms", "error", "old_price_ms", "old_error"]].to_markdown(index=False, floatfmt=".1f"), "",
+               "predicted_ms", "error", "old_price_ms", "old_error"]].to_markdown(index=False, disable_numparse=True),
+        "",
         "## Fronts against arm-emu's predictor", "",
         f"Joint (one NSGA-II over widths and densities: on XNNPACK no layer is faster sparse alone, so the weight "
         f"stage is off), channel-only, weight-only and uniform widths, {args.generations} generations of "
