@@ -278,6 +278,7 @@ def run_export(args: argparse.Namespace) -> int:
     from predictor import persist
     from profiler.devices import get_device
     from profiler.errors import UserError
+    from pruner.api import sidecar
     from pruner.apply import apply_candidate
     from pruner.checkpoint import parse_genes
     from pruner.space import space_settings
@@ -304,15 +305,9 @@ def run_export(args: argparse.Namespace) -> int:
     if predictor:  # priced as `jcw predict` prices the file: read back as the device runs it
         specs = layers_of(exported.model, exported.suffix, device.flavour, device.block, str(out))
         predicted = predictor.predict_network(list(specs.values()))
-    sidecar = {
-        **provenance(ckpt, None, device, recorded_data(ckpt), args.predictor, predictor),
-        "space": settings, "genes": None if genes is None else [int(g) for g in genes],
-        "flavour": exported.flavour, "input_shape": list(ckpt.input_shape), "predicted_ms": predicted,
-        "xnnpack": exported.xnnpack,
-        "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
-                    **layer.spec.to_row()} for layer in exported.layers],
-    }
-    Path(f"{out}.json").write_text(json.dumps(sidecar, indent=1))
+    record = {**provenance(ckpt, None, device, recorded_data(ckpt), args.predictor, predictor), "space": settings,
+              "genes": None if genes is None else [int(g) for g in genes]}
+    Path(f"{out}.json").write_text(json.dumps(sidecar(exported, ckpt.input_shape, predicted, record), indent=1))
     kept_dense = [layer.name for layer in exported.layers if layer.pruned_density < 1 and layer.storage == "dense"]
     sparse = sum(layer.storage == "sparse" for layer in exported.layers)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.flavour}): {sparse} sparse layers"
