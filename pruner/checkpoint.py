@@ -18,7 +18,15 @@ from profiler.errors import UserError
 from pruner.apply import apply_candidate
 from pruner.graph import analyze
 from pruner.models import MODELS, build_model
-from pruner.sources import build_from, factory_source, file_sha256, is_factory, load_weights, parse_input_shape
+from pruner.sources import (
+    build_from,
+    factory_name,
+    factory_source,
+    file_sha256,
+    is_factory,
+    load_weights,
+    parse_input_shape,
+)
 from pruner.space import NO_BOUNDS, SearchSpace, SpaceError, density_bounds
 
 
@@ -72,6 +80,8 @@ def load_model(
             raise UserError(f"{spec}: a jcw checkpoint holds its weights and input shape; weights and an input shape "
                             "go with a FILE.py:factory model")
         return load_checkpoint(spec)
+    if weights is not None and is_checkpoint(weights):  # a jcw checkpoint of this factory's model (e.g. fine-tuned)
+        return load_checkpoint(weights, factory=spec)
     if input_shape is None:
         raise UserError(f"{spec}: a factory's model needs its input shape C,H,W (--input-shape)")
     shape = parse_input_shape(input_shape)
@@ -97,11 +107,21 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a jcw checkpoint (read weights_only: the file cannot run code) rather than a state_dict."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not readable this way: load_weights says why
+        return False
+    return isinstance(payload, dict) and "state_dict" in payload and "input_shape" in payload
+
+
+def load_checkpoint(path: str | Path, factory: str | None = None) -> Checkpoint:
     """Rebuild the model (pruned to its candidate, masks attached, if it is a pruned checkpoint).
 
-    A user's model is rebuilt by calling its factory again, which imports the factory's file or module: load
-    checkpoints of a user's model only from sources you trust, as you would run their code.
+    A user's model is rebuilt by calling its factory, code a checkpoint cannot be trusted to name: the caller names
+    it (`factory`, e.g. "net.py:build"; on the command line --model net.py:build --weights CKPT), and it must be
+    the one the checkpoint was made from. A checkpoint naming a factory the caller did not is refused unrun.
     """
     path = Path(path)
     if not path.is_file():
@@ -112,7 +132,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     except (RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{path}: not a jcw checkpoint ({type(err).__name__}: {err})") from None
     source, settings = payload.get("source"), _settings(path, payload.get("space"))
-    model = _build(path, arch, kwargs) if source is None else _build_source(path, source)
+    model = _build(path, arch, kwargs) if source is None else _build_source(path, source, factory)
     ckpt = Checkpoint(model, arch, kwargs, shape, payload.get("genes") and tuple(payload["genes"]), payload["block"],
                       source, settings, path)
     if ckpt.genes is not None:
@@ -131,12 +151,20 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return dataclasses.replace(ckpt, model=ckpt.model.eval())
 
 
-def _build_source(path: Path, source: object) -> nn.Module:
-    """The model a checkpoint's factory provenance builds; errors are prefixed with the checkpoint's path."""
+def _build_source(path: Path, source: object, factory: str | None) -> nn.Module:
+    """The model of a checkpoint made from a user's factory, built by the `factory` the caller names (the same one
+    the checkpoint records: kind, file or module, name); errors are prefixed with the checkpoint's path."""
     if not isinstance(source, dict):
         raise UserError(f"{path}: source must be a factory's provenance, got {type(source).__name__}")
+    recorded = factory_name(source)
+    if factory is None:
+        raise UserError(f"{path}: its model is built by {recorded[:200]}, code the file names and jcw does not run "
+                        "on a file's word: name it yourself (--model FILE.py:factory --weights CHECKPOINT)")
     try:
-        return build_from(source)
+        given = factory_source(factory)
+        if any(given.get(k) != source.get(k) for k in ("kind", "path", "module", "factory")):
+            raise UserError(f"made from {recorded[:200]}, not {factory_name(given)}")
+        return build_from(given)
     except UserError as err:
         raise UserError(f"{path}: model source: {err}") from None
 

@@ -96,7 +96,7 @@ def test_a_pruned_factory_model_survives_its_checkpoint(user_model, tmp_path):
     """Saved from a user's factory with a custom grid, reloaded by calling the factory again: same model."""
     path, weights, _ = user_model
     ckpt = load_model(f"{path}:build", weights=weights, input_shape="3,16,16")
-    base = load_checkpoint(save_checkpoint(tmp_path / "base.pt", ckpt))
+    base = load_checkpoint(save_checkpoint(tmp_path / "base.pt", ckpt), factory=f"{path}:build")
     assert base.source == ckpt.source and base.provenance()["checkpoint"]["path"] == str(tmp_path / "base.pt")
 
     space = dataclasses.replace(base.space(), width_grid=(0.25, 0.5, 1.0), density_grid=(0.25, 0.5, 1.0),
@@ -105,7 +105,7 @@ def test_a_pruned_factory_model_survives_its_checkpoint(user_model, tmp_path):
     pruned = apply_candidate(base.model, space, genes, block="unstructured")
     tuned = dataclasses.replace(base, model=pruned, genes=tuple(genes), block="unstructured",
                                 space_settings=space_settings(space))
-    again = load_checkpoint(save_checkpoint(tmp_path / "tuned.pt", tuned))
+    again = load_model(f"{path}:build", weights=save_checkpoint(tmp_path / "tuned.pt", tuned))  # as --weights
     names = [layer.name for layer in space.graph.layers]
     assert measured_channels(again.model, names) == {"stem.0": (3, 4), "body.0": (4, 16), "head": (16, 4)}
     x = torch.randn(2, 3, 16, 16)
@@ -183,7 +183,24 @@ def test_a_checkpoint_whose_factory_is_gone_names_both_files(user_model, tmp_pat
     saved = save_checkpoint(tmp_path / "m.pt", load_model(f"{path}:build", input_shape="3,16,16"))
     path.unlink()
     with pytest.raises(UserError, match=r"m.pt: model source: .*models.py: no such file"):
-        load_checkpoint(saved)
+        load_checkpoint(saved, factory=f"{path}:build")
+
+
+def test_a_checkpoint_runs_no_factory_the_caller_did_not_name(user_model, tmp_path):
+    """A checkpoint names the code that builds its model; loading it never imports that code on the file's word,
+    nor code other than the factory the caller names."""
+    path, _, _ = user_model
+    saved = save_checkpoint(tmp_path / "m.pt", load_model(f"{path}:build", input_shape="3,16,16"))
+    planted = tmp_path / "planted.py"
+    planted.write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\ndef build():\n    return None\n")
+    payload = torch.load(saved, weights_only=True)
+    payload["source"] |= {"path": str(planted)}  # a checkpoint that names someone else's file
+    torch.save(payload, tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match=r"crafted.pt: its model is built by .*planted.py:build.*name it yourself"):
+        load_checkpoint(tmp_path / "crafted.pt")
+    with pytest.raises(UserError, match=r"crafted.pt: model source: made from .*planted.py:build, not .*models.py"):
+        load_checkpoint(tmp_path / "crafted.pt", factory=f"{path}:build")
+    assert not (tmp_path / "ran").exists()
 
 
 def test_input_shapes_parse():

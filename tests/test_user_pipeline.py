@@ -134,7 +134,7 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, 
     joint = pareto[pareto.method == "joint"].sort_values("latency_ms").iloc[0]
     tuned = tmp_path / "tuned.pt"
     assert jcw("finetune", *model, *on_device, *data, "--candidate", joint.genes, "--out", tuned) == 0
-    pruned = load_checkpoint(tuned)
+    pruned = load_checkpoint(tuned, factory=f"{user / 'net.py'}:build")
     assert pruned.genes == tuple(int(g) for g in joint.genes.split(","))
     assert pruned.source["path"] == str(user / "net.py") and pruned.space_settings["keep"] == ["stem.*"]
     record = json.loads((tmp_path / "tuned.pt.json").read_text())
@@ -142,7 +142,10 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, 
     assert set(record["validation"]) == {"before", "after"}
 
     exported = tmp_path / "tuned.tflite"
-    assert jcw("export", "--model", tuned, "--device", "local-sparse", "--predictor", pred, "--out", exported) == 0
+    assert jcw("export", "--model", tuned, "--device", "local-sparse", "--out", exported) == 3  # names code: refused
+    assert "name it yourself" in capsys.readouterr().err
+    assert jcw("export", "--model", f"{user / 'net.py'}:build", "--weights", tuned, "--device", "local-sparse",
+               "--predictor", pred, "--out", exported) == 0
     sidecar = json.loads((tmp_path / "tuned.tflite.json").read_text())
     assert sidecar["model"]["model"] == summary["model"]["model"] and sidecar["model"]["checkpoint"]["path"] == str(
         tuned)
