@@ -34,7 +34,6 @@ import torch  # noqa: E402
 
 from jcw.demo import DemoConfig, Steps, prepare  # noqa: E402
 from profiler.measure import measure_files  # noqa: E402
-from profiler.sparsity import zero_count  # noqa: E402
 from pruner.apply import apply_candidate, make_permanent  # noqa: E402
 from pruner.estimate import mnist_proxy_data, proxy_estimator  # noqa: E402
 from pruner.export import export  # noqa: E402
@@ -52,9 +51,10 @@ TOLERANCE = 0.15
 PASSES = 3
 
 
-def zero_share(specs: dict, gated: tuple[str, ...]) -> float:
-    layers = [specs[n] for n in gated]
-    return sum(zero_count(s) for s in layers) / sum(s.cin * s.cout for s in layers)
+def zero_share(latency, x: np.ndarray) -> float:
+    """The share of zero weights in the 1x1 convs XNNPACK's gate counts, for candidate `x`."""
+    zeros, params = latency.cluster.zeros_and_params(latency.space.kernel_specs(x, latency.block))
+    return zeros / params
 
 
 def toward(space, latency, x: np.ndarray, target: float) -> np.ndarray:
@@ -68,7 +68,7 @@ def toward(space, latency, x: np.ndarray, target: float) -> np.ndarray:
     level = int(np.searchsorted(grid, 1 - target - 1e-9))  # the densest grid level with share <= target
     x[genes] = np.clip(level, space.lower[genes], space.upper[genes])
     for g in genes:
-        if zero_share(space.kernel_specs(x, latency.block), latency.cluster.gated) >= target - 1e-9:
+        if zero_share(latency, x) >= target - 1e-9:
             break
         x[g] = max(space.lower[g], x[g] - 1)
     return x
@@ -121,8 +121,7 @@ def main() -> None:
         for suffix, e in (("", exported), ("_twin", twin)):
             files.append(out_dir / f"c{i:02d}{suffix}.tflite")
             files[-1].write_bytes(e.model)
-        rows.append({"candidate": f"c{i:02d}", "zero_share": zero_share(space.kernel_specs(x, device.block),
-                                                                      latency.cluster.gated),
+        rows.append({"candidate": f"c{i:02d}", "zero_share": zero_share(latency, x),
                      "predicted_regime": "sparse" if exported.xnnpack["sparse"] else "dense",
                      "predicted_ms": float(latency(x[None])[0]), "old_price_ms": old_price(latency, x)})
     t0 = time.perf_counter()

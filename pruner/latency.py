@@ -41,12 +41,16 @@ class SparseCluster:
         """Whether a layer of a sparse cluster runs on a CHW kernel the profiler measures in the nchw layout."""
         return name in self.layers and runs_chw(spec.op, spec.k, spec.stride)
 
+    def zeros_and_params(self, specs: dict[str, KernelSpec]) -> tuple[int, int]:
+        """The gated layers' zero weights (counted as profiler.sparsity.block_mask makes them) and all their weights,
+        for a candidate's kernel specs by layer name."""
+        gated = [specs[name] for name in self.gated]
+        return sum(zero_count(s) for s in gated), sum(s.cin * s.cout for s in gated)
+
     def sparse(self, specs: dict[str, KernelSpec]) -> bool:
         """Whether XNNPACK runs a candidate (its kernel specs by layer name) sparse: the structure allows it and
-        the gated layers' zeros, counted as profiler.sparsity.block_mask makes them, pass the gate."""
-        gated = [specs[name] for name in self.gated]
-        params = sum(s.cin * s.cout for s in gated)
-        return not self.blocked and xnnpack.passes_gate(sum(zero_count(s) for s in gated), params)
+        the gated layers' zeros pass the gate."""
+        return not self.blocked and xnnpack.passes_gate(*self.zeros_and_params(specs))
 
     def priced_specs(self, specs: dict[str, KernelSpec]) -> dict[str, KernelSpec]:
         """Each layer as XNNPACK runs it: in the nchw layout inside a sparse cluster, dense nhwc otherwise."""
@@ -125,25 +129,27 @@ class CandidateLatency:
     cluster: SparseCluster | None = None
     sparse_overhead_ms: float | None = None
 
-    def _priced_rows(self, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """Layer names, then per row of X and layer: the faster form's latency and whether it is dense storage
-        of a sparse layer (both [rows, layers]), with one predictor call for all rows."""
+    def _priced_rows(self, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Layer names, then per row of X and layer: the latency of the form the device runs and whether it is dense
+        storage of a sparse layer (both [rows, layers]), and per row whether XNNPACK runs it sparse; one predictor
+        call for all rows."""
         per_row = [self.space.kernel_specs(x, self.block) for x in X]
         names = list(per_row[0]) if per_row else []
-        if self.cluster is not None:
-            priced = [self.cluster.priced_specs(specs) for specs in per_row]
-            cost = np.asarray(self.predict([s for specs in priced for s in specs.values()]), dtype=float)
-            as_dense = np.array([[spec.is_sparse and not p.is_sparse for spec, p in
-                                  zip(specs.values(), ps.values(), strict=True)] for specs, ps in zip(per_row, priced,
-                                                                                                    strict=True)])
-            return names, cost.reshape(len(X), len(names)), as_dense.reshape(len(X), len(names))
-        cost, as_dense = faster_forms(self.predict, [spec for specs in per_row for spec in specs.values()])
-        return names, cost.reshape(len(X), len(names)), as_dense.reshape(len(X), len(names))
+        if self.cluster is None:
+            cost, as_dense = faster_forms(self.predict, [spec for specs in per_row for spec in specs.values()])
+            sparse_rows = np.zeros(len(X), dtype=bool)
+        else:
+            priced = [list(self.cluster.priced_specs(specs).values()) for specs in per_row]
+            cost = np.asarray(self.predict([s for specs in priced for s in specs]), dtype=float)
+            as_dense = np.array([spec.is_sparse and not p.is_sparse for specs, ps in zip(per_row, priced, strict=True)
+                                 for spec, p in zip(specs.values(), ps, strict=True)])
+            sparse_rows = np.array([any(p.layout == "nchw" for p in ps) for ps in priced], dtype=bool)
+        return names, cost.reshape(len(X), len(names)), as_dense.reshape(len(X), len(names)), sparse_rows
 
     def layer_choices(self, x: Sequence[int] | np.ndarray) -> dict[str, tuple[KernelSpec, float]]:
         """Per layer: the spec as it will be exported (dense where faster) and its predicted latency."""
         specs = self.space.kernel_specs(x, self.block)
-        _, cost, as_dense = self._priced_rows(np.atleast_2d(x))
+        _, cost, as_dense, _ = self._priced_rows(np.atleast_2d(x))
         return {
             name: (spec.replace(density=1.0) if dense else spec, float(c))
             for (name, spec), c, dense in zip(specs.items(), cost[0], as_dense[0], strict=True)
@@ -160,7 +166,7 @@ class CandidateLatency:
             return X
         if self.cluster is not None:
             return self.gate_repair(X)
-        names, _, as_dense = self._priced_rows(X)
+        names, _, as_dense, _ = self._priced_rows(X)
         prunable = [names.index(layer.name) for layer in self.space.graph.prunable]
         n_width = self.space.n_width
         X[:, n_width:] = np.where(as_dense[:, prunable], self.space.upper[n_width:], X[:, n_width:])
@@ -178,16 +184,17 @@ class CandidateLatency:
             specs = self.space.kernel_specs(row, self.block)
             if self.cluster.sparse(specs):
                 continue
-            gated = [specs[n] for n in self.cluster.gated]
-            share = sum(zero_count(s) for s in gated) / max(1, sum(s.cin * s.cout for s in gated))
-            pushed = row.copy()
-            while share > xnnpack.GATE - reach and not self.cluster.sparse(self.space.kernel_specs(pushed, self.block)):
-                movable = [n_width + i for i in steps if pushed[n_width + i] > self.space.lower[n_width + i]]
-                if not movable:
-                    break
-                pushed[movable[0]] -= 1
-                steps = steps[1:] + steps[:1]  # round robin, so no one layer goes to its floor alone
-            if self.cluster.sparse(self.space.kernel_specs(pushed, self.block)):
+            zeros, params = self.cluster.zeros_and_params(specs)
+            pushed, sparse = row.copy(), False
+            if params and zeros / params > xnnpack.GATE - reach:
+                while not sparse:
+                    movable = [n_width + i for i in steps if pushed[n_width + i] > self.space.lower[n_width + i]]
+                    if not movable:
+                        break
+                    pushed[movable[0]] -= 1
+                    steps = steps[1:] + steps[:1]  # round robin, so no one layer goes to its floor alone
+                    sparse = self.cluster.sparse(self.space.kernel_specs(pushed, self.block))
+            if sparse:
                 row[:] = pushed
             else:
                 row[n_width:] = self.space.upper[n_width:]
@@ -195,13 +202,9 @@ class CandidateLatency:
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Predicted latency (ms) of each row of X, with one batched predictor call for all rows."""
-        X = np.atleast_2d(X)
-        _, cost, _ = self._priced_rows(X)
-        overhead = np.full(len(X), self.overhead_ms)
-        if self.cluster is not None and self.sparse_overhead_ms is not None:
-            sparse = np.array([self.cluster.sparse(self.space.kernel_specs(x, self.block)) for x in X], dtype=bool)
-            overhead[sparse] = self.sparse_overhead_ms
-        return cost.sum(axis=1) + overhead
+        _, cost, _, sparse_rows = self._priced_rows(np.atleast_2d(X))
+        sparse_overhead = self.overhead_ms if self.sparse_overhead_ms is None else self.sparse_overhead_ms
+        return cost.sum(axis=1) + np.where(sparse_rows, sparse_overhead, self.overhead_ms)
 
 
 def faster_forms(predict: PredictFn, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
