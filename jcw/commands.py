@@ -34,17 +34,26 @@ SEARCH_TRAIN_IMAGES = 10_000  # training images the search reads (BatchNorm cali
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a built-in reference model and save a checkpoint")
-    p.add_argument("--arch", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18", "mobilenet_v1"])
+    p.add_argument("--arch", default="mobilenet_v2",
+                   choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"])
     p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier (default 0.5)")
     add_data_arg(p)
     p.add_argument("--epochs", type=at_least(1), default=1)
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batch-size", type=at_least(1), default=64)
+    p.add_argument("--augment", default="crop-flip", choices=["crop-flip", "flip", "none"],
+                   help="image folders: training images randomly cropped (padded by 1/8 when small) and flipped, "
+                        "flipped only, or neither (default crop-flip; MNIST is never augmented)")
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
     p.add_argument("--input-size", type=at_least(1), default=28, help="images scaled to this many pixels a side")
     p.add_argument("--in-channels", type=int, choices=[1, 3], default=1,
                    help="input channels (MNIST's grey replicated; 3 lets XNNPACK run the model sparse on a phone)")
     add_torch_args(p)
-    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.add_argument("--out", required=True, help="checkpoint file to write; OUT.state keeps the progress of an "
+                                                "interrupted run, which the same command resumes")
     p.set_defaults(run=run_train)
 
     p = sub.add_parser("plan", help="write the profiling plan a model's search needs (its layers' kernels)")
@@ -148,13 +157,20 @@ def run_train(args: argparse.Namespace) -> int:
     device = torch_device_arg(args)
     torch.manual_seed(0)
     shape = (1, args.in_channels, args.input_size, args.input_size)
-    data = load_data(args.data, shape, train_limit=args.limit)
+    data = load_data(args.data, shape, batch_size=args.batch_size, train_limit=args.limit, augment=args.augment)
     kwargs = {"num_classes": data.num_classes, "in_channels": args.in_channels, "width_mult": args.width}
     model = build_model(args.arch, **kwargs)
-    train(model, data.train, args.epochs, desc=f"train {args.arch}", device=device)
+    state = Path(f"{args.out}.state")
+    history = train(model, data.train, args.epochs, lr=args.lr, optimizer=args.optimizer,
+                    weight_decay=args.weight_decay, val_loader=data.val, desc=f"train {args.arch}", device=device,
+                    resume=state)
     ev = evaluate(model, data.val, device)
     if is_main_process():
+        for record in history:
+            print(f"epoch {record['epoch']}: train loss {record['train_loss']:.3f}, "
+                  f"validation top-1 {record['val_top1']:.2%}")
         save_checkpoint(args.out, Checkpoint(model.cpu(), args.arch, kwargs, shape))
+        state.unlink(missing_ok=True)
         print(f"{args.arch} x{args.width}: validation top-1 {ev.top1:.2%}, loss {ev.loss:.3f}; wrote {args.out}")
     return 0
 

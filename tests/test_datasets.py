@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from profiler.errors import UserError
+from pruner import datasets
 from pruner.datasets import IMAGENET_MEAN, IMAGENET_STD, check_head, image_transform, load_data
 
 COLOURS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "emu": (0, 0, 255)}  # one pure colour per class
@@ -38,7 +40,7 @@ def folder(tmp_path_factory):
 def test_an_image_folder_gives_labelled_normalized_batches_from_workers(folder):
     data = load_data(f"imagefolder:{folder}", (1, 3, 32, 32), batch_size=5, num_workers=2)
     assert data.num_classes == 3 and data.source["classes"] == ["cat", "dog", "emu"]
-    assert data.source["resize"] == 37 and data.source["mean"] == list(IMAGENET_MEAN)
+    assert data.source["resize"] == "auto" and data.source["mean"] == list(IMAGENET_MEAN)
     batches = list(data.train)
     assert [len(y) for _, y in batches] == [5, 5, 5, 5, 4]
     x = torch.cat([x for x, _ in batches])
@@ -64,6 +66,65 @@ def test_the_transform_resizes_the_shorter_side_and_crops_the_centre():
     assert small.shape == (3, 16, 16)
     mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
     assert torch.allclose(small[:, 8, 8], (1 - mean) / std) and torch.allclose(small[:, 8, 0], -mean / std)
+
+
+def random_folder(root, size: int, per_class: int = 3, suffix: str = ".png") -> dict[str, list[np.ndarray]]:
+    """root/{train,val}/{a,b}/i.png of random RGB pixels; the pixels by split, in the folder's (sorted) order."""
+    rng, pixels = np.random.default_rng(0), {}
+    for split in ("train", "val"):
+        pixels[split] = []
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                Image.fromarray(array).save(root / split / name / f"{i}{suffix}")
+                pixels[split].append(array)
+    return pixels
+
+
+def unnormalized(x: torch.Tensor) -> np.ndarray:
+    """A normalized (C, H, W) image back to uint8 (H, W, C) pixels."""
+    mean, std = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+    return ((x * std + mean) * 255).round().permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def test_small_images_keep_every_pixel_and_only_training_images_are_augmented(tmp_path):
+    """A 32x32 folder for a 32x32 model (CIFAR's case): no resize, no crop, the validation split exactly the files;
+    training items are random windows of the image padded by 4, sometimes flipped, different pass to pass."""
+    pixels = random_folder(tmp_path, 32)
+    data = load_data(f"imagefolder:{tmp_path}", (3, 32, 32), batch_size=64)
+    assert data.source["resize"] == "auto" and data.source["augment"] == "crop-flip"
+    val = torch.cat([x for x, _ in data.val])
+    for got, want in zip(val, pixels["val"], strict=True):
+        assert np.array_equal(unnormalized(got), want)
+    train_set = data.train.dataset
+    views = [unnormalized(train_set[0][0]) for _ in range(12)]
+    padded = np.pad(pixels["train"][0], ((4, 4), (4, 4), (0, 0)))
+    windows = [padded[t:t + 32, s:s + 32] for t in range(9) for s in range(9)]
+    for view in views:  # every view is a window of the padded image, or its mirror image
+        assert any(np.array_equal(view, w) or np.array_equal(view, w[:, ::-1]) for w in windows)
+    assert len({v.tobytes() for v in views}) > 1
+    plain = load_data(f"imagefolder:{tmp_path}", (3, 32, 32), augment="none").train.dataset
+    assert np.array_equal(unnormalized(plain[0][0]), pixels["train"][0])
+
+
+def test_a_folder_is_decoded_once_then_read_from_its_cache(tmp_path, monkeypatch):
+    pixels = random_folder(tmp_path / "data", 16, suffix=".bmp")  # lossless, like the cache
+    cache = tmp_path / "cache"
+    first = load_data(f"imagefolder:{tmp_path / 'data'}", (3, 16, 16), augment="none", cache_dir=cache)
+    assert len(list(cache.glob("*.npy"))) == 2  # train and val
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("an image was decoded again")
+
+    monkeypatch.setattr(datasets.Image, "open", no_decoding)
+    again = load_data(f"imagefolder:{tmp_path / 'data'}", (3, 16, 16), augment="none", cache_dir=cache)
+    assert torch.equal(torch.cat([x for x, _ in first.val]), torch.cat([x for x, _ in again.val]))
+    assert np.array_equal(unnormalized(again.train.dataset[5][0]), pixels["train"][5])
+    monkeypatch.undo()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "data" / "val" / "a" / "0.bmp")  # changed
+    changed = load_data(f"imagefolder:{tmp_path / 'data'}", (3, 16, 16), augment="none", cache_dir=cache)
+    assert len(list(cache.glob("*.npy"))) == 3 and unnormalized(changed.val.dataset[0][0]).max() == 0
 
 
 def test_grey_models_read_grey_images_and_a_training_limit_is_a_seeded_subset(folder):

@@ -71,3 +71,35 @@ def test_bn_recalibration_recovers_a_model_with_stale_statistics(mnist):
     recalibrated = evaluate(recalibrate_bn(model, mnist["train"].loader(100), batches=10), val)
     assert stale.top1 < good.top1 - 0.2
     assert recalibrated.top1 > good.top1 - 0.05
+
+
+class Interrupting:
+    """A loader of fixed batches that raises KeyboardInterrupt at batch `stop` of its second pass (None: never)."""
+
+    def __init__(self, batches, stop: int | None = None):
+        self.batches, self.stop, self.passes = batches, stop, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        self.passes += 1
+        for i, batch in enumerate(self.batches):
+            if self.passes == 2 and i == self.stop:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_an_interrupted_training_resumes_from_its_last_epoch_to_the_same_weights(mnist, tmp_path):
+    batches = list(mnist["train"].loader(64, limit=256))
+    whole = small_net()
+    train(whole, Interrupting(batches), 3, optimizer="sgd", weight_decay=1e-4)
+    resumed, state = small_net(), tmp_path / "net.state"
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, Interrupting(batches, stop=2), 3, optimizer="sgd", weight_decay=1e-4, resume=state)
+    assert state.is_file()
+    resumed = small_net()  # a new process: fresh weights, the state file holds the first epoch
+    history = train(resumed, Interrupting(batches), 3, optimizer="sgd", weight_decay=1e-4, resume=state)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name

@@ -90,3 +90,25 @@ def test_the_nchw_wrapper_keeps_its_cluster_sparse_whatever_the_kernel(spec):
         (cluster,) = xnnpack.analyse(nchw_wrapper(spec, kernel))
         assert cluster.sparse, cluster.reason()
         assert ("kernel" in cluster.nodes) is (kernel is not None)
+
+
+def test_the_cifar_mobilenet_v2_can_enter_xnnpacks_sparse_path():
+    """The built-in 32x32 MobileNetV2: its stem is XNNPACK's entry and its whole body one cluster, which runs sparse
+    once its 1x1 convs are more than 2/3 zeros (and dense before)."""
+    import torch
+
+    from pruner.apply import apply_candidate, make_permanent
+    from pruner.export import export
+    from pruner.graph import analyze
+    from pruner.models import build_model
+    from pruner.space import SearchSpace, density_bounds
+
+    model = build_model("mobilenet_v2_cifar", width_mult=0.25).eval()
+    space = SearchSpace(analyze(model, (1, 3, 32, 32)), density_bounds=density_bounds("xnnpack"))
+    dense = export(model, (1, 3, 32, 32), "xnnpack", "1x4")
+    (cluster,) = dense.clusters
+    assert not cluster.blocked and not cluster.sparse and cluster.entry == "features.0.0"
+    assert len(cluster.gated) == len([layer for layer in space.graph.prunable if layer.k == 1])
+    assert model.features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (2, 2)
+    sparse = make_permanent(apply_candidate(model, space, space.lower, "1x4"))
+    assert export(sparse, (1, 3, 32, 32), "xnnpack", "1x4").xnnpack["sparse"]
