@@ -32,11 +32,11 @@ from profiler.devices import get_device  # noqa: E402
 from profiler.measure import measure_files  # noqa: E402
 from profiler.profile import profile_device  # noqa: E402
 from profiler.store import ResultsStore  # noqa: E402
-from pruner.apply import apply_candidate, make_permanent  # noqa: E402
-from pruner.export import export  # noqa: E402
-from pruner.graph import analyze  # noqa: E402
-from pruner.latency import prefer_dense, profiling_plan  # noqa: E402
-from pruner.space import SearchSpace  # noqa: E402
+from pruner.deploy.export import export  # noqa: E402
+from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
+from pruner.model.graph import analyze  # noqa: E402
+from pruner.search.latency import prefer_dense, profiling_plan  # noqa: E402
+from pruner.search.space import SearchSpace  # noqa: E402
 from tests.test_export import randomise_bn  # noqa: E402
 from tests.test_modern_ops import MobileNetV3Small  # noqa: E402
 

@@ -37,12 +37,12 @@ from profiler.devices import get_device  # noqa: E402
 from profiler.measure import measure_files  # noqa: E402
 from profiler.profile import profile_device  # noqa: E402
 from profiler.store import ResultsStore  # noqa: E402
-from pruner.apply import apply_candidate  # noqa: E402
-from pruner.export import Exported, export  # noqa: E402
-from pruner.graph import analyze  # noqa: E402
-from pruner.latency import CandidateLatency, prefer_dense, profiling_plan  # noqa: E402
-from pruner.models import build_model  # noqa: E402
-from pruner.space import SearchSpace  # noqa: E402
+from pruner.deploy.export import Exported, export  # noqa: E402
+from pruner.model.apply import apply_candidate  # noqa: E402
+from pruner.model.graph import analyze  # noqa: E402
+from pruner.model.reference import build_model  # noqa: E402
+from pruner.search.latency import CandidateLatency, prefer_dense, profiling_plan  # noqa: E402
+from pruner.search.space import SearchSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"

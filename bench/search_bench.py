@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 
 from jcw.demo import DemoConfig, Steps, prepare
-from pruner.estimate import mnist_proxy_data, proxy_estimator
-from pruner.fronts import METHODS, WEIGHT_STAGE, run_fronts
-from pruner.pareto import hypervolumes, plot_fronts
-from pruner.search import SearchConfig
-from pruner.supernet import SupernetEstimator, build_supernet
+from pruner.accuracy.estimate import mnist_proxy_data, proxy_estimator
+from pruner.accuracy.supernet import SupernetEstimator, build_supernet
+from pruner.search.engine import SearchConfig
+from pruner.search.fronts import METHODS, WEIGHT_STAGE, run_fronts
+from pruner.search.pareto import hypervolumes, plot_fronts
 
 CACHE = Path(__file__).parent / "cache" / "demo"
 OUT = Path(__file__).parent / "results"
@@ -106,7 +106,7 @@ def main() -> None:
         f"latency), {described}. Every method has the same budget, {config.n_gen} generations of "
         f"{config.pop_size} evaluations; every NSGA-II runs with JCW's survival, starts from the uniform "
         "candidates and repairs alike (a density the device would run dense anyway is set back to dense). "
-        f"`joint` is a widths-only NSGA-II, then the weight stage (pruner.sensitivity) with "
+        f"`joint` is a widths-only NSGA-II, then the weight stage (pruner.search.sensitivity) with "
         f"{WEIGHT_STAGE:.0%} of the budget or more; `{ONE_STAGE}` is JCW's single NSGA-II over widths and "
         "densities. Top-1 is the estimate on the validation images, before any fine-tuning.", "",
         f"Search time, three methods plus the uniform sweep: **{minutes:.1f} min**"

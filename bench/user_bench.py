@@ -24,20 +24,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+import pruner.accuracy.estimate
 import pruner.api
-import pruner.estimate
-import pruner.fronts
+import pruner.search.fronts
 from predictor import persist
 from predictor.latency import LatencyModel
 from profiler.devices import get_device
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from pruner import JCW
-from pruner.datasets import load_data
-from pruner.graph import analyze
-from pruner.latency import CandidateLatency, profiling_plan
-from pruner.models import MobileNetV2
-from pruner.space import SearchSpace, density_bounds
+from pruner.data.loading import load_data
+from pruner.model.graph import analyze
+from pruner.model.reference import MobileNetV2
+from pruner.search.latency import CandidateLatency, profiling_plan
+from pruner.search.space import SearchSpace, density_bounds
 
 CACHE = Path(__file__).parent / "cache" / "user"
 OUT = Path(__file__).parent / "results" / "user.md"
@@ -118,12 +118,12 @@ def main() -> None:
     watch.wrap(pruner.api, "analyze", "analysis (graph, channel groups)")
     watch.wrap(pruner.api, "device_latency", "pricing setup")
     watch.wrap(pruner.api, "proxy_data", "data loading + PNG decoding")
-    watch.wrap(pruner.estimate, "apply_candidate", "apply candidate (narrow + mask)")
-    watch.wrap(pruner.estimate, "recalibrate_bn", "BN recalibration")
-    watch.wrap(pruner.estimate, "evaluate", "evaluation")
+    watch.wrap(pruner.accuracy.estimate, "apply_candidate", "apply candidate (narrow + mask)")
+    watch.wrap(pruner.accuracy.estimate, "recalibrate_bn", "BN recalibration")
+    watch.wrap(pruner.accuracy.estimate, "evaluate", "evaluation")
     watch.wrap(CandidateLatency, "__call__", "pricing (predictor)")
     watch.wrap(CandidateLatency, "densify", "repair (dense where faster)")
-    watch.wrap(pruner.fronts, "_write", "writing pareto.csv, plots")
+    watch.wrap(pruner.search.fronts, "_write", "writing pareto.csv, plots")
 
     data = load_data(f"imagefolder:{root}", (3, SIZE, SIZE), batch_size=BATCH)  # lists the files, reads none
     start = time.perf_counter()

@@ -34,13 +34,13 @@ import torch  # noqa: E402
 
 from jcw.demo import DemoConfig, Steps, prepare  # noqa: E402
 from profiler.measure import measure_files  # noqa: E402
-from pruner.apply import apply_candidate, make_permanent  # noqa: E402
-from pruner.estimate import mnist_proxy_data, proxy_estimator  # noqa: E402
-from pruner.export import export  # noqa: E402
-from pruner.fronts import run_fronts, weight_stage_for  # noqa: E402
-from pruner.latency import faster_forms  # noqa: E402
-from pruner.pareto import plot_fronts  # noqa: E402
-from pruner.search import SearchConfig  # noqa: E402
+from pruner.accuracy.estimate import mnist_proxy_data, proxy_estimator  # noqa: E402
+from pruner.deploy.export import export  # noqa: E402
+from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
+from pruner.search.engine import SearchConfig  # noqa: E402
+from pruner.search.fronts import run_fronts, weight_stage_for  # noqa: E402
+from pruner.search.latency import faster_forms  # noqa: E402
+from pruner.search.pareto import plot_fronts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"

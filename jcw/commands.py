@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
     p.add_argument("--weight-stage", type=float, default=None,
                    help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
-                        "search (default: pruner.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
+                        "search (default: pruner.search.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
     p.add_argument("--val-size", type=at_least(1), default=1000, help="held-out validation images per estimate")
@@ -148,11 +148,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     import torch
 
-    from pruner.checkpoint import Checkpoint, save_checkpoint
-    from pruner.datasets import load_data
-    from pruner.hardware import is_main_process
-    from pruner.models import build_model
-    from pruner.train import evaluate, train
+    from pruner.accuracy.hardware import is_main_process
+    from pruner.accuracy.train import evaluate, train
+    from pruner.data.loading import load_data
+    from pruner.model.checkpoint import Checkpoint, save_checkpoint
+    from pruner.model.reference import build_model
 
     device = torch_device_arg(args)
     torch.manual_seed(0)
@@ -179,7 +179,7 @@ def run_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from profiler.devices import get_device
-    from pruner.latency import profiling_plan, sparse_cluster
+    from pruner.search.latency import profiling_plan, sparse_cluster
 
     device = get_device(args.device, args.devices)
     ckpt = load_model_arg(args)
@@ -201,12 +201,12 @@ def run_search(args: argparse.Namespace) -> int:
     from predictor.persist import load
     from profiler.devices import get_device
     from profiler.errors import UserError
-    from pruner.datasets import check_head, load_data
-    from pruner.estimate import proxy_data, proxy_estimator
-    from pruner.fronts import run_fronts, weight_stage_for
-    from pruner.latency import device_latency
-    from pruner.search import SearchConfig
-    from pruner.supernet import SupernetEstimator, build_supernet
+    from pruner.accuracy.estimate import proxy_data, proxy_estimator
+    from pruner.accuracy.supernet import SupernetEstimator, build_supernet
+    from pruner.data.loading import check_head, load_data
+    from pruner.search.engine import SearchConfig
+    from pruner.search.fronts import run_fronts, weight_stage_for
+    from pruner.search.latency import device_latency
 
     torch_device = torch_device_arg(args)
     device = get_device(args.device, args.devices)
@@ -254,12 +254,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     import torch
 
     from profiler.devices import get_device
-    from pruner.apply import apply_candidate
-    from pruner.checkpoint import Checkpoint, parse_genes, save_checkpoint
-    from pruner.datasets import check_head, load_data
-    from pruner.hardware import is_main_process
-    from pruner.space import space_settings
-    from pruner.train import evaluate, train
+    from pruner.accuracy.hardware import is_main_process
+    from pruner.accuracy.train import evaluate, train
+    from pruner.data.loading import check_head, load_data
+    from pruner.model.apply import apply_candidate
+    from pruner.model.checkpoint import Checkpoint, parse_genes, save_checkpoint
+    from pruner.search.space import space_settings
 
     torch_device = torch_device_arg(args)
     torch.manual_seed(0)
@@ -295,9 +295,9 @@ def run_export(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
     from profiler.errors import UserError
     from pruner.api import sidecar
-    from pruner.apply import apply_candidate
-    from pruner.checkpoint import parse_genes
-    from pruner.space import space_settings
+    from pruner.model.apply import apply_candidate
+    from pruner.model.checkpoint import parse_genes
+    from pruner.search.space import space_settings
 
     device = get_device(args.device, args.devices)
     ckpt = load_model_arg(args)
@@ -391,7 +391,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def unpruned(ckpt, why: str = "prune the unpruned model instead"):
-    """`ckpt` (a pruner.checkpoint.Checkpoint), refused if it is already pruned."""
+    """`ckpt` (a pruner.model.checkpoint.Checkpoint), refused if it is already pruned."""
     from profiler.errors import UserError
 
     if ckpt.genes is not None:
@@ -402,7 +402,7 @@ def unpruned(ckpt, why: str = "prune the unpruned model instead"):
 def provenance(ckpt, space, device, data: dict | None, predictor_path: str | None = None, predictor=None) -> dict:
     """Where a run's inputs came from, as JSON values: the model (Checkpoint.provenance), its search space's
     settings, the device, the data's source and the latency model (its file and the device it was fitted on)."""
-    from pruner.space import space_settings
+    from pruner.search.space import space_settings
 
     record = {
         "model": ckpt.provenance() if ckpt is not None else None,
@@ -461,7 +461,7 @@ def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
     """Dry-run the export of an unpruned model (torch nn.Module) for `device` (profiler.devices.Device), so that a
     model the exporter cannot lower is refused before any search time is spent; the exporter's error names the
     module, its type and the operator."""
-    from pruner.export import ExportError, export
+    from pruner.deploy.export import ExportError, export
 
     try:
         export(model, input_shape, device.flavour, device.block)
@@ -481,8 +481,8 @@ def export_model(args: argparse.Namespace, flavour: str, block: str, predictor) 
 def _export(model, ckpt, flavour: str, block: str, predictor):
     """`model` (the checkpoint's, or a candidate of it) exported for `flavour`; with a `predictor` (a LatencyModel),
     on the built-in kernels, a sparse layer is stored dense where dense is predicted faster."""
-    from pruner.export import export
-    from pruner.latency import prefer_dense
+    from pruner.deploy.export import export
+    from pruner.search.latency import prefer_dense
 
     chooser = prefer_dense(predictor.predict) if predictor and flavour == "builtin" else None
     return export(model.eval(), ckpt.input_shape, flavour, ckpt.block or block, chooser)

@@ -22,14 +22,17 @@ from profiler.devices import Device, get_device
 from profiler.measure import measure_files
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
-from pruner.apply import apply_candidate
-from pruner.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from pruner.data import load_mnist_sized
-from pruner.estimate import mnist_proxy_data, proxy_estimator
-from pruner.export import export
-from pruner.fronts import run_fronts, weight_stage_for
-from pruner.hardware import resolve_device, set_threads
-from pruner.latency import (
+from pruner.accuracy.estimate import mnist_proxy_data, proxy_estimator
+from pruner.accuracy.hardware import resolve_device, set_threads
+from pruner.accuracy.train import Evaluation, evaluate, recalibrate_bn, train
+from pruner.data.mnist import load_mnist_sized
+from pruner.deploy.export import export
+from pruner.model.apply import apply_candidate
+from pruner.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pruner.model.reference import build_model
+from pruner.search.engine import SearchConfig
+from pruner.search.fronts import run_fronts, weight_stage_for
+from pruner.search.latency import (
     CandidateLatency,
     device_latency,
     overhead_probes,
@@ -37,17 +40,14 @@ from pruner.latency import (
     profiling_plan,
     sparse_cluster,
 )
-from pruner.models import build_model
-from pruner.search import SearchConfig
-from pruner.space import SearchSpace
-from pruner.train import Evaluation, evaluate, recalibrate_bn, train
+from pruner.search.space import SearchSpace
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     device: str = "local-sparse"
     devices_file: str | None = None  # None: ./devices.yaml, else the user's config directory's
-    torch_device: str = "auto"  # where torch trains and scores (pruner.hardware.resolve_device)
+    torch_device: str = "auto"  # where torch trains and scores (pruner.accuracy.hardware.resolve_device)
     threads: int | None = 1  # torch threads: the demo's small convs run fastest on one (None: torch's own choice)
     width: float = 0.5
     input_size: int = 56  # MNIST scaled 2x: layers large enough that their latency is well above timer noise

@@ -17,7 +17,8 @@ from profiler.cli import add_devices_arg
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """--model, --weights and --input-shape: a PyTorch model as the user names it (pruner.checkpoint.load_model)."""
+    """--model, --weights and --input-shape: a PyTorch model as the user names it
+    (pruner.model.checkpoint.load_model)."""
     parser.add_argument("--model", required=required,
                         help="PyTorch model: a jcw checkpoint (jcw train, jcw finetune), or FILE.py:factory or "
                              "package.module:factory, a function returning the nn.Module")
@@ -27,7 +28,7 @@ def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> No
 
 
 def add_data_arg(parser: argparse.ArgumentParser) -> None:
-    """--data: a dataset (pruner.datasets.load_data)."""
+    """--data: a dataset (pruner.data.loading.load_data)."""
     parser.add_argument("--data", default="mnist",
                         help="dataset: mnist (built in), imagefolder:DIR (DIR/train and DIR/val, one subfolder of "
                              "images per class) or FILE.py:factory returning (train_loader, val_loader) "
@@ -57,16 +58,16 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model_arg(args: argparse.Namespace):
-    """The pruner.checkpoint.Checkpoint that --model, --weights and --input-shape name."""
-    from pruner.checkpoint import load_model
+    """The pruner.model.checkpoint.Checkpoint that --model, --weights and --input-shape name."""
+    from pruner.model.checkpoint import load_model
 
     return load_model(args.model, args.weights, args.input_shape)
 
 
 def torch_device_arg(args: argparse.Namespace):
     """The torch.device of --torch-device, after setting --threads; joins torchrun's process group when started
-    under torchrun (pruner.hardware), so training runs data-parallel."""
-    from pruner.hardware import init_distributed, resolve_device, set_threads
+    under torchrun (pruner.accuracy.hardware), so training runs data-parallel."""
+    from pruner.accuracy.hardware import init_distributed, resolve_device, set_threads
 
     set_threads(args.threads)
     return init_distributed(resolve_device(args.torch_device))

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pruner.fronts import WEIGHT_STAGE
+from pruner.search.fronts import WEIGHT_STAGE
 
 NOTE = """\
 **What the device is.** `{device}` is this machine (x86) running TFLite's built-in kernels with XNNPACK
@@ -80,7 +80,7 @@ def write_report(out: Path, device, cfg, full_eval, held_out: dict, overhead, fr
         "would run dense anyway is set back to dense in every method. The joint search is an NSGA-II over "
         f"widths, then, with at least {WEIGHT_STAGE:.0%} of its evaluations, its weight stage: each layer is made "
         "sparse alone in the full model and scored once, and the front's candidates get the layers that add the "
-        "least loss per ms saved, cheapest first (`pruner.sensitivity`). Points of the joint front that prune "
+        "least loss per ms saved, cheapest first (`pruner.search.sensitivity`). Points of the joint front that prune "
         f"weights at all: {(fronts.fronts['joint']['weight_pruned_layers'] > 0).sum()} of "
         f"{len(fronts.fronts['joint'])}.", "",
         "![fronts](search/fronts.png)", "",

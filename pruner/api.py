@@ -27,18 +27,18 @@ from predictor.persist import load
 from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.measure import measure_files
-from pruner.apply import apply_candidate
-from pruner.checkpoint import parse_genes
-from pruner.datasets import check_head, class_count, load_data
-from pruner.estimate import proxy_data, proxy_estimator
-from pruner.export import Exported, export
-from pruner.fronts import METHODS, Fronts, run_fronts, weight_stage_for
-from pruner.graph import analyze
-from pruner.hardware import init_distributed, resolve_device
-from pruner.latency import device_latency, prefer_dense
-from pruner.search import SearchConfig
-from pruner.space import SearchSpace, density_bounds, space_settings
-from pruner.train import train
+from pruner.accuracy.estimate import proxy_data, proxy_estimator
+from pruner.accuracy.hardware import init_distributed, resolve_device
+from pruner.accuracy.train import train
+from pruner.data.loading import check_head, class_count, load_data
+from pruner.deploy.export import Exported, export
+from pruner.model.apply import apply_candidate
+from pruner.model.checkpoint import parse_genes
+from pruner.model.graph import analyze
+from pruner.search.engine import SearchConfig
+from pruner.search.fronts import METHODS, Fronts, run_fronts, weight_stage_for
+from pruner.search.latency import device_latency, prefer_dense
+from pruner.search.space import SearchSpace, density_bounds, space_settings
 
 Genes = str | Sequence[int] | np.ndarray  # a `genes` cell of pareto.csv / budgets.csv, or grid indices
 
@@ -48,7 +48,7 @@ class JCW:
 
     `example_inputs` is one input batch (its shape is used: (1, C, H, W)) or that shape. `predictor` is a latency
     model file fitted on `device` (`jcw fit`); one of another device is refused unless `allow_other_device`.
-    `data` is (train_loader, val_loader) of (images, labels), or a spec of pruner.datasets.load_data ("mnist",
+    `data` is (train_loader, val_loader) of (images, labels), or a spec of pruner.data.loading.load_data ("mnist",
     "imagefolder:DIR", "FILE.py:factory"); the class count it gives must match the model's head. The search
     estimates accuracy on `val_loader`, so keep the test split out of it. `keep` holds globs of layer names left
     at full width and density. `torch_device` ("auto", "cpu", "cuda[:N]", "mps") is where candidates are scored and
@@ -194,7 +194,7 @@ def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float 
 
 def _loaders(data: tuple[Iterable, Iterable] | str, model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
     """(train_loader, val_loader, where the data came from) from the loaders or a load_data spec, the model's head
-    checked against the data's class count (pruner.datasets.class_count)."""
+    checked against the data's class count (pruner.data.loading.class_count)."""
     if isinstance(data, str):
         loaded = load_data(data, input_shape)
         check_head(model, input_shape, loaded.num_classes)

@@ -156,8 +156,8 @@ def sshd(tmp_path, ssh_keys):
 def space():
     """A small real MobileNetV2's search space (width 0.35, 32x32, 1 channel), for the pricing, fronts and
     weight-stage tests; modules with a space of their own override it."""
-    from pruner.graph import analyze
-    from pruner.models import MobileNetV2
-    from pruner.space import SearchSpace
+    from pruner.model.graph import analyze
+    from pruner.model.reference import MobileNetV2
+    from pruner.search.space import SearchSpace
 
     return SearchSpace(analyze(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32)))

@@ -15,13 +15,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from pruner.apply import mask_weights
-from pruner.data import load_mnist
-from pruner.graph import analyze
-from pruner.hardware import init_distributed, resolve_device
-from pruner.space import SearchSpace
-from pruner.supernet import build_supernet, train_supernet
-from pruner.train import train
+from pruner.accuracy.hardware import init_distributed, resolve_device
+from pruner.accuracy.supernet import build_supernet, train_supernet
+from pruner.accuracy.train import train
+from pruner.data.mnist import load_mnist
+from pruner.model.apply import mask_weights
+from pruner.model.graph import analyze
+from pruner.search.space import SearchSpace
 
 IMAGES, BATCH, SUPERNET_STEPS = 2048, 32, 6
 

@@ -18,12 +18,12 @@ from profiler.errors import UserError
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from pruner import JCW
-from pruner.apply import layer_densities
-from pruner.data import load_mnist_sized
-from pruner.graph import analyze, measured_channels
-from pruner.latency import profiling_plan
-from pruner.space import SearchSpace, density_bounds
-from pruner.train import evaluate, train
+from pruner.accuracy.train import evaluate, train
+from pruner.data.mnist import load_mnist_sized
+from pruner.model.apply import layer_densities
+from pruner.model.graph import analyze, measured_channels
+from pruner.search.latency import profiling_plan
+from pruner.search.space import SearchSpace, density_bounds
 
 SHAPE = (1, 3, 28, 28)
 

@@ -21,11 +21,11 @@ from profiler.measure import measure_files
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import DeviceError
-from pruner.apply import apply_candidate, make_permanent
-from pruner.export import export
-from pruner.graph import analyze
-from pruner.models import MobileNetV2
-from pruner.space import SearchSpace, density_bounds
+from pruner.deploy.export import export
+from pruner.model.apply import apply_candidate, make_permanent
+from pruner.model.graph import analyze
+from pruner.model.reference import MobileNetV2
+from pruner.search.space import SearchSpace, density_bounds
 
 INSTALLED = os.access(".arm-emu/python", os.X_OK)
 if not INSTALLED and os.environ.get("CI"):
@@ -77,7 +77,7 @@ def test_an_exported_network_runs_sparse_exactly_when_the_rules_say_so(device, t
 
 def test_the_cli_exports_for_arm_emu_with_the_verdict_and_can_require_sparse(tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
-    from pruner.checkpoint import Checkpoint, save_checkpoint
+    from pruner.model.checkpoint import Checkpoint, save_checkpoint
 
     kwargs = {"num_classes": 10, "in_channels": 3, "width_mult": 0.35}
     save_checkpoint(ckpt, Checkpoint(MobileNetV2(**kwargs), "mobilenet_v2", kwargs, (1, 3, 32, 32)))

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from profiler.errors import UserError
-from pruner.apply import apply_candidate
-from pruner.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from pruner.graph import measured_channels
-from pruner.models import build_model
-from pruner.sources import file_sha256
-from pruner.space import NO_BOUNDS, SearchSpace, space_settings
+from pruner.model.apply import apply_candidate
+from pruner.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pruner.model.graph import measured_channels
+from pruner.model.reference import build_model
+from pruner.model.sources import file_sha256
+from pruner.search.space import NO_BOUNDS, SearchSpace, space_settings
 
 KWARGS = {"num_classes": 10, "width_mult": 0.25, "in_channels": 1}
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-import pruner.data
+import pruner.data.mnist
 from jcw.cli import main
-from pruner.checkpoint import load_checkpoint
-from pruner.export import ExportError, export
-from pruner.graph import analyze
-from pruner.space import SearchSpace, SpaceError
+from pruner.deploy.export import ExportError, export
+from pruner.model.checkpoint import load_checkpoint
+from pruner.model.graph import analyze
+from pruner.search.space import SearchSpace, SpaceError
 
 
 def jcw(*args) -> int:
@@ -35,7 +35,7 @@ def no_data(monkeypatch):
     def load(*args, **kwargs):
         raise AssertionError("data loaded before the flags were checked")
 
-    monkeypatch.setattr(pruner.data, "load_mnist_sized", load)
+    monkeypatch.setattr(pruner.data.mnist, "load_mnist_sized", load)
 
 
 def usage_error(capsys, *args) -> str:

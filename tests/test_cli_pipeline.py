@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from jcw.cli import main
-from pruner.checkpoint import format_genes, load_checkpoint
+from pruner.model.checkpoint import format_genes, load_checkpoint
 
 
 def jcw(*args) -> int:

@@ -11,8 +11,8 @@ from PIL import Image
 from torch import nn
 
 from profiler.errors import UserError
-from pruner import datasets
-from pruner.datasets import IMAGENET_MEAN, IMAGENET_STD, check_head, image_transform, load_data
+from pruner.data import loading
+from pruner.data.loading import IMAGENET_MEAN, IMAGENET_STD, check_head, image_transform, load_data
 
 COLOURS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "emu": (0, 0, 255)}  # one pure colour per class
 
@@ -117,7 +117,7 @@ def test_a_folder_is_decoded_once_then_read_from_its_cache(tmp_path, monkeypatch
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded again")
 
-    monkeypatch.setattr(datasets.Image, "open", no_decoding)
+    monkeypatch.setattr(loading.Image, "open", no_decoding)
     again = load_data(f"imagefolder:{tmp_path / 'data'}", (3, 16, 16), augment="none", cache_dir=cache)
     assert torch.equal(torch.cat([x for x, _ in first.val]), torch.cat([x for x, _ in again.val]))
     assert np.array_equal(unnormalized(again.train.dataset[5][0]), pixels["train"][5])

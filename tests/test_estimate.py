@@ -5,15 +5,15 @@ import pytest
 import torch
 from torch import nn
 
-import pruner.estimate
-from pruner.apply import apply_candidate, layer_densities
-from pruner.data import load_mnist
-from pruner.estimate import as_loss_fn, mnist_proxy_data, proxy_estimator, user_estimator
-from pruner.graph import KINDS, analyze, measured_channels
-from pruner.models import MobileNetV2, build_model
-from pruner.space import SearchSpace
-from pruner.supernet import SupernetEstimator, build_supernet, sandwich, train_step
-from pruner.train import evaluate, recalibrate_bn
+import pruner.accuracy.estimate
+from pruner.accuracy.estimate import as_loss_fn, mnist_proxy_data, proxy_estimator, user_estimator
+from pruner.accuracy.supernet import SupernetEstimator, build_supernet, sandwich, train_step
+from pruner.accuracy.train import evaluate, recalibrate_bn
+from pruner.data.mnist import load_mnist
+from pruner.model.apply import apply_candidate, layer_densities
+from pruner.model.graph import KINDS, analyze, measured_channels
+from pruner.model.reference import MobileNetV2, build_model
+from pruner.search.space import SearchSpace
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_proxy_is_deterministic_and_caches_by_gene_vector(trained, data, monkeyp
         calls.append(args[2])
         return apply_candidate(*args, **kwargs)
 
-    monkeypatch.setattr(pruner.estimate, "apply_candidate", counting)
+    monkeypatch.setattr(pruner.accuracy.estimate, "apply_candidate", counting)
     X = np.vstack([space.sample(np.random.default_rng(1), 2), space.full()])
     X = np.vstack([X, X[:1]])  # a revisit within the batch
     estimator = proxy_estimator(model, space, data)

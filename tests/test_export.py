@@ -7,11 +7,11 @@ import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
-from pruner.apply import apply_candidate
-from pruner.export import ExportError, export
-from pruner.graph import analyze
-from pruner.models import build_model
-from pruner.space import SearchSpace
+from pruner.deploy.export import ExportError, export
+from pruner.model.apply import apply_candidate
+from pruner.model.graph import analyze
+from pruner.model.reference import build_model
+from pruner.search.space import SearchSpace
 
 RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 SHAPE = (1, 3, 32, 32)

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pruner.fronts import fixed_genes, run_fronts
-from pruner.latency import CandidateLatency
-from pruner.search import SearchConfig, SearchError
-from pruner.space import SearchSpace
+from pruner.search.engine import SearchConfig, SearchError
+from pruner.search.fronts import fixed_genes, run_fronts
+from pruner.search.latency import CandidateLatency
+from pruner.search.space import SearchSpace
 from tests.test_pruner_latency import predict
 
 CONFIG = SearchConfig(n_gen=5, pop_size=16, seed=4)

@@ -15,7 +15,7 @@ from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.plan import load_plan
 from profiler.store import COLUMNS, ResultsStore
-from pruner.checkpoint import parse_genes
+from pruner.model.checkpoint import parse_genes
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

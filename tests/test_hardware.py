@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from profiler.errors import UserError
-from pruner.hardware import init_distributed, is_main_process, resolve_device, set_threads, shard
-from pruner.train import evaluate, train
+from pruner.accuracy.hardware import init_distributed, is_main_process, resolve_device, set_threads, shard
+from pruner.accuracy.train import evaluate, train
 from tests.test_train_data import small_net
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pruner.apply import apply_candidate, layer_densities
-from pruner.graph import analyze, measured_channels
-from pruner.models import MobileNetV2
-from pruner.space import SearchSpace, SpaceError, space_settings
+from pruner.model.apply import apply_candidate, layer_densities
+from pruner.model.graph import analyze, measured_channels
+from pruner.model.reference import MobileNetV2
+from pruner.search.space import SearchSpace, SpaceError, space_settings
 
 SHAPE = (1, 3, 32, 32)
 KEEP = ("features.1.*", "features.16.*")

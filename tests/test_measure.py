@@ -5,8 +5,8 @@ import pytest
 from profiler.devices import get_device
 from profiler.errors import UserError
 from profiler.measure import measure_files
-from pruner.export import export
-from pruner.models import build_model
+from pruner.deploy.export import export
+from pruner.model.reference import build_model
 
 
 @pytest.mark.parametrize("device_name", ["local-sparse", "local-onnx"])

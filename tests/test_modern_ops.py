@@ -20,12 +20,12 @@ from profiler.measure import measure_files
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.tflite_writer import TFLiteModel
-from pruner.apply import apply_candidate, make_permanent
-from pruner.export import export
-from pruner.graph import analyze
-from pruner.latency import CandidateLatency
-from pruner.search import SearchConfig, SearchProblem, search
-from pruner.space import SearchSpace
+from pruner.deploy.export import export
+from pruner.model.apply import apply_candidate, make_permanent
+from pruner.model.graph import analyze
+from pruner.search.engine import SearchConfig, SearchProblem, search
+from pruner.search.latency import CandidateLatency
+from pruner.search.space import SearchSpace
 from tests.test_export import randomise_bn, run
 
 

@@ -24,7 +24,7 @@ PACKAGES = ("jcw", "profiler", "predictor", "pruner")
 IMPORTED_BY_NAME = {  # modules imported from a string, which the ast walk cannot see: where, and the extra if any
     "ai_edge_litert": ("profiler/runner.py", None),  # the runtime of litert devices
     "onnxruntime": ("profiler/runner.py", None),  # the runtime of onnxruntime devices
-    "mnist": ("pruner/data.py", "mnist"),  # the MNIST wheel, found with importlib
+    "mnist": ("pruner/data/mnist.py", "mnist"),  # the MNIST wheel, found with importlib
 }
 USED_WITHOUT_IMPORT = {"pyarrow": "parquet", "tabulate": "to_markdown"}  # pandas' engines: what the code calls
 

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
-from pruner.data import load_mnist_sized
-from pruner.estimate import proxy_data, proxy_estimator, user_estimator
-from pruner.fronts import run_fronts
-from pruner.graph import analyze
-from pruner.models import MobileNetV2
-from pruner.search import SearchConfig
-from pruner.space import SearchSpace
-from pruner.supernet import SupernetEstimator, build_supernet
+from pruner.accuracy.estimate import proxy_data, proxy_estimator, user_estimator
+from pruner.accuracy.supernet import SupernetEstimator, build_supernet
+from pruner.data.mnist import load_mnist_sized
+from pruner.model.graph import analyze
+from pruner.model.reference import MobileNetV2
+from pruner.search.engine import SearchConfig
+from pruner.search.fronts import run_fronts
+from pruner.search.space import SearchSpace
 from tests.test_fronts import latency_of
 
 

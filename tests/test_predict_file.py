@@ -23,11 +23,11 @@ from profiler.devices import get_device
 from profiler.kernel import KernelSpec
 from profiler.onnx_reader import read_onnx
 from profiler.tflite_reader import layer_specs, read_model, read_tflite
-from pruner.apply import apply_candidate
-from pruner.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
-from pruner.export import export
-from pruner.latency import device_latency, profiling_plan, sparse_cluster
-from pruner.models import build_model
+from pruner.deploy.export import export
+from pruner.model.apply import apply_candidate
+from pruner.model.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
+from pruner.model.reference import build_model
+from pruner.search.latency import device_latency, profiling_plan, sparse_cluster
 from tests.test_export import run
 from tests.test_modern_ops import NETS, built
 from tests.test_modern_ops import SHAPE as MODERN_SHAPE

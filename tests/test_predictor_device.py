@@ -18,9 +18,9 @@ from predictor import persist
 from predictor.latency import LatencyModel, Target
 from profiler.devices import get_device
 from profiler.errors import UserError
-from pruner.checkpoint import Checkpoint, format_genes, save_checkpoint
-from pruner.export import ExportError
-from pruner.models import build_model
+from pruner.deploy.export import ExportError
+from pruner.model.checkpoint import Checkpoint, format_genes, save_checkpoint
+from pruner.model.reference import build_model
 from tests.test_predict_file import device_table, sparse_candidate
 from tests.test_predictor_model import PHONE
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
-from pruner.apply import apply_candidate, layer_densities, make_permanent, mask_weights
-from pruner.graph import analyze, measured_channels, traced_kernel_specs
-from pruner.models import MobileNetV1, MobileNetV2, ResNet18
-from pruner.space import SearchSpace
+from pruner.model.apply import apply_candidate, layer_densities, make_permanent, mask_weights
+from pruner.model.graph import analyze, measured_channels, traced_kernel_specs
+from pruner.model.reference import MobileNetV1, MobileNetV2, ResNet18
+from pruner.search.space import SearchSpace
 
 MODELS = {
     "mobilenet_v2": lambda: (MobileNetV2(num_classes=10, width_mult=0.35), (1, 3, 32, 32)),

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
-from pruner.graph import AnalysisError, analyze
-from pruner.models import MobileNetV1, MobileNetV2, ResNet18
+from pruner.model.graph import AnalysisError, analyze
+from pruner.model.reference import MobileNetV1, MobileNetV2, ResNet18
 
 
 def group_of(graph, layer_name):

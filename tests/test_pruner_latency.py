@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from profiler.kernel import KernelSpec
-from pruner.latency import CandidateLatency, prefer_dense, profiling_plan
-from pruner.space import SearchSpace
+from pruner.search.latency import CandidateLatency, prefer_dense, profiling_plan
+from pruner.search.space import SearchSpace
 
 SPARSE_PAYS_BELOW = 0.4
 

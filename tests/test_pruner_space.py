@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from profiler.kernel import KernelSpec
-from pruner.graph import analyze
-from pruner.models import MobileNetV1, MobileNetV2, ResNet18
-from pruner.space import WIDTH_BOUNDS, Candidate, SearchSpace, SpaceError, round_channels
+from pruner.model.graph import analyze
+from pruner.model.reference import MobileNetV1, MobileNetV2, ResNet18
+from pruner.search.space import WIDTH_BOUNDS, Candidate, SearchSpace, SpaceError, round_channels
 
 
 @pytest.fixture(scope="module")

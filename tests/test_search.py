@@ -12,11 +12,11 @@ from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
 
-from pruner.fronts import uniform_sweep
-from pruner.pareto import best_under_budgets, hypervolumes, pareto_front, plot_fronts, shared_ref_point
-from pruner.resume import CHECKPOINT, OLD_CHECKPOINT, CheckpointError
-from pruner.search import FixedGenes, SearchConfig, SearchError, SearchProblem, search
-from pruner.survival import AnchorSurvival
+from pruner.search.engine import FixedGenes, SearchConfig, SearchError, SearchProblem, search
+from pruner.search.fronts import uniform_sweep
+from pruner.search.pareto import best_under_budgets, hypervolumes, pareto_front, plot_fronts, shared_ref_point
+from pruner.search.state import CHECKPOINT, OLD_CHECKPOINT, CheckpointError
+from pruner.search.survival import AnchorSurvival
 from tests.test_predictor_persist import Payload
 
 N_LAYERS = 6

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pruner.latency import CandidateLatency
-from pruner.sensitivity import scan_candidates, scan_layers, sparsified
-from pruner.space import SearchSpace
+from pruner.search.latency import CandidateLatency
+from pruner.search.sensitivity import scan_candidates, scan_layers, sparsified
+from pruner.search.space import SearchSpace
 from tests.test_fronts import latency_of
 from tests.test_pruner_latency import SPARSE_PAYS_BELOW
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from profiler.errors import UserError
-from pruner.apply import apply_candidate
-from pruner.checkpoint import load_checkpoint, load_model, save_checkpoint
-from pruner.graph import measured_channels
-from pruner.sources import file_sha256, parse_input_shape
-from pruner.space import NO_BOUNDS, space_settings
+from pruner.model.apply import apply_candidate
+from pruner.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+from pruner.model.graph import measured_channels
+from pruner.model.sources import file_sha256, parse_input_shape
+from pruner.search.space import NO_BOUNDS, space_settings
 
 MODELS_PY = textwrap.dedent(
     """

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
-from pruner.apply import mask_weights
-from pruner.data import load_mnist
-from pruner.train import evaluate, recalibrate_bn, train
+from pruner.accuracy.train import evaluate, recalibrate_bn, train
+from pruner.data.mnist import load_mnist
+from pruner.model.apply import mask_weights
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from jcw.cli import main
-from pruner.checkpoint import load_checkpoint
+from pruner.model.checkpoint import load_checkpoint
 
 MODEL_FILE = '''
 import torch

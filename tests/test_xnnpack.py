@@ -97,11 +97,11 @@ def test_the_cifar_mobilenet_v2_can_enter_xnnpacks_sparse_path():
     once its 1x1 convs are more than 2/3 zeros (and dense before)."""
     import torch
 
-    from pruner.apply import apply_candidate, make_permanent
-    from pruner.export import export
-    from pruner.graph import analyze
-    from pruner.models import build_model
-    from pruner.space import SearchSpace, density_bounds
+    from pruner.deploy.export import export
+    from pruner.model.apply import apply_candidate, make_permanent
+    from pruner.model.graph import analyze
+    from pruner.model.reference import build_model
+    from pruner.search.space import SearchSpace, density_bounds
 
     model = build_model("mobilenet_v2_cifar", width_mult=0.25).eval()
     space = SearchSpace(analyze(model, (1, 3, 32, 32)), density_bounds=density_bounds("xnnpack"))

@@ -17,12 +17,12 @@ from predictor import load, save
 from predictor.latency import LatencyModel
 from profiler.kernel import KernelSpec
 from profiler.sparsity import zero_count
-from pruner.apply import apply_candidate, make_permanent
-from pruner.export import export
-from pruner.graph import analyze
-from pruner.latency import CandidateLatency, profiling_plan, sparse_cluster
-from pruner.models import MobileNetV2
-from pruner.space import SearchSpace, density_bounds
+from pruner.deploy.export import export
+from pruner.model.apply import apply_candidate, make_permanent
+from pruner.model.graph import analyze
+from pruner.model.reference import MobileNetV2
+from pruner.search.latency import CandidateLatency, profiling_plan, sparse_cluster
+from pruner.search.space import SearchSpace, density_bounds
 
 SHAPE = (1, 3, 32, 32)
 

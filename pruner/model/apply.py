@@ -13,8 +13,8 @@ from torch.nn.utils import prune
 from profiler.errors import UserError
 from profiler.kernel import BLOCKS
 from profiler.sparsity import block_mask
-from pruner.graph import check_unmasked, narrow
-from pruner.space import SearchSpace
+from pruner.model.graph import check_unmasked, narrow
+from pruner.search.space import SearchSpace
 
 
 def apply_candidate(

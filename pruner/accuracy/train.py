@@ -1,8 +1,8 @@
 """Training, fine-tuning with fixed pruning masks, evaluation and BatchNorm recalibration, on any torch device.
 
 Every function takes `device` (None: wherever the model's parameters are, the CPU for a fresh model), moves the
-model there and each batch as it is read. Under `torchrun`, after `pruner.hardware.init_distributed`, `train` is
-data-parallel (DistributedDataParallel): each process reads its shard of the loader and the gradients are
+model there and each batch as it is read. Under `torchrun`, after `pruner.accuracy.hardware.init_distributed`,
+`train` is data-parallel (DistributedDataParallel): each process reads its shard of the loader and the gradients are
 averaged, so every process ends with the same weights. Pruning masks (torch.nn.utils.prune) are buffers the
 forward pass multiplies in, so masked weights get zero gradients under DDP too.
 """
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pruner.hardware import is_distributed, is_main_process, set_epoch, shard
+from pruner.accuracy.hardware import is_distributed, is_main_process, set_epoch, shard
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from profiler.errors import UserError
 from profiler.sparsity import block_mask
-from pruner.estimate import CachedEstimator, ProxyData, calibrated_evaluation, torch_threads
-from pruner.graph import ModelGraph, check_unmasked
-from pruner.hardware import is_distributed, is_main_process, set_epoch, shard
-from pruner.space import SearchSpace
-from pruner.train import Evaluation, place
+from pruner.accuracy.estimate import CachedEstimator, ProxyData, calibrated_evaluation, torch_threads
+from pruner.accuracy.hardware import is_distributed, is_main_process, set_epoch, shard
+from pruner.accuracy.train import Evaluation, place
+from pruner.model.graph import ModelGraph, check_unmasked
+from pruner.search.space import SearchSpace
 
 
 class SupernetError(UserError):

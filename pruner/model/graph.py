@@ -18,7 +18,6 @@ from torch.overrides import TorchFunctionMode
 
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
-from pruner.export import layer_spec
 
 KINDS = ("first", "strided", "residual", "last", "general")
 """Layer kinds that set search bounds: first (reads the model input), strided, residual (output joins an
@@ -27,6 +26,34 @@ add), last (the final non-depthwise conv and the layers after it), general."""
 
 class AnalysisError(UserError):
     """A model the pruner cannot analyse or prune correctly; the message names the module at fault."""
+
+
+def layer_spec(module: nn.Conv2d | nn.Linear, h: int, w: int, block: str) -> KernelSpec:
+    """The KernelSpec of a conv or linear layer with input size h x w, at its weights' nonzero fraction."""
+    density = round(float((module.weight != 0).float().mean()), 6)
+    if isinstance(module, nn.Linear):
+        return KernelSpec("fc", 1, 1, module.in_features, module.out_features, density=density, block=block)
+    groups, cin, cout = module.groups, module.in_channels, module.out_channels
+    if groups > 1 and groups == cin != cout:
+        raise AnalysisError(f"conv with groups={groups}, cin={cin}, cout={cout}: a depthwise conv with a channel "
+                          "multiplier is not supported")
+    if module.kernel_size[0] != module.kernel_size[1] or module.padding != (module.kernel_size[0] // 2,) * 2:
+        raise AnalysisError(f"conv {module}: needs a square kernel with padding k // 2")
+    if module.dilation != (1, 1) or module.stride[0] != module.stride[1]:
+        raise AnalysisError(f"conv {module}: dilation and unequal strides are not supported")
+    op = "dwconv" if groups > 1 and groups == cin == cout else "conv"
+    return KernelSpec(
+        op,
+        h,
+        w,
+        cin,
+        cout,
+        module.kernel_size[0],
+        module.stride[0],
+        groups,
+        density=1.0 if groups > 1 else density,  # depthwise and grouped convs are never weight-pruned
+        block=block,
+    )
 
 
 @dataclass(frozen=True)

@@ -8,25 +8,22 @@ the objectives, reaches the same state as the uninterrupted run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from profiler.errors import UserError
 
-if TYPE_CHECKING:
-    from pruner.search import SearchProblem
-
 CHECKPOINT = "checkpoint.npz"
 OLD_CHECKPOINT = "checkpoint.pkl"  # an older jcw's pickled checkpoint: never read (unpickling can run code)
 CHECKPOINT_VERSION = 3
+Objectives = Callable[[np.ndarray], np.ndarray]  # X [n, d] -> F [n, 2]
 
 
 class CheckpointError(UserError, ValueError):
@@ -41,19 +38,20 @@ class Evaluations:
     X: list[np.ndarray] = field(default_factory=list)
     F: list[np.ndarray] = field(default_factory=list)
 
-    def recording(self, problem: SearchProblem) -> SearchProblem:
-        """The problem, its evaluations appended here."""
+    def recording(self, objectives: Objectives) -> Objectives:
+        """The objectives function, its evaluations appended here."""
 
         def evaluate(X: np.ndarray) -> np.ndarray:
-            F = np.asarray(problem.evaluate(X), dtype=float)
+            F = np.asarray(objectives(X), dtype=float)
             self.X.append(X)
             self.F.append(F)
             return F
 
-        return dataclasses.replace(problem, evaluate=evaluate)
+        return evaluate
 
-    def replaying(self, problem: SearchProblem, path: Path) -> SearchProblem:
-        """The problem answered from these evaluations in order, each batch checked to be the one asked for."""
+    def replaying(self, path: Path) -> Objectives:
+        """An objectives function answered from these evaluations in order, each batch checked to be the one asked
+        for."""
         batches = iter(list(zip(self.X, self.F, strict=True)))
 
         def evaluate(X: np.ndarray) -> np.ndarray:
@@ -63,11 +61,11 @@ class Evaluations:
                                       "run directory")
             return saved_F
 
-        return dataclasses.replace(problem, evaluate=evaluate)
+        return evaluate
 
 
 
-def save_checkpoint(
+def save_state(
     path: Path, settings: dict, anchors: np.ndarray | None, ref_point: np.ndarray, generations: int,
     evaluations: Evaluations,
 ) -> None:
@@ -86,7 +84,7 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, settings: dict) -> tuple[np.ndarray | None, np.ndarray, int, Evaluations]:
+def load_state(path: Path, settings: dict) -> tuple[np.ndarray | None, np.ndarray, int, Evaluations]:
     """Anchors, reference point, generations done and evaluations of a checkpoint whose settings are these.
 
     Read as data only; anything unreadable, malformed or from another run is a CheckpointError naming the file."""

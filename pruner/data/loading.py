@@ -27,8 +27,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from profiler.errors import UserError
-from pruner.data import load_mnist_sized
-from pruner.sources import call_factory, error_line, factory_name, factory_source, is_factory
+from pruner.data.mnist import load_mnist_sized
+from pruner.model.sources import call_factory, error_line, factory_name, factory_source, is_factory
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

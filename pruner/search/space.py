@@ -19,7 +19,7 @@ import pandas as pd
 
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
-from pruner.graph import KINDS, ModelGraph
+from pruner.model.graph import KINDS, ModelGraph
 
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 WIDTH_BOUNDS = {"first": 0.8, "strided": 0.6, "residual": 0.9, "last": 0.5, "general": 0.5}
@@ -60,7 +60,7 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Width and density grids with per-kind lower bounds over an analysed model (see pruner.graph.analyze).
+    """Width and density grids with per-kind lower bounds over an analysed model (see pruner.model.graph.analyze).
 
     Bounds given for some kinds override JCW's defaults for those kinds only. `keep` holds fnmatch globs over
     layer names ("features.1.*", "classifier.*"): a matching layer is left alone, its input and output channel

@@ -27,7 +27,7 @@ import torch
 import torch.multiprocessing as mp
 
 from profiler.errors import UserError
-from pruner.train import Evaluation
+from pruner.accuracy.train import Evaluation
 
 _score: Callable[[np.ndarray], Evaluation] | None = None  # a worker process's score, set by its initializer
 

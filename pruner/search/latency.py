@@ -20,8 +20,8 @@ from torch import nn
 from profiler import xnnpack
 from profiler.kernel import KernelSpec, runs_chw
 from profiler.sparsity import zero_count
-from pruner.export import export
-from pruner.space import SearchSpace
+from pruner.deploy.export import export
+from pruner.search.space import SearchSpace
 
 PredictFn = Callable[[Sequence[KernelSpec]], np.ndarray]  # kernel specs -> latency in ms
 NEAR_MISS = 0.15

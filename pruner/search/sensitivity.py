@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pruner.space import SearchSpace
+from pruner.search.space import SearchSpace
 
 Objectives = Callable[[np.ndarray], np.ndarray]  # X [n, d] int -> [n, 2] (loss, latency ms)
 Repair = Callable[[np.ndarray], np.ndarray]

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pruner.estimate import TOP1, Estimator, as_loss_fn
-from pruner.pareto import (
+from pruner.accuracy.estimate import TOP1, Estimator, as_loss_fn
+from pruner.search.engine import FixedGenes, SearchConfig, SearchError, SearchProblem, search
+from pruner.search.pareto import (
     LATENCY,
     LOSS,
     best_under_budgets,
@@ -24,13 +25,12 @@ from pruner.pareto import (
     plot_fronts,
     shared_ref_point,
 )
-from pruner.search import FixedGenes, SearchConfig, SearchError, SearchProblem, search
-from pruner.sensitivity import scan_candidates, scan_layers, sparsified
-from pruner.space import SearchSpace
+from pruner.search.sensitivity import scan_candidates, scan_layers, sparsified
+from pruner.search.space import SearchSpace
 
 METHODS = ("joint", "channel-only", "weight-only")
 MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-WEIGHT_STAGE = 0.3  # share of the joint method's evaluations for its weight stage (pruner.sensitivity)
+WEIGHT_STAGE = 0.3  # share of the joint method's evaluations for its weight stage (pruner.search.sensitivity)
 
 
 def weight_stage_for(flavour: str) -> float:
@@ -109,7 +109,7 @@ def run_fronts(
     `repair` maps new candidates to ones at least as good before they are evaluated, for every method alike;
     pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense.
     `weight_stage` is the share of the joint method's evaluations spent adding sparse layers to the front of
-    a widths-only search (pruner.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
+    a widths-only search (pruner.search.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
     Every method gets the same budget of evaluations. `record` (JSON values: where the model, data, device and
     predictor came from) is written into summary.json."""
     out, config = Path(out), config or SearchConfig()

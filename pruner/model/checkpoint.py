@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
-from pruner.apply import apply_candidate
-from pruner.graph import analyze
-from pruner.models import MODELS, build_model
-from pruner.sources import (
+from pruner.model.apply import apply_candidate
+from pruner.model.graph import analyze
+from pruner.model.reference import MODELS, build_model
+from pruner.model.sources import (
     build_from,
     factory_name,
     factory_source,
@@ -27,7 +27,7 @@ from pruner.sources import (
     load_weights,
     parse_input_shape,
 )
-from pruner.space import NO_BOUNDS, SearchSpace, SpaceError, density_bounds
+from pruner.search.space import NO_BOUNDS, SearchSpace, SpaceError, density_bounds
 
 
 @dataclass
@@ -35,8 +35,8 @@ class Checkpoint:
     """A model with what is needed to rebuild it; `genes` and `block` are set for a pruned model.
 
     A built-in model has its `arch` and `kwargs`; a user's model has `arch` None and its factory's provenance in
-    `source` (pruner.sources). `space_settings` (pruner.space.space_settings) are the grids, bounds and keeps of
-    the space it was searched or pruned in, None for the defaults. `path` is the file it was loaded from.
+    `source` (pruner.model.sources). `space_settings` (pruner.search.space.space_settings) are the grids, bounds and
+    keeps of the space it was searched or pruned in, None for the defaults. `path` is the file it was loaded from.
     """
 
     model: nn.Module
@@ -55,8 +55,8 @@ class Checkpoint:
 
     def space(self, flavour: str | None = None, keep: Sequence[str] = ()) -> SearchSpace:
         """The search space of the unpruned model: its recorded settings if any, else default grids and JCW's bounds
-        with the density floors of the device's runtime `flavour` (pruner.space.density_bounds); `keep` adds globs
-        of layers left alone."""
+        with the density floors of the device's runtime `flavour` (pruner.search.space.density_bounds); `keep` adds
+        globs of layers left alone."""
         settings = self.space_settings or {"density_bounds": density_bounds(flavour)}
         keeps = tuple(dict.fromkeys([*settings.get("keep", ()), *keep]))
         return SearchSpace(analyze(self.build(), self.input_shape), **{**settings, "keep": keeps})

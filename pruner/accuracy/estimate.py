@@ -1,9 +1,9 @@
 """Accuracy estimators for the search: one interface, X [n, d] gene vectors -> [n, 2] (loss, top-1) per row.
 
 Estimators: the proxy (inherit the trained weights, apply the candidate, recalibrate BatchNorm, evaluate on a
-held-out split), the weight-sharing supernet (pruner.supernet) and any user function of a pruned model. All
+held-out split), the weight-sharing supernet (pruner.accuracy.supernet) and any user function of a pruned model. All
 cache results by gene vector (NSGA-II revisits candidates), score on a torch `device` (None: where the model
-is) and, with `workers` > 1, score a batch's new candidates on that many processes (pruner.parallel). torch's
+is) and, with `workers` > 1, score a batch's new candidates on that many processes (pruner.accuracy.parallel). torch's
 thread count is left as it is unless `threads` is given (on a small shared CPU, one thread is fastest for
 tiny convs).
 """
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruner.apply import apply_candidate
-from pruner.data import Split
-from pruner.parallel import ScorePool
-from pruner.space import SearchSpace
-from pruner.train import Evaluation, evaluate, recalibrate_bn
+from pruner.accuracy.parallel import ScorePool
+from pruner.accuracy.train import Evaluation, evaluate, recalibrate_bn
+from pruner.data.mnist import Split
+from pruner.model.apply import apply_candidate
+from pruner.search.space import SearchSpace
 
 LOSS, TOP1 = 0, 1  # columns of an estimator's output
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -102,7 +102,7 @@ def calibrated_evaluation(model: nn.Module, data: ProxyData, device: torch.devic
 class CachedEstimator:
     """An Estimator from a per-candidate `score`; each distinct gene vector is scored once, then cached.
 
-    With `workers` > 1 the new candidates of each call are scored on a pool of processes (pruner.parallel),
+    With `workers` > 1 the new candidates of each call are scored on a pool of processes (pruner.accuracy.parallel),
     started at the first call and kept until `reset` or `close`; `score` must then be picklable and have
     `on(device)`, its copy placed on a worker's device (ProxyScore, UserScore with a module-level function,
     SupernetScore). `threads` sets

@@ -23,6 +23,7 @@ from profiler.kernel import FUSED_ACTIVATIONS, KernelSpec, runs_chw
 from profiler.lowering import FLAVOURS, lower_onnx, lower_tflite
 from profiler.onnx_writer import OnnxModel
 from profiler.tflite_writer import TFLiteModel
+from pruner.model.graph import AnalysisError, layer_spec
 
 
 class ExportError(UserError):
@@ -198,34 +199,6 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray, bn: nn.BatchNorm2d) -> tuple[
     return weight * scale.reshape(-1, *[1] * (weight.ndim - 1)), bias * scale + shift
 
 
-def layer_spec(module: nn.Conv2d | nn.Linear, h: int, w: int, block: str) -> KernelSpec:
-    """The KernelSpec of a conv or linear layer with input size h x w, at its weights' nonzero fraction."""
-    density = round(float((module.weight != 0).float().mean()), 6)
-    if isinstance(module, nn.Linear):
-        return KernelSpec("fc", 1, 1, module.in_features, module.out_features, density=density, block=block)
-    groups, cin, cout = module.groups, module.in_channels, module.out_channels
-    if groups > 1 and groups == cin != cout:
-        raise ExportError(f"conv with groups={groups}, cin={cin}, cout={cout}: a depthwise conv with a channel "
-                          "multiplier is not supported")
-    if module.kernel_size[0] != module.kernel_size[1] or module.padding != (module.kernel_size[0] // 2,) * 2:
-        raise ExportError(f"conv {module}: needs a square kernel with padding k // 2")
-    if module.dilation != (1, 1) or module.stride[0] != module.stride[1]:
-        raise ExportError(f"conv {module}: dilation and unequal strides are not supported")
-    op = "dwconv" if groups > 1 and groups == cin == cout else "conv"
-    return KernelSpec(
-        op,
-        h,
-        w,
-        cin,
-        cout,
-        module.kernel_size[0],
-        module.stride[0],
-        groups,
-        density=1.0 if groups > 1 else density,  # depthwise and grouped convs are never weight-pruned
-        block=block,
-    )
-
-
 class _Writer:
     """One graph walk, two targets: TFLite (NHWC) and ONNX (NCHW)."""
 
@@ -373,7 +346,11 @@ def _chain(gm: fx.GraphModule, node: fx.Node, block: str) -> _Chain:
     last, act = _fused_activation(gm, nodes[-1])
     if last is not nodes[-1]:
         nodes.append(last)
-    return _Chain(layer_spec(module, int(h), int(w), block).replace(activation=act), bn, tuple(nodes))
+    try:
+        spec = layer_spec(module, int(h), int(w), block)
+    except AnalysisError as err:
+        raise ExportError(str(err)) from None
+    return _Chain(spec.replace(activation=act), bn, tuple(nodes))
 
 
 def export(

@@ -1,9 +1,9 @@
 """Model-agnostic JCW search: pymoo NSGA-II over integer gene vectors, objectives (estimated loss, latency ms).
 
 The engine knows nothing of models: a `SearchProblem` gives integer bounds, a batched evaluator and an
-optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.survival), repairs every new
-candidate, checkpoints every generation (pruner.resume) so an interrupted run resumes to the very same result,
-and shows the current front's size and hypervolume (pruner.pareto). Genes can be held fixed (`FixedGenes`: the
+optional repair. It runs NSGA-II with JCW's operators and anchor survival (pruner.search.survival), repairs every new
+candidate, checkpoints every generation (pruner.search.state) so an interrupted run resumes to the very same result,
+and shows the current front's size and hypervolume (pruner.search.pareto). Genes can be held fixed (`FixedGenes`: the
 channel-only and weight-only baselines).
 """
 
@@ -32,9 +32,9 @@ from pymoo.termination.max_gen import MaximumGenerationTermination
 from tqdm import tqdm
 
 from profiler.errors import UserError
-from pruner.pareto import hypervolume, non_dominated, pareto_front
-from pruner.resume import CHECKPOINT, Evaluations, load_checkpoint, refuse_old_checkpoint, save_checkpoint
-from pruner.survival import AnchorSurvival, spread_anchors
+from pruner.search.pareto import hypervolume, non_dominated, pareto_front
+from pruner.search.state import CHECKPOINT, Evaluations, load_state, refuse_old_checkpoint, save_state
+from pruner.search.survival import AnchorSurvival, spread_anchors
 
 
 class SearchError(UserError, ValueError):
@@ -312,16 +312,17 @@ def search(
 
     evaluations, done = Evaluations(), 0
     if path is not None and path.exists():
-        anchors, ref_point, done, evaluations = load_checkpoint(path, settings)
+        anchors, ref_point, done, evaluations = load_state(path, settings)
     else:
         anchors, ref_point = anchors_and_ref_point(inner, config)
     algorithm = make_algorithm(config, inner.n_var, anchors, seeds)
     replayed = min(done, config.n_gen)
-    start = PymooProblem(evaluations.replaying(inner, path) if replayed else evaluations.recording(inner))
+    answered = evaluations.replaying(path) if replayed else evaluations.recording(inner.evaluate)
+    start = PymooProblem(dataclasses.replace(inner, evaluate=answered))
     algorithm.setup(start, termination=MaximumGenerationTermination(config.n_gen), seed=config.seed)
     while generations_done(algorithm) < replayed:
         algorithm.next()
-    algorithm.problem = PymooProblem(evaluations.recording(inner))
+    algorithm.problem = PymooProblem(dataclasses.replace(inner, evaluate=evaluations.recording(inner.evaluate)))
 
     bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress, desc)
     algorithm.callback = bar
@@ -329,7 +330,7 @@ def search(
         while generations_done(algorithm) < config.n_gen and algorithm.has_next():
             algorithm.next()
             if path is not None:
-                save_checkpoint(path, settings, anchors, ref_point, generations_done(algorithm), evaluations)
+                save_state(path, settings, anchors, ref_point, generations_done(algorithm), evaluations)
             if on_generation is not None:
                 X_now = algorithm.pop.get("X").astype(int)
                 on_generation(fixed.expand(X_now) if fixed is not None else X_now)
