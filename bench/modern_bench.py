@@ -35,7 +35,7 @@ from profiler.store import ResultsStore  # noqa: E402
 from pruner.deploy.export import export  # noqa: E402
 from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
 from pruner.model.graph import analyze  # noqa: E402
-from pruner.search.latency import prefer_dense, profiling_plan  # noqa: E402
+from pruner.search.latency import profiling_plan  # noqa: E402
 from pruner.search.space import SearchSpace  # noqa: E402
 from tests.test_export import randomise_bn  # noqa: E402
 from tests.test_modern_ops import MobileNetV3Small  # noqa: E402
@@ -55,19 +55,19 @@ def main() -> None:
     randomise_bn(model, torch.Generator().manual_seed(1))
     space = SearchSpace(analyze(model, SHAPE))
     store = ResultsStore(CACHE / f"{DEVICE}.csv")
-    plan = profiling_plan(space, device.block, seed=0)
+    plan = profiling_plan(space, device.runtime, seed=0)
     profile_device(device, plan, store)
     predictor = LatencyModel.fit(store.table)
     profiled_min = (time.perf_counter() - started) / 60
 
-    choose = prefer_dense(predictor.predict)
+    choose = device.runtime.storage_chooser(predictor.predict)
     genes = np.vstack([space.sample(np.random.default_rng(1), N_CALIBRATION),
                        space.sample(np.random.default_rng(2), N_EVALUATION)])
     files, specs = [], []
     CACHE.mkdir(parents=True, exist_ok=True)
     for i, x in enumerate(genes):
-        candidate = make_permanent(apply_candidate(model, space, x, block=device.block)).eval()
-        exported = export(candidate, SHAPE, device.flavour, device.block, choose)
+        candidate = make_permanent(apply_candidate(model, space, x, block=device.runtime.block)).eval()
+        exported = export(candidate, SHAPE, device.runtime, choose)
         files.append(CACHE / f"c{i:02d}.tflite")
         files[-1].write_bytes(exported.model)
         specs.append([layer.spec for layer in exported.layers])

@@ -140,11 +140,11 @@ def local_sparse_layers() -> tuple[pd.DataFrame, np.ndarray, float]:
     device = get_device("local-sparse", HERE.parent / "devices.yaml")
     store = ResultsStore(SPARSE_TABLE)
     t = time.perf_counter()
-    result = profile_device(device, load_plan(LAYERS_PLAN, device.block), store)
+    result = profile_device(device, load_plan(LAYERS_PLAN, device.runtime.block), store)
     if result.failed:
         raise SystemExit(f"local-sparse: {len(result.failed)} kernels failed, e.g. {result.failed[0]}")
     entries = yaml.safe_load(LAYERS_PLAN.read_text())["kernels"]
-    layer_of = {s.key(): i for i, e in enumerate(entries) for s in expand(e, device.block, f"layer {i}")}
+    layer_of = {s.key(): i for i, e in enumerate(entries) for s in expand(e, device.runtime.block, f"layer {i}")}
     df = normalise(store.table, str(SPARSE_TABLE))
     layers = np.array([layer_of.get(KernelSpec.from_row(r).key(), -1) for r in df.to_dict("records")])
     return df[layers >= 0].reset_index(drop=True), layers[layers >= 0], time.perf_counter() - t

@@ -41,14 +41,13 @@ from pruner.deploy.export import Exported, export  # noqa: E402
 from pruner.model.apply import apply_candidate  # noqa: E402
 from pruner.model.graph import analyze  # noqa: E402
 from pruner.model.reference import build_model  # noqa: E402
-from pruner.search.latency import CandidateLatency, prefer_dense, profiling_plan  # noqa: E402
+from pruner.search.latency import CandidateLatency, profiling_plan  # noqa: E402
 from pruner.search.space import SearchSpace  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
 CACHE = ROOT / "bench" / "cache"
 DEVICE = "local-sparse"
-FLAVOUR = "builtin"
 INPUT = (1, 3, 224, 224)
 PLAN_SEED, CALIBRATION_SEED, EVALUATION_SEED = 0, 1, 2
 N_CALIBRATION, N_EVALUATION = 8, 20
@@ -56,7 +55,7 @@ TOLERANCE = 0.10
 PASSES = 3
 """End-to-end measurement passes, each one interleaved batch of all networks; a network's latency is the
 median of its pass medians, so a burst of load from other users of the machine during one pass is outvoted."""
-KERNEL_CODE = ("profiler/lowering.py", "profiler/harness.py", "profiler/tflite_writer.py", "profiler/runner.py")
+KERNEL_CODE = ("profiler/runtimes/tflite.py", "profiler/harness.py", "profiler/tflite_writer.py", "profiler/runner.py")
 """The code that decides what a profiled kernel model is and how it is timed: the cache is keyed by it."""
 
 
@@ -77,13 +76,13 @@ def cache_path() -> Path:
 
 
 def export_candidates(
-    model, space: SearchSpace, role: str, genes: np.ndarray, block: str, choose
+    model, space: SearchSpace, role: str, genes: np.ndarray, runtime, choose
 ) -> list[Network]:
-    """Apply and export each gene vector in the built-in flavour, the predictor choosing sparse or dense storage."""
+    """Apply and export each gene vector for the device's runtime, the predictor choosing sparse or dense storage."""
     networks = []
     for i, x in enumerate(genes):
-        pruned = apply_candidate(model, space, x, block=block).eval()
-        networks.append(Network(f"{role[:3]}{i:02d}", role, x, export(pruned, INPUT, FLAVOUR, block, choose)))
+        pruned = apply_candidate(model, space, x, block=runtime.block).eval()
+        networks.append(Network(f"{role[:3]}{i:02d}", role, x, export(pruned, INPUT, runtime, choose)))
     return networks
 
 
@@ -140,7 +139,7 @@ def main() -> None:
     device = get_device(DEVICE, ROOT / "devices.yaml")
     model = build_model("mobilenet_v2", num_classes=1000, width_mult=1.0, in_channels=3).eval()
     space = SearchSpace(analyze(model, INPUT))
-    plan = profiling_plan(space, device.block, seed=PLAN_SEED)
+    plan = profiling_plan(space, device.runtime, seed=PLAN_SEED)
     clock["analysis"] = time.perf_counter() - start
 
     t = time.perf_counter()
@@ -154,13 +153,13 @@ def main() -> None:
     t = time.perf_counter()
     predictor = LatencyModel.fit(store.table)
     predict = predictor.predict
-    choose = prefer_dense(predict)
+    choose = device.runtime.storage_chooser(predict)
     networks = export_candidates(model, space, "calibration",
                                  space.sample(np.random.default_rng(CALIBRATION_SEED), N_CALIBRATION),
-                                 device.block, choose)
+                                 device.runtime, choose)
     networks += export_candidates(model, space, "evaluation",
                                   space.sample(np.random.default_rng(EVALUATION_SEED), N_EVALUATION),
-                                  device.block, choose)
+                                  device.runtime, choose)
     clock["fit + apply + export"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -182,7 +181,7 @@ def main() -> None:
     measured = {net.name: rec for net, rec in zip(networks, records, strict=True)}
     overhead = predictor.fit_overhead([specs[n.name] for n in calibration],
                                       [measured[n.name]["latency_ms"] for n in calibration])
-    search_price = CandidateLatency(space, predict, device.block, overhead(len(specs[networks[0].name])))
+    search_price = CandidateLatency(space, predict, device.runtime.block, overhead(len(specs[networks[0].name])))
     rows = []
     for net in networks:
         kernel_sum = float(predict(specs[net.name]).sum())
@@ -215,7 +214,7 @@ def main() -> None:
         "# Pruner benchmark: predicted vs measured MobileNetV2 candidates",
         "",
         f"`make bench` on {time.strftime('%Y-%m-%d')}, one run on `{DEVICE}` ({device.description}); "
-        f"MobileNetV2 1.0, input 224, 1000 classes; block {device.block}; export flavour `{FLAVOUR}`, "
+        f"MobileNetV2 1.0, input 224, 1000 classes; block {device.runtime.block}; runtime `{device.runtime}`, "
         "each sparse layer stored dense where the predictor says dense is faster (`prefer_dense`). "
         f"Code: {state}.",
         "",

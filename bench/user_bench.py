@@ -70,9 +70,9 @@ def predictor_file(model: torch.nn.Module) -> tuple[Path, int]:
     """A predictor fitted on the kernels of the model's smallest, full and one random candidate, measured on DEVICE
     (the table is cached: a rerun measures nothing), and how many kernels were measured now."""
     device = get_device(DEVICE)
-    space = SearchSpace(analyze(model, (1, 3, SIZE, SIZE)), density_bounds=density_bounds(device.flavour))
+    space = SearchSpace(analyze(model, (1, 3, SIZE, SIZE)), density_bounds=density_bounds(device.runtime))
     store = ResultsStore(CACHE / f"{DEVICE}.csv")
-    result = profile_device(device, profiling_plan(space, device.block, candidates=1), store)
+    result = profile_device(device, profiling_plan(space, device.runtime, candidates=1), store)
     path = CACHE / f"{DEVICE}.jcwm"
     persist.save(LatencyModel.fit(store.table), path)
     return path, result.measured

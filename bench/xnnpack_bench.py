@@ -34,12 +34,12 @@ import torch  # noqa: E402
 
 from jcw.demo import DemoConfig, Steps, prepare  # noqa: E402
 from profiler.measure import measure_files  # noqa: E402
+from profiler.runtimes.base import faster_forms  # noqa: E402
 from pruner.accuracy.estimate import mnist_proxy_data, proxy_estimator  # noqa: E402
 from pruner.deploy.export import export  # noqa: E402
 from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
 from pruner.search.engine import SearchConfig  # noqa: E402
-from pruner.search.fronts import run_fronts, weight_stage_for  # noqa: E402
-from pruner.search.latency import faster_forms  # noqa: E402
+from pruner.search.fronts import run_fronts  # noqa: E402
 from pruner.search.pareto import plot_fronts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,15 +114,15 @@ def main() -> None:
         x = space.full()
         x[: space.n_width] = rng.integers(space.lower[: space.n_width], space.upper[: space.n_width] + 1)
         x = toward(space, latency, x, target) if target > 0 else x
-        pruned = make_permanent(apply_candidate(p.base.model, space, x, device.block)).eval()
-        exported = export(pruned, p.base.input_shape, device.flavour, device.block)
-        twin = export(dense_twin(pruned), p.base.input_shape, device.flavour, device.block)
-        assert not twin.xnnpack["sparse"]
+        pruned = make_permanent(apply_candidate(p.base.model, space, x, device.runtime.block)).eval()
+        exported = export(pruned, p.base.input_shape, device.runtime)
+        twin = export(dense_twin(pruned), p.base.input_shape, device.runtime)
+        assert not twin.verdict["sparse"]
         for suffix, e in (("", exported), ("_twin", twin)):
             files.append(out_dir / f"c{i:02d}{suffix}.tflite")
             files[-1].write_bytes(e.model)
         rows.append({"candidate": f"c{i:02d}", "zero_share": zero_share(latency, x),
-                     "predicted_regime": "sparse" if exported.xnnpack["sparse"] else "dense",
+                     "predicted_regime": "sparse" if exported.verdict["sparse"] else "dense",
                      "predicted_ms": float(latency(x[None])[0]), "old_price_ms": old_price(latency, x)})
     t0 = time.perf_counter()
     measured = measure_files(device, files, passes=PASSES)
@@ -136,10 +136,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     estimator = proxy_estimator(p.base.model, space, mnist_proxy_data(p.data, cfg.val_size, cfg.bn_batches),
-                                device.block)
+                                device.runtime.block)
     config = SearchConfig(n_gen=args.generations, pop_size=cfg.population, seed=cfg.seed)
     fronts = run_fronts(space, latency, estimator, CACHE / str(args.size) / f"search{args.generations}", config,
-                        repair=latency.densify, weight_stage=weight_stage_for(device.flavour))
+                        repair=latency.repair, weight_stage=device.runtime.weight_stage)
     search_min = (time.perf_counter() - t0) / 60
     plot_fronts(fronts.fronts, OUT / "xnnpack_fronts.png", y="top1")
     write_report(args, table, fronts, latency, p, prepared_min, measure_min, search_min)

@@ -1,5 +1,5 @@
-"""`jcw SUBCOMMAND ...`: the profiler's and the predictor's commands (each package registers its own) and the
-application's model commands (jcw.commands).
+"""`jcw SUBCOMMAND ...`: the profiler's commands (jcw.profiling), the predictor's (jcw.prediction) and the model
+commands (jcw.commands).
 
 Exit status: 0 success, 1 some files of a batch failed (measure), 2 a usage error (argparse), 3 bad input (a
 `UserError`: a file, model, dataset or setting the user can fix), 4 a device that failed (`DeviceError`), 130
@@ -13,9 +13,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from jcw import commands
-from predictor import cli as predictor_cli
-from profiler import cli as profiler_cli
+from jcw import commands, prediction, profiling
 from profiler.errors import UserError
 from profiler.transports import DeviceError
 
@@ -27,9 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"jcw {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    profiler_cli.register(sub)
-    predictor_cli.register(sub)
-    predictor_cli.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` is the predictor's
+    profiling.register(sub)
+    prediction.register(sub)
+    prediction.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` samples where the predictor needs
     commands.register(sub)
     return parser
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from jcw.options import (
     add_data_arg,
     add_device_args,
+    add_devices_arg,
     add_keep_arg,
     add_model_args,
     add_torch_args,
@@ -26,8 +27,7 @@ from jcw.options import (
     positive_float,
     torch_device_arg,
 )
-from predictor.cli import add_device_check_arg, layers_of, read_layers
-from profiler.cli import add_devices_arg
+from jcw.prediction import add_device_check_arg
 
 SEARCH_TRAIN_IMAGES = 10_000  # training images the search reads (BatchNorm calibration, supernet training)
 
@@ -179,13 +179,13 @@ def run_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from profiler.devices import get_device
-    from pruner.search.latency import profiling_plan, sparse_cluster
+    from pruner.search.latency import model_cluster, profiling_plan
 
     device = get_device(args.device, args.devices)
     ckpt = load_model_arg(args)
     check_exportable(ckpt.model, ckpt.input_shape, device)
-    cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
-    specs = profiling_plan(ckpt.space(device.flavour, args.keep), device.block, args.candidates, cluster=cluster)
+    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
+    specs = profiling_plan(ckpt.space(device.runtime, args.keep), device.runtime, args.candidates, cluster=cluster)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
                 "groups": s.groups, "density": s.density, "activation": s.activation, "block": s.block,
                 "layout": s.layout}
@@ -205,7 +205,7 @@ def run_search(args: argparse.Namespace) -> int:
     from pruner.accuracy.supernet import SupernetEstimator, build_supernet
     from pruner.data.loading import check_head, load_data
     from pruner.search.engine import SearchConfig
-    from pruner.search.fronts import run_fronts, weight_stage_for
+    from pruner.search.fronts import run_fronts
     from pruner.search.latency import device_latency
 
     torch_device = torch_device_arg(args)
@@ -217,17 +217,18 @@ def run_search(args: argparse.Namespace) -> int:
     data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
     check_head(ckpt.model, ckpt.input_shape, data.num_classes)
     check_exportable(ckpt.model, ckpt.input_shape, device)
-    space = ckpt.space(device.flavour, args.keep)
+    space = ckpt.space(device.runtime, args.keep)
     predictor = load(args.predictor, device, args.allow_other_device)
     record = provenance(ckpt, space, device, data.source, args.predictor, predictor)
     check_run(Path(args.out) / "run.json", record)
-    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.flavour, device.block, predictor)
+    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.runtime, predictor)
     proxy = proxy_data(data.train, first_images(data.val, args.val_size))
     retrain = None
     if args.estimator == "proxy":
-        estimator = proxy_estimator(ckpt.model, space, proxy, device.block, args.threads, torch_device, args.workers)
+        estimator = proxy_estimator(ckpt.model, space, proxy, device.runtime.block, args.threads, torch_device,
+                                    args.workers)
     else:
-        supernet = build_supernet(ckpt.model, space, device.block, torch_device)
+        supernet = build_supernet(ckpt.model, space, device.runtime.block, torch_device)
         estimator = SupernetEstimator(supernet, proxy, data.train, seed=args.seed, threads=args.threads,
                                       workers=args.workers)
         estimator.train(args.supernet_steps)
@@ -235,10 +236,10 @@ def run_search(args: argparse.Namespace) -> int:
             def retrain(X):
                 return estimator.retrain(X, args.retrain_steps)
     config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    weight_stage = weight_stage_for(device.flavour) if args.weight_stage is None else args.weight_stage
+    weight_stage = device.runtime.weight_stage if args.weight_stage is None else args.weight_stage
     try:
         fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
-                            repair=latency.densify, weight_stage=weight_stage, record=record)
+                            repair=latency.repair, weight_stage=weight_stage, record=record)
     finally:
         estimator.close()  # the worker processes, if any
     for method, value in fronts.hypervolume.items():
@@ -268,8 +269,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     genes = parse_genes(args.candidate)
     data = load_data(args.data, ckpt.input_shape, train_limit=args.limit)
     check_head(ckpt.model, ckpt.input_shape, data.num_classes)
-    space = ckpt.space(device.flavour, args.keep)
-    pruned = apply_candidate(ckpt.model, space, genes, block=device.block, norm="l2")
+    space = ckpt.space(device.runtime, args.keep)
+    pruned = apply_candidate(ckpt.model, space, genes, block=device.runtime.block, norm="l2")
     before = evaluate(pruned, data.val, torch_device)
     train(pruned, data.train, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
           val_loader=data.val, patience=args.patience, desc="finetune", device=torch_device)
@@ -277,7 +278,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     if not is_main_process():  # under torchrun every process holds the same weights; one writes them
         return 0
     out = save_checkpoint(args.out, Checkpoint(pruned.cpu(), ckpt.arch, ckpt.kwargs, ckpt.input_shape,
-                                               tuple(int(g) for g in genes), device.block, ckpt.source,
+                                               tuple(int(g) for g in genes), device.runtime.block, ckpt.source,
                                                space_settings(space)))
     record = provenance(ckpt, space, device, data.source) | {
         "genes": [int(g) for g in genes],
@@ -304,33 +305,33 @@ def run_export(args: argparse.Namespace) -> int:
     model, settings, genes = ckpt.model, ckpt.space_settings, ckpt.genes
     if args.candidate:
         unpruned(ckpt, "--candidate applies to an unpruned model")
-        space = ckpt.space(device.flavour, args.keep)
+        space = ckpt.space(device.runtime, args.keep)
         genes = parse_genes(args.candidate)
-        model, settings = apply_candidate(model, space, genes, block=device.block), space_settings(space)
+        model, settings = apply_candidate(model, space, genes, block=device.runtime.block), space_settings(space)
     predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
-    exported = _export(model, ckpt, device.flavour, device.block, predictor)
+    exported = _export(model, ckpt, device.runtime, predictor)
     out = Path(args.out)
     if out.suffix != exported.suffix:
         raise UserError(f"{out}: device '{device.name}' runs {exported.suffix} models; use that suffix")
-    if args.require_sparse and not (exported.xnnpack or {}).get("sparse"):
-        why = exported.xnnpack["reason"] if exported.xnnpack else f"its runtime ({device.flavour}) is not XNNPACK"
+    if args.require_sparse and not (exported.verdict or {}).get("sparse"):
+        why = exported.verdict["reason"] if exported.verdict else f"its runtime ({device.runtime}) has no sparse regime"
         raise UserError(f"--require-sparse: XNNPACK will run {out.name} dense on '{device.name}': {why}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(exported.model)
     predicted = None
     if predictor:  # priced as `jcw predict` prices the file: read back as the device runs it
-        specs = layers_of(exported.model, exported.suffix, device.flavour, device.block, str(out))
+        specs = exported.runtime.read_layers(exported.model, str(out))
         predicted = predictor.predict_network(list(specs.values()))
     record = {**provenance(ckpt, None, device, recorded_data(ckpt), args.predictor, predictor), "space": settings,
               "genes": None if genes is None else [int(g) for g in genes]}
     Path(f"{out}.json").write_text(json.dumps(sidecar(exported, ckpt.input_shape, predicted, record), indent=1))
     kept_dense = [layer.name for layer in exported.layers if layer.pruned_density < 1 and layer.storage == "dense"]
     sparse = sum(layer.storage == "sparse" for layer in exported.layers)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.flavour}): {sparse} sparse layers"
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.runtime}): {sparse} sparse layers"
           + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
-    if exported.xnnpack is not None:
-        mode = "sparse" if exported.xnnpack["sparse"] else "dense"
-        print(f"XNNPACK will run it {mode}: {exported.xnnpack['reason']}")
+    if exported.verdict is not None:
+        mode = "sparse" if exported.verdict["sparse"] else "dense"
+        print(f"XNNPACK will run it {mode}: {exported.verdict['reason']}")
     if predicted is not None:
         print(f"predicted latency on {device.name}: {predicted:.3f} ms")
     return 0
@@ -349,7 +350,7 @@ def run_measure(args: argparse.Namespace) -> int:
     device = get_device(args.device, args.devices)
     predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
     # each file priced as `jcw predict` prices it, read back as the device runs it (before any time is spent)
-    predictions = [predictor.predict_network(list(read_layers(f, device.flavour, device.block).values()))
+    predictions = [predictor.predict_network(list(device.runtime.read_file(f).values()))
                    if predictor else None for f in args.files]
     rows = []
     print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
@@ -464,25 +465,26 @@ def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
     from pruner.deploy.export import ExportError, export
 
     try:
-        export(model, input_shape, device.flavour, device.block)
+        export(model, input_shape, device.runtime)
     except ExportError as err:
-        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.flavour}), so nothing is "
+        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.runtime}), so nothing is "
                           f"searched: {err}") from None
 
 
-def export_model(args: argparse.Namespace, flavour: str, block: str, predictor) -> tuple[bytes, str]:
-    """The --model of `jcw predict` exported for a device of `flavour` as `jcw export --predictor` writes it: the
-    model file's bytes and suffix."""
+def export_model(args: argparse.Namespace, runtime, predictor) -> bytes:
+    """The --model of `jcw predict` exported for `runtime` as `jcw export --predictor` writes it: the model file's
+    bytes."""
     ckpt = load_model_arg(args)
-    exported = _export(ckpt.model, ckpt, flavour, block, predictor)
-    return exported.model, exported.suffix
+    return _export(ckpt.model, ckpt, runtime, predictor).model
 
 
-def _export(model, ckpt, flavour: str, block: str, predictor):
-    """`model` (the checkpoint's, or a candidate of it) exported for `flavour`; with a `predictor` (a LatencyModel),
-    on the built-in kernels, a sparse layer is stored dense where dense is predicted faster."""
+def _export(model, ckpt, runtime, predictor):
+    """`model` (the checkpoint's, or a candidate of it) exported for `runtime`, in the block its masks were made in;
+    with a `predictor` (a LatencyModel), sparse layers stored as the runtime's storage chooser says."""
+    import dataclasses
+
     from pruner.deploy.export import export
-    from pruner.search.latency import prefer_dense
 
-    chooser = prefer_dense(predictor.predict) if predictor and flavour == "builtin" else None
-    return export(model.eval(), ckpt.input_shape, flavour, ckpt.block or block, chooser)
+    runtime = dataclasses.replace(runtime, block=ckpt.block or runtime.block)
+    chooser = runtime.storage_chooser(predictor.predict) if predictor else None
+    return export(model.eval(), ckpt.input_shape, runtime, chooser)

@@ -31,15 +31,8 @@ from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pruner.model.reference import build_model
 from pruner.search.engine import SearchConfig
-from pruner.search.fronts import run_fronts, weight_stage_for
-from pruner.search.latency import (
-    CandidateLatency,
-    device_latency,
-    overhead_probes,
-    prefer_dense,
-    profiling_plan,
-    sparse_cluster,
-)
+from pruner.search.fronts import run_fronts
+from pruner.search.latency import CandidateLatency, device_latency, model_cluster, overhead_probes, profiling_plan
 from pruner.search.space import SearchSpace
 
 
@@ -92,11 +85,11 @@ def _train_model(path: Path, cfg: DemoConfig, data, device: torch.device) -> Che
 def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path,
                         passes: int) -> dict:
     """Export each model for the device and time all of them, interleaved, in `passes` batches."""
-    chooser = prefer_dense(predictor.predict) if device.flavour == "builtin" else None
+    chooser = device.runtime.storage_chooser(predictor.predict)
     files, layers = [], {}
     out.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
-        exported = export(model.cpu().eval(), shape, device.flavour, device.block, chooser)
+        exported = export(model.cpu().eval(), shape, device.runtime, chooser)
         path = out / f"{name}{exported.suffix}"
         path.write_bytes(exported.model)
         files.append(path)
@@ -130,12 +123,12 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
          " (cached in model.pt)")
     base = _train_model(out / "model.pt", cfg, data, torch_device)
-    space = base.space(device.flavour)
-    cluster = sparse_cluster(base.model, base.input_shape, device.block) if device.flavour == "xnnpack" else None
+    space = base.space(device.runtime)
+    cluster = model_cluster(base.model, base.input_shape, device.runtime)
 
     step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
     store = ResultsStore(out / "results" / f"{device.name}.csv")
-    profile_device(device, profiling_plan(space, device.block, cfg.plan_candidates, cfg.seed, cluster), store)
+    profile_device(device, profiling_plan(space, device.runtime, cfg.plan_candidates, cfg.seed, cluster), store)
 
     step("fitting the latency predictor (20% of the kernels held out to report its accuracy)")
     predictor_path, held_out_path = out / "predictor.zip", out / "predictor_accuracy.json"
@@ -150,13 +143,13 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
         predictor = LatencyModel.fit(store.table)
         rng = np.random.default_rng(cfg.seed + 1)
         genes = overhead_probes(space, cluster, cfg.overhead_candidates, rng)  # both regimes on XNNPACK
-        probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.block)
+        probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.runtime.block)
                                         for i, x in enumerate(genes)}}
         runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes", cfg.measure_passes)
         ok = [r for r in runs.values() if "latency_ms" in r]
         predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
         save(predictor, predictor_path)
-    latency = device_latency(space, base.model, base.input_shape, device.flavour, device.block, predictor)
+    latency = device_latency(space, base.model, base.input_shape, device.runtime, predictor)
     return Prepared(device, torch_device, data, base, space, predictor, latency, held_out)
 
 
@@ -177,12 +170,12 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
          "and uniform widths")
     estimator = proxy_estimator(base.model, space, mnist_proxy_data(data, cfg.val_size, cfg.bn_batches),
-                                device.block, device=torch_device)
+                                device.runtime.block, device=torch_device)
     smallest, largest = latency(np.vstack([space.lower, space.upper]))
     budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
     config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
-    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.densify,
-                        weight_stage=weight_stage_for(device.flavour))
+    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.repair,
+                        weight_stage=device.runtime.weight_stage)
 
     step("fine-tuning the best candidate under each budget, masks fixed")
     tuned, seen = {}, set()
@@ -197,12 +190,12 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
             for stale in path.parent.glob(f"{name}.*"):
                 stale.unlink()
         if not path.exists():
-            pruned = apply_candidate(base.model, space, genes, device.block, norm="l2")
+            pruned = apply_candidate(base.model, space, genes, device.runtime.block, norm="l2")
             torch.manual_seed(cfg.seed)
             train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),
                   cfg.finetune_epochs, lr=1e-3, desc=f"finetune {name}", device=torch_device)
             save_checkpoint(path, Checkpoint(pruned.cpu(), base.arch, base.kwargs, base.input_shape, tuple(genes),
-                                             device.block))
+                                             device.runtime.block))
         tuned[name] = (row, load_checkpoint(path))
 
     step("evaluating before and after fine-tuning on the MNIST test split")
@@ -211,7 +204,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         genes = np.array(ckpt.genes)
         cached = out / "finetuned" / f"{name}.accuracy.json"
         if not cached.exists():
-            pruned = apply_candidate(base.model, space, genes, device.block)
+            pruned = apply_candidate(base.model, space, genes, device.runtime.block)
             recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches,
                            torch_device)
             accuracy = {"before": evaluate(pruned, data["test"].loader(1000), torch_device),
@@ -220,7 +213,7 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         accuracy = {k: Evaluation(**v) for k, v in json.loads(cached.read_text()).items()}
         results[name] = {"row": row, "ckpt": ckpt, **accuracy, "table": space.table(genes)}
 
-    step(f"exporting to TFLite ({device.flavour}) and measuring end to end on '{device.name}'")
+    step(f"exporting for {device.runtime.name} and measuring end to end on '{device.name}'")
     runs = _export_and_measure(device, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},
                                base.input_shape, predictor, out / "exported", cfg.measure_passes)
     for run in runs.values():

@@ -13,7 +13,11 @@ import math
 import reprlib
 from collections.abc import Callable
 
-from profiler.cli import add_devices_arg
+
+def add_devices_arg(parser: argparse.ArgumentParser) -> None:
+    """--devices FILE, the device inventory, for every command that names a device."""
+    parser.add_argument("--devices", metavar="FILE", help="device inventory (default: ./devices.yaml, else "
+                                                          "devices.yaml in the user's config directory, ~/.config/jcw)")
 
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = True) -> None:

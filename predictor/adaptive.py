@@ -90,7 +90,7 @@ class AdaptiveResult:
 
 
 def _with_context(frame: pd.DataFrame, measured: pd.DataFrame) -> pd.DataFrame:
-    """Give pool rows the measured rows' (device, runtime, flavour), which must be one."""
+    """Give pool rows the measured rows' context (device, runtime, runtime version), which must be one."""
     contexts = measured[list(CONTEXT)].drop_duplicates()
     if len(contexts) != 1:
         raise UserError(f"adaptive sampling needs measurements of one device; got contexts {contexts.values.tolist()}")

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.table import CONTEXT
+from profiler.runtimes import registered
 
 DENSITY_KNOTS = (0.0, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 """Knots of the ramp basis in which a sparse kernel's cost grows with density (concave on phones)."""
@@ -82,19 +83,16 @@ def out_hw(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_density(df: pd.DataFrame) -> np.ndarray:
-    """The density each kernel runs at: 1.0 where its weights are dense by the time it runs.
-
-    Depthwise convs are never pruned; the "onnx" flavour holds the zeros in dense weights; the
-    "builtin" flavour densifies at load every sparse kernel except those it runs as a sparse
-    FULLY_CONNECTED (profiler.lowering.runs_as_sparse_fc, vectorised); the "xnnpack" flavour runs
-    every kernel of the NHWC layout dense (only a cluster over XNNPACK's gate runs sparse, in NCHW:
-    profiler.xnnpack). Other flavours, and tables that do not name one, run at the kernel's density.
-    """
-    op, flavour, density = df["op"].to_numpy(), df["flavour"].to_numpy(), df["density"].to_numpy()
-    sparse_fc = (op == "fc") | ((op == "conv") & (df["k"].to_numpy() == 1) & (df["stride"].to_numpy() == 1))
-    xnnpack_dense = (flavour == "xnnpack") & (df["layout"].to_numpy() == "nhwc")
-    densified = (op == "dwconv") | (flavour == "onnx") | ((flavour == "builtin") & ~sparse_fc) | xnnpack_dense
-    return np.where(densified, 1.0, density).astype(np.float64)
+    """The density each kernel runs at: 1.0 where its weights are dense by the time it runs, as each row's runtime
+    says (profiler.runtimes: Runtime.run_density). Depthwise convs are never pruned; rows of a table that names no
+    runtime, or one this toolkit does not know, run at their density."""
+    runs_at = np.where(df["op"].to_numpy() == "dwconv", 1.0, df["density"].to_numpy()).astype(np.float64)
+    names = df["runtime"].to_numpy()
+    for name, runtime in registered().items():
+        rows = names == name
+        if rows.any():
+            runs_at[rows] = runtime().run_density(df[rows])
+    return runs_at
 
 
 def physics(df: pd.DataFrame) -> pd.DataFrame:

@@ -19,20 +19,21 @@ Kernels = Sequence[KernelSpec] | pd.DataFrame
 
 @dataclass(frozen=True)
 class Target:
-    """What a latency model was fitted on: the device, its runtime, the lowering flavour and the sparsity block of
-    its kernels. A model prices kernels as that device runs them; another device's latencies are another function."""
+    """What a latency model was fitted on: the device, its runtime (profiler.runtimes), the runtime package's version
+    and the sparsity block of its kernels. A model prices kernels as that device runs them; another device's latencies
+    are another function."""
 
     device: str
     runtime: str
-    flavour: str
+    runtime_version: str
     block: str
 
     def __str__(self) -> str:
-        return f"'{self.device}' ({self.runtime}, {self.flavour}, {self.block})"
+        return f"'{self.device}' ({self.runtime}, {self.block})"
 
     def same_device(self, other: Target) -> bool:
-        """Same device, flavour and block (a runtime upgrade on the same device is still that device)."""
-        return (self.device, self.flavour, self.block) == (other.device, other.flavour, other.block)
+        """Same device, runtime and block (an upgrade of the runtime's package on the same device is that device)."""
+        return (self.device, self.runtime, self.block) == (other.device, other.runtime, other.block)
 
 
 def runs_sparse(kernels: Kernels) -> bool:
@@ -83,8 +84,8 @@ class LatencyModel:
         unknown = set(df[list(CONTEXT)].drop_duplicates().itertuples(index=False, name=None)) - set(self.contexts)
         if unknown:
             raise UserError(
-                f"the model was fitted for (device, runtime, flavour) {self.contexts}; "
-                f"it has no data for {sorted(unknown)}: pass device=/runtime=/flavour="
+                f"the model was fitted for (device, runtime, runtime_version) {self.contexts}; "
+                f"it has no data for {sorted(unknown)}: pass device=/runtime=/runtime_version="
             )
         return df
 
@@ -93,13 +94,13 @@ class LatencyModel:
         kernels: Kernels,
         device: str | None = None,
         runtime: str | None = None,
-        flavour: str | None = None,
+        runtime_version: str | None = None,
     ) -> np.ndarray:
         """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order.
 
         Identical kernels are predicted once (a search asks for the same ones again and again).
         """
-        df = self._frame(kernels, {"device": device, "runtime": runtime, "flavour": flavour})
+        df = self._frame(kernels, {"device": device, "runtime": runtime, "runtime_version": runtime_version})
         codes = df.groupby([*FIELDS, *CONTEXT], sort=False).ngroup().to_numpy()
         distinct = df.iloc[np.unique(codes, return_index=True)[1]].reset_index(drop=True)
         return self.regressor.predict(distinct)[codes]
@@ -115,10 +116,10 @@ class LatencyModel:
         kernels: Kernels,
         device: str | None = None,
         runtime: str | None = None,
-        flavour: str | None = None,
+        runtime_version: str | None = None,
     ) -> float:
         """Latency in ms of a whole network: its kernels' sum plus the fitted per-network overhead."""
-        return float(self.predict(kernels, device, runtime, flavour).sum()) + self.network_overhead(kernels)
+        return float(self.predict(kernels, device, runtime, runtime_version).sum()) + self.network_overhead(kernels)
 
     def fit_overhead(
         self,
@@ -126,13 +127,13 @@ class LatencyModel:
         measured_ms: Sequence[float],
         device: str | None = None,
         runtime: str | None = None,
-        flavour: str | None = None,
+        runtime_version: str | None = None,
     ) -> network.Overhead:
         """Fit the per-network overhead from end-to-end latencies of whole networks; returns it.
 
         Networks XNNPACK runs sparse (kernels in the nchw layout) get an overhead of their own, `sparse_overhead`,
         when any were measured: their layout conversions, adds and global mean run on CHW kernels."""
-        sums = np.array([float(self.predict(n, device, runtime, flavour).sum()) for n in networks])
+        sums = np.array([float(self.predict(n, device, runtime, runtime_version).sum()) for n in networks])
         sizes, measured_ms = np.array([len(n) for n in networks]), np.asarray(measured_ms, dtype=float)
         sparse = np.array([runs_sparse(n) for n in networks], dtype=bool)
         if sparse.any():

@@ -2,7 +2,7 @@
 
 Model files are shared, so loading one must never run code from it: the file holds no pickled regressor,
 only what refits it (the model kind and the training table, data read as Parquet) plus the network overhead.
-The manifest also names the device the model was fitted on (`fitted_on`: device, runtime, flavour, block), so a
+The manifest also names the device the model was fitted on (`fitted_on`: device, runtime, its version, block), so a
 model is refused for another device (`load(path, device)`) unless the caller means it.
 Every regressor in predictor.models is deterministic given its random_state, so `load` refits the very
 model that was saved, under whatever library versions are installed here (the physics model loads in 0.2 s
@@ -68,7 +68,7 @@ def save(model: LatencyModel, path: str | Path) -> None:
 def load(path: str | Path, device: Device | None = None, allow_other_device: bool = False) -> LatencyModel:
     """Read a model file (format 1 or 2) and refit its regressor from the training table it holds.
 
-    With `device`, a model fitted on another device (or flavour, or block) is refused, naming both, unless
+    With `device`, a model fitted on another device (or runtime, or block) is refused, naming both, unless
     `allow_other_device`: its latencies are another device's.
     """
     path = Path(path)
@@ -86,6 +86,9 @@ def load(path: str | Path, device: Device | None = None, allow_other_device: boo
     model = LatencyModel.fit(training, kind, source=f"model {path}: training.parquet")
     model.overhead, model.sparse_overhead = overhead, sparse_overhead
     recorded = manifest.get("fitted_on")
+    if isinstance(recorded, dict) and "flavour" in recorded:  # older names (profiler.store.upgrade_columns)
+        recorded = {"device": recorded.get("device"), "runtime": recorded.get("flavour"),
+                    "runtime_version": recorded.get("runtime"), "block": recorded.get("block")}
     if recorded is not None and recorded != (asdict(model.fitted_on) if model.fitted_on else None):
         raise UserError(f"model {path}: manifest.json field 'fitted_on' is {recorded!r}, but its training table was "
                         f"measured on {model.fitted_on or 'no single device'}")
@@ -100,7 +103,7 @@ def load(path: str | Path, device: Device | None = None, allow_other_device: boo
 
 def check_device(model: LatencyModel, device: Device, path: str | Path) -> None:
     """Refuse a model fitted on another device than `device` (a model whose table names no device passes)."""
-    wanted = Target(device.name, device.runtime, device.flavour, device.block)
+    wanted = Target(device.name, device.runtime.name, "", device.runtime.block)
     if model.fitted_on is not None and not model.fitted_on.same_device(wanted):
         raise UserError(f"predictor {path} was fitted on device {model.fitted_on}, not {wanted}; "
                         "pass --allow-other-device if you mean it")

@@ -11,12 +11,11 @@ import pandas as pd
 
 from profiler.errors import UserError
 from profiler.kernel import FIELDS, KernelSpec
+from profiler.store import CONTEXT, upgrade_columns  # CONTEXT: where a kernel ran, empty when a table does not say
 
 SHAPE_COLUMNS = ("k", "stride", "cin", "cout", "density")
 TARGET = "latency_ms"
 DEFAULTS = {"op": "conv", "groups": 1, "block": "1x4", "activation": "none", "layout": "nhwc"}
-CONTEXT = ("device", "runtime", "flavour")
-"""Where a kernel ran: part of a row's identity, empty when the table does not say."""
 INT_FIELDS = ("h", "w", "cin", "cout", "k", "stride", "groups")
 STR_FIELDS = ("op", "block", "activation", "layout", *CONTEXT)
 
@@ -59,6 +58,7 @@ def normalise(df: pd.DataFrame, source: str = "table", need_latency: bool = True
     """
     if len(df) == 0:
         raise UserError(f"{source}: the table is empty (no rows)")
+    df = upgrade_columns(df)
     out = pd.DataFrame(index=pd.RangeIndex(len(df)))
     if "h" in df.columns and "w" in df.columns:
         out["h"], out["w"] = df["h"].to_numpy(), df["w"].to_numpy()

@@ -10,6 +10,7 @@ import jsonschema
 import platformdirs
 
 from profiler.errors import UserError
+from profiler.runtimes import Runtime, get_runtime, registered
 from profiler.yamlfile import clip, read_yaml
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
@@ -21,8 +22,8 @@ PLACEHOLDER_SERIAL = "REPLACE_WITH_SERIAL"  # the shipped devices.yaml's `pixel`
 _COMMON = {
     "description": {"type": "string"},
     "transport": {"enum": ["local", "ssh", "adb"]},
-    "runtime": {"enum": ["litert", "onnxruntime"]},
-    "xnnpack": {"type": "boolean"},
+    "runtime": {"type": "string"},  # a registered runtime (profiler.runtimes) or an older name: checked by _schema
+    "xnnpack": {"type": "boolean"},  # with the older runtime: litert, XNNPACK on (xnnpack) or off (builtin)
     "threads": {"type": "integer", "minimum": 1, "maximum": 64},
     "cpus": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
     "block": {"enum": ["1x4", "4x1", "unstructured"]},
@@ -78,24 +79,27 @@ def _schema(transport: str) -> dict:
     props, required = _BY_TRANSPORT[transport]
     return {
         "type": "object",
-        "properties": {**_COMMON, **props},
+        "properties": {**_COMMON, "runtime": {"enum": [*registered(), "litert", "onnxruntime"]}, **props},
         "required": ["transport", "runtime", *required],
         "additionalProperties": False,
-        "if": {"properties": {"runtime": {"const": "onnxruntime"}}},
+        "if": {"properties": {"runtime": {"not": {"const": "litert"}}}},
         "then": {"not": {"required": ["xnnpack"]}},
     }
 
 
+LEGACY_RUNTIMES = {("litert", True): "xnnpack", ("litert", False): "builtin", ("onnxruntime", True): "onnx"}
+"""Older devices files named the runner's package and `xnnpack: true|false`; each pair is one runtime."""
+
+
 @dataclass(frozen=True)
 class Device:
-    """One entry of devices.yaml; `options` keeps the transport-specific fields."""
+    """One entry of devices.yaml: how to reach it, the runtime it runs models with (profiler.runtimes, with the
+    sparsity block of its sparse kernels) and how to time them; `options` keeps the transport-specific fields."""
 
     name: str
     transport: str
-    runtime: str
-    xnnpack: bool = True
+    runtime: Runtime
     threads: int = 1
-    block: str = "1x4"
     cpus: tuple[int, ...] = ()
     warmup: int = 3
     repeats: int = 20
@@ -105,13 +109,6 @@ class Device:
     description: str = ""
     options: dict = field(default_factory=dict, compare=False)
 
-    @property
-    def flavour(self) -> str:
-        """How kernels are lowered for this device: "xnnpack", "builtin" or "onnx"."""
-        if self.runtime == "onnxruntime":
-            return "onnx"
-        return "xnnpack" if self.xnnpack else "builtin"
-
 
 def _describe(err: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in err.absolute_path)
@@ -120,7 +117,7 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if err.validator == "required":
         return f"missing field: {clip(err.message)}"
     if err.validator == "not":
-        return "field 'xnnpack': only for runtime 'litert'"
+        return "field 'xnnpack': only with the older runtime 'litert' (name the runtime instead: xnnpack, builtin)"
     return f"field '{where}': {clip(err.message)}"
 
 
@@ -156,9 +153,11 @@ def load_devices(path: str | Path | None = None) -> dict[str, Device]:
         errors = sorted(jsonschema.Draft202012Validator(_schema(transport)).iter_errors(entry), key=str)
         if errors:
             raise UserError(f"{where}: {_describe(errors[0])}")
-        common = {k: v for k, v in entry.items() if k in _COMMON}
+        common = {k: v for k, v in entry.items() if k in _COMMON and k not in ("runtime", "xnnpack", "block")}
         if "cpus" in common:
             common["cpus"] = tuple(common["cpus"])
+        name_of = LEGACY_RUNTIMES.get((entry["runtime"], entry.get("xnnpack", True)), entry["runtime"])
+        common["runtime"] = get_runtime(name_of, entry.get("block", ""))
         options = {k: v for k, v in entry.items() if k not in _COMMON}
         devices[name] = Device(name=name, options=options, **common)
     return devices

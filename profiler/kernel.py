@@ -10,7 +10,7 @@ from profiler.errors import UserError
 OPS = ("conv", "dwconv", "fc")
 ACTIVATIONS = ("none", "relu", "relu6", "hardswish", "hardsigmoid", "silu", "sigmoid")
 FUSED_ACTIVATIONS = ("none", "relu", "relu6")
-"""Activations a runtime fuses into the conv; the others run as ops of their own after it (profiler.lowering)."""
+"""Activations a runtime fuses into the conv; the others run as ops of their own after it (profiler.runtimes)."""
 # Block names read "inputs x outputs" of the weight matrix, as JCW writes them:
 #   "1x4": 4 consecutive output channels at one (cin, kh, kw) position are kept or
 #          dropped together (JCW's block; what XNNPACK's sparse 1x1 kernels exploit);

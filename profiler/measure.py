@@ -8,7 +8,7 @@ from pathlib import Path
 
 from profiler.devices import Device
 from profiler.errors import UserError
-from profiler.harness import SUFFIX, BatchModel, job_file
+from profiler.harness import BatchModel, job_file
 from profiler.profile import batch_dir, remove_stale_batch_dirs, runner_settings
 from profiler.transports import open_transport
 
@@ -26,8 +26,8 @@ def measure_files(device: Device, paths: list[str | Path], passes: int = 1) -> l
     for path in paths:
         if not path.is_file():
             raise UserError(f"{path}: no such model file")
-        if path.suffix != SUFFIX[device.flavour]:
-            raise UserError(f"{path}: device '{device.name}' runs {SUFFIX[device.flavour]} models ({device.runtime})")
+        if path.suffix != device.runtime.suffix:
+            raise UserError(f"{path}: device '{device.name}' runs {device.runtime.suffix} models ({device.runtime})")
     remove_stale_batch_dirs(device.name)
     runs = [_one_pass(device, paths) for _ in range(passes)]
     return [_combined(path, [run[i] for run in runs]) for i, path in enumerate(paths)]

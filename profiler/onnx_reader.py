@@ -18,10 +18,8 @@ _ACTIVATIONS = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsi
 """One-node activations after a layer, as OnnxModel.activation writes them (relu6 is a Clip, silu x * Sigmoid(x))."""
 
 
-def read_onnx(data: bytes, flavour: str, block: str, source: str = "model") -> dict[str, KernelSpec]:
+def read_onnx(data: bytes, block: str, source: str = "model") -> dict[str, KernelSpec]:
     """The layers of an ONNX model (a file's bytes) by node name, in graph order; errors name `source`."""
-    if flavour != "onnx":
-        raise UserError(f"{source}: an ONNX model, but the latency model prices {flavour} models")
     try:
         model = onnx.shape_inference.infer_shapes(onnx.load_from_string(data))
     except Exception as err:  # protobuf and onnx raise many types on foreign bytes

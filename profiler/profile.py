@@ -42,7 +42,7 @@ class ProfileResult:
 def runner_settings(device: Device) -> dict:
     """What the runner needs to know of the device entry."""
     return {
-        "runtime": device.runtime, "xnnpack": device.xnnpack, "threads": device.threads, "cpus": list(device.cpus),
+        **device.runtime.runner_options(), "threads": device.threads, "cpus": list(device.cpus),
         "warmup": device.warmup, "repeats": device.repeats, "rounds": device.rounds, "max_cv": device.max_cv,
         "min_sample_ms": device.min_sample_ms,
     }
@@ -50,7 +50,7 @@ def runner_settings(device: Device) -> dict:
 
 def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) -> tuple[list[dict], list]:
     """Rows for the results table (kernel time = model time - baseline time) and failed kernels."""
-    runtime = next((r["runtime"] for r in records if r.get("event") == "start"), "?")
+    runtime_version = next((r["runtime"] for r in records if r.get("event") == "start"), "?")
     by_id = {r["id"]: r for r in records if "id" in r}
     stamp, toolkit = datetime.now(timezone.utc).isoformat(timespec="seconds"), version("jcw-toolkit")
     rows, failed = [], []
@@ -63,7 +63,8 @@ def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) ->
             failed.append((m.spec, problem or "no result from the runner"))
             continue
         rows.append({
-            "device": device.name, "runtime": runtime, "flavour": device.flavour, **m.spec.to_row(),
+            "device": device.name, "runtime": device.runtime.name, "runtime_version": runtime_version,
+            **m.spec.to_row(),
             "latency_ms": max(rec["median_ms"] - base["median_ms"], 1e-4), "iqr_ms": rec["iqr_ms"],
             "cv": rec["cv"], "model_ms": rec["median_ms"], "baseline_ms": base["median_ms"], "runs": rec["runs"],
             "timestamp": stamp, "version": toolkit, **{c: rec.get(c, d) for c, d in OPTIONAL.items()},
@@ -128,7 +129,7 @@ def _measure_batch(
     """Run one batch and store its rows; (rows, failed kernels)."""
     records: list[dict] = []
     with batch_dir(device.name) as tmp:
-        models = write_batch(batch, device.flavour, tmp, seed=seed)
+        models = write_batch(batch, device.runtime, tmp, seed=seed)
         job_file(models, tmp, runner_settings(device))
         try:
             for record in transport.run(tmp):
@@ -171,7 +172,7 @@ def profile_cli(args: argparse.Namespace) -> int:
     """`jcw profile`: each device gets a worker (devices on this machine share one) and its own table."""
     devices = [get_device(name, args.devices) for name in dict.fromkeys(args.device)]
     out = Path(args.out)
-    plans = {d.block: load_plan(args.plan, d.block, args.max_kernels) for d in devices}
+    plans = {d.runtime.block: load_plan(args.plan, d.runtime.block, args.max_kernels) for d in devices}
     lock = threading.Lock()
     local = [d for d in devices if d.transport == "local"]
     remote = [d for d in devices if d.transport != "local"]
@@ -182,7 +183,7 @@ def profile_cli(args: argparse.Namespace) -> int:
     stop = Stop()
 
     def run_group(group: list[Device]) -> list[ProfileResult]:
-        return [_profile_one(d, plans[d.block], out, batch_size, positions[d.name], lock, stop) for d in group]
+        return [_profile_one(d, plans[d.runtime.block], out, batch_size, positions[d.name], lock, stop) for d in group]
 
     groups = ([local] if local else []) + [[d] for d in remote]
     with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:

@@ -22,9 +22,19 @@ from profiler.kernel import FIELDS, KernelSpec
 OPTIONAL = {"governor": "", "freq_mhz": float("nan"), "temp_c": float("nan"), "throttled": False}
 NEWER_FIELDS = {"layout": "nhwc"}
 """KernelSpec fields added after tables were written: older rows read with the field's default."""
-COLUMNS = ["device", "runtime", "flavour", *FIELDS, "latency_ms", "iqr_ms", "cv", "model_ms", "baseline_ms",
+COLUMNS = ["device", "runtime", "runtime_version", *FIELDS, "latency_ms", "iqr_ms", "cv", "model_ms", "baseline_ms",
            "runs", "timestamp", "version", *OPTIONAL]
-CONTEXT = ("device", "runtime", "flavour")  # where a kernel ran: with its KernelSpec, a row's identity
+CONTEXT = ("device", "runtime", "runtime_version")
+"""Where a kernel ran (the device, its runtime's name in profiler.runtimes, the runtime package's version as the
+runner reported it): with its KernelSpec, a row's identity."""
+
+
+def upgrade_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of an older toolkit with today's context columns: its `runtime` held the runner's package version
+    and `flavour` the runtime's name."""
+    if "flavour" not in table.columns:
+        return table
+    return table.rename(columns={"runtime": "runtime_version"}).rename(columns={"flavour": "runtime"})
 LOCK_TIMEOUT_S = 60  # a writer holds the lock only while rewriting the file
 
 
@@ -66,7 +76,7 @@ class ResultsStore:
     def _read(self) -> tuple[pd.DataFrame, list[tuple[tuple, tuple]]]:
         """The table on disk and its rows' keys, checked."""
         try:
-            table = pd.read_csv(self.path)
+            table = upgrade_columns(pd.read_csv(self.path))
         except (ValueError, OSError) as err:  # pandas' parser errors and UnicodeDecodeError are ValueErrors
             raise self._refuse(f"corrupt results table ({reprlib.repr(str(err))})") from None
         missing = [c for c in COLUMNS if c not in table.columns and c not in OPTIONAL and c not in NEWER_FIELDS]

@@ -1,11 +1,12 @@
-"""Read a TFLite file back: the `TFLiteModel` it holds, and the KernelSpecs of its layers as the runtime runs them.
+"""Read a TFLite file back: the `TFLiteModel` it holds, and the KernelSpecs of its layers as stored.
 
 `read_model` rebuilds the profiler's own in-memory model (tensors, buffers, ops with their options) from the
 flatbuffer with the `tflite` package's generated schema, so `profiler.xnnpack.analyse` judges a file exactly as it
 judges a model being exported. `layer_specs` maps its conv-like ops to KernelSpecs: CONV_2D (with a zero PAD before
-it fused, as the exporter writes k > 1 convs), DEPTHWISE_CONV_2D, FULLY_CONNECTED and the built-in flavour's
+it fused, as the exporter writes k > 1 convs), DEPTHWISE_CONV_2D, FULLY_CONNECTED and the built-in kernels'
 RESHAPE -> FULLY_CONNECTED -> RESHAPE form of a sparse 1x1 conv. Every other op (adds, pooling, reshapes) is part of
-a network's per-network overhead, as in the predictor's network model.
+a network's per-network overhead, as in the predictor's network model. A TFLite runtime reads files with these
+(profiler.runtimes.tflite.TFLiteRuntime.read_layers).
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ import inspect
 import numpy as np
 import tflite
 
-from profiler import xnnpack
 from profiler.errors import UserError
-from profiler.kernel import ACTIVATIONS, KernelSpec, runs_chw
-from profiler.lowering import TFLITE_FLAVOURS
+from profiler.kernel import ACTIVATIONS, KernelSpec
 from profiler.tflite_writer import ACTIVATION, OP, Sparsity, TFLiteModel, _Op, _Tensor
 
 _OPTIONS = {v: k for k, v in vars(tflite.BuiltinOptions).items() if isinstance(v, int) and not k.startswith("_")}
@@ -87,27 +86,23 @@ def _op(op, codes: list[int]) -> _Op:
     return _Op(codes[op.OpcodeIndex()], op.InputsAsNumpy().tolist(), op.OutputsAsNumpy().tolist(), kind, options)
 
 
-def layer_specs(m: TFLiteModel, flavour: str, block: str) -> dict[str, KernelSpec]:
-    """The KernelSpec of every conv-like layer by name (its output tensor's), in graph order, as `flavour` runs it.
+def layer_specs(m: TFLiteModel, block: str, dense_storage_runs_dense: bool = False) -> dict[str, KernelSpec]:
+    """The KernelSpec of every conv-like layer by name (its output tensor's), in graph order, at its stored density.
 
-    Density is the stored weights' nonzero share; the built-in kernels run a weight stored dense as dense (1.0),
-    and XNNPACK runs every layer dense NHWC unless its cluster passes the sparse gate, where CHW-capable layers
-    take the nchw layout (profiler.xnnpack). The file does not say which block its weights were pruned in: the
-    specs carry `block`, the device's.
+    Density is the stored weights' nonzero share (behind a DENSIFY when stored sparse); with
+    `dense_storage_runs_dense` a weight stored dense counts as dense (1.0) whatever its zeros, as runtimes that
+    densify nothing but sparse storage run it. The file does not say which block its weights were pruned in: the
+    specs carry `block`, the device's. Which layers run sparse is the runtime's to say (Runtime.as_run).
     """
     graph = _Graph(m)
     specs = {}
     for op in m.ops:
         if op.code in (OP.CONV_2D, OP.DEPTHWISE_CONV_2D, OP.FULLY_CONNECTED):
             try:
-                name, spec = _layer(graph, op, flavour, block)
+                name, spec = _layer(graph, op, block, dense_storage_runs_dense)
             except UserError as err:
                 raise UserError(f"layer '{m.tensors[op.outputs[0]].name}': {err}") from None
             specs[name] = spec
-    if flavour == "xnnpack":
-        nchw = {n for cluster in xnnpack.analyse(m) if cluster.sparse for n in cluster.nodes}
-        specs = {n: s.replace(layout="nchw") if n in nchw and runs_chw(s.op, s.k, s.stride) else s.replace(density=1.0)
-                 for n, s in specs.items()}
     return specs
 
 
@@ -133,14 +128,14 @@ class _Graph:
         return ops[0] if len(ops) == 1 and tensor not in self.m.outputs else None
 
 
-def _layer(g: _Graph, op: _Op, flavour: str, block: str) -> tuple[str, KernelSpec]:
+def _layer(g: _Graph, op: _Op, block: str, dense_storage_runs_dense: bool) -> tuple[str, KernelSpec]:
     """A CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED op as a named KernelSpec (its layer's output names it)."""
     m, x, out, weight = g.m, op.inputs[0], op.outputs[0], g.m.tensors[op.inputs[1]].shape
-    density = _density(g, op, flavour)
+    density = _density(g, op, dense_storage_runs_dense)
     if op.code == OP.FULLY_CONNECTED:
         flatten, back = g.made_by(x, OP.RESHAPE), g.only_reader(out)
         if flatten and len(m.shape(flatten.inputs[0])) == 4 and back and back.code == OP.RESHAPE and \
-                len(m.shape(back.outputs[0])) == 4:  # the built-in flavour's sparse 1x1 conv: RESHAPE-FC-RESHAPE
+                len(m.shape(back.outputs[0])) == 4:  # the built-in kernels' sparse 1x1 conv: RESHAPE-FC-RESHAPE
             _, h, w, cin = m.shape(flatten.inputs[0])
             out = back.outputs[0]
             return m.tensors[out].name, KernelSpec("conv", h, w, cin, weight[0], density=density, block=block,
@@ -200,34 +195,14 @@ def _constant(m: TFLiteModel, tensor: int) -> float | None:
     return float(values[0]) if len(values) == 1 else None
 
 
-def _density(g: _Graph, op: _Op, flavour: str) -> float:
-    """The nonzero share of the op's weight as stored (behind a DENSIFY if sparse); 1.0 for a weight the built-in
-    kernels read dense."""
+def _density(g: _Graph, op: _Op, dense_storage_runs_dense: bool) -> float:
+    """The nonzero share of the op's weight as stored (behind a DENSIFY if sparse); 1.0 for a weight stored dense
+    when `dense_storage_runs_dense`."""
     tensor = op.inputs[1]
     if densify := g.made_by(tensor, OP.DENSIFY):
         tensor = densify.inputs[0]
     t = g.m.tensors[tensor]
-    if flavour == "builtin" and t.sparsity is None:
+    if dense_storage_runs_dense and t.sparsity is None:
         return 1.0
     values = np.frombuffer(g.m.buffers[t.buffer], dtype=np.float32)
     return round(np.count_nonzero(values) / max(1, int(np.prod(t.shape))), 6)
-
-
-def read_tflite(data: bytes, flavour: str, block: str, source: str = "model") -> dict[str, KernelSpec]:
-    """The layers of a TFLite model (a file's bytes) as `flavour` ("xnnpack" or "builtin") runs them (`layer_specs`);
-    errors name `source`."""
-    if flavour not in TFLITE_FLAVOURS:
-        raise UserError(f"{source}: a TFLite model, but the latency model prices {flavour} models")
-    try:
-        m = read_model(data, source)
-    except UserError:
-        raise
-    except Exception as err:  # a truncated or foreign flatbuffer fails in many ways (struct, index, attribute errors)
-        raise UserError(f"{source}: not a readable TFLite model ({type(err).__name__}: {err})") from None
-    try:
-        specs = layer_specs(m, flavour, block)
-    except UserError as err:
-        raise UserError(f"{source}: {err}") from None
-    if not specs:
-        raise UserError(f"{source}: no conv, depthwise conv or fully connected layer to price")
-    return specs

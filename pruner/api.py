@@ -1,9 +1,9 @@
 """One Python entry point, model to measured file: `JCW(model, example_inputs, device=..., predictor=..., data=...)`.
 
-Everything that must agree with the target device comes from its devices.yaml entry and the predictor fitted on
-it, never from a second argument: the sparsity block weights are pruned in, the export flavour, XNNPACK's cluster
-pricing and repair (or the built-in kernels' dense-where-faster repair), the per-network overhead, the density
-floors and the joint method's weight stage.
+Everything that must agree with the target device comes from its devices.yaml entry (its runtime, profiler.runtimes)
+and the predictor fitted on it, never from a second argument: the sparsity block weights are pruned in, the export
+format, XNNPACK's cluster pricing and repair (or the built-in kernels' dense-where-faster repair), the per-network
+overhead, the density floors and the joint method's weight stage.
 
     jcw = JCW(model, torch.zeros(1, 3, 224, 224), device="pixel", predictor="pixel.jcwm", data=(train, val))
     fronts = jcw.search(budgets=[30, 45], out="runs/mine")
@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from predictor.cli import layers_of, read_layers
 from predictor.persist import load
 from profiler.devices import Device, get_device
 from profiler.errors import UserError
@@ -36,8 +35,8 @@ from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import parse_genes
 from pruner.model.graph import analyze
 from pruner.search.engine import SearchConfig
-from pruner.search.fronts import METHODS, Fronts, run_fronts, weight_stage_for
-from pruner.search.latency import device_latency, prefer_dense
+from pruner.search.fronts import METHODS, Fronts, run_fronts
+from pruner.search.latency import device_latency
 from pruner.search.space import SearchSpace, density_bounds, space_settings
 
 Genes = str | Sequence[int] | np.ndarray  # a `genes` cell of pareto.csv / budgets.csv, or grid indices
@@ -76,11 +75,11 @@ class JCW:
         self.predictor = load(predictor, self.device, allow_other_device)
         self.train_loader, self.val_loader, self.data_source = _loaders(data, self.model, self.input_shape)
         self.torch_device = init_distributed(resolve_device(torch_device))
-        export(self.model, self.input_shape, self.device.flavour, self.device.block)  # unexportable: refused now
+        self.runtime = self.device.runtime
+        export(self.model, self.input_shape, self.runtime)  # unexportable: refused now
         self.space = SearchSpace(analyze(self.model, self.input_shape),
-                                 density_bounds=density_bounds(self.device.flavour), keep=tuple(keep))
-        self.latency = device_latency(self.space, self.model, self.input_shape, self.device.flavour,
-                                      self.device.block, self.predictor)
+                                 density_bounds=density_bounds(self.runtime), keep=tuple(keep))
+        self.latency = device_latency(self.space, self.model, self.input_shape, self.runtime, self.predictor)
 
     def search(
         self,
@@ -102,12 +101,12 @@ class JCW:
         processes. summary.json holds the run's provenance."""
         held_out = self.val_loader if val_batches is None else itertools.islice(self.val_loader, val_batches)
         data = proxy_data(self.train_loader, held_out, bn_batches)
-        estimator = proxy_estimator(self.model, self.space, data, self.device.block, device=self.torch_device,
+        estimator = proxy_estimator(self.model, self.space, data, self.runtime.block, device=self.torch_device,
                                     workers=workers)
         try:
             return run_fronts(self.space, self.latency, estimator, out,
                               SearchConfig(n_gen=generations, pop_size=population, seed=seed), budgets, methods,
-                              repair=self.latency.densify, weight_stage=weight_stage_for(self.device.flavour),
+                              repair=self.latency.repair, weight_stage=self.runtime.weight_stage,
                               record=self.provenance())
         finally:
             estimator.close()
@@ -115,7 +114,7 @@ class JCW:
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
         through training). `norm` ranks weight blocks: "l1" as the search scores candidates, "l2" to fine-tune."""
-        return apply_candidate(self.model, self.space, self._checked(genes), self.device.block, norm=norm)
+        return apply_candidate(self.model, self.space, self._checked(genes), self.runtime.block, norm=norm)
 
     def _checked(self, genes: Genes) -> np.ndarray:
         """Grid indices from a `genes` cell or a vector, checked against the space (one-line errors)."""
@@ -138,20 +137,19 @@ class JCW:
 
     def export(self, model_or_genes: nn.Module | Genes, path: str | Path) -> Path:
         """Write the model file the device runs (.tflite or .onnx, by the device) and `path`.json beside it: the
-        provenance (with the genes, when given), flavour, XNNPACK's verdict, predicted latency and the layers as
-        stored. A model is moved to the CPU. On the built-in kernels a sparse layer is stored dense where the
-        predictor says dense is faster."""
+        provenance (with the genes, when given), runtime, its sparse verdict, predicted latency and the layers as
+        stored. A model is moved to the CPU. Where the runtime says so (the built-in kernels), a sparse layer is
+        stored dense where the predictor says dense is faster."""
         genes = None if isinstance(model_or_genes, nn.Module) else self._checked(model_or_genes)
         model = model_or_genes if genes is None else self.apply(genes)
-        flavour, block = self.device.flavour, self.device.block
-        chooser = prefer_dense(self.predictor.predict) if flavour == "builtin" else None
-        exported = export(model.cpu().eval(), self.input_shape, flavour, block, chooser)
+        chooser = self.runtime.storage_chooser(self.predictor.predict)
+        exported = export(model.cpu().eval(), self.input_shape, self.runtime, chooser)
         path = Path(path)
         if path.suffix != exported.suffix:
             raise UserError(f"{path}: device '{self.device.name}' runs {exported.suffix} models; use that suffix")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(exported.model)
-        specs = layers_of(exported.model, exported.suffix, flavour, block, str(path))
+        specs = self.runtime.read_layers(exported.model, str(path))
         predicted = self.predictor.predict_network(list(specs.values()))
         record = {**self.provenance(), "genes": None if genes is None else [int(g) for g in genes]}
         Path(f"{path}.json").write_text(json.dumps(sidecar(exported, self.input_shape, predicted, record), indent=1))
@@ -172,7 +170,7 @@ class JCW:
     def measure(self, path: str | Path, passes: int = 3) -> dict:
         """Time a model file end to end on the device: {"file", "latency_ms", "predicted_ms", "iqr_ms", "cv",
         "runs", "passes"}, the prediction from the file read back as the device runs it."""
-        specs = read_layers(str(path), self.device.flavour, self.device.block)
+        specs = self.runtime.read_file(path)
         predicted = self.predictor.predict_network(list(specs.values()))
         result = measure_files(self.device, [path], passes)[0]
         if "error" in result:
@@ -182,11 +180,11 @@ class JCW:
 
 def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:
     """The record written beside an exported model file (FILE.json): its provenance `record` (which names the
-    device), its flavour, whether XNNPACK runs it sparse, its predicted latency and every layer with its storage
+    device), its runtime, whether XNNPACK runs it sparse, its predicted latency and every layer with its storage
     and pruned density."""
     return {
-        **record, "flavour": exported.flavour, "input_shape": list(input_shape),
-        "predicted_ms": predicted_ms, "xnnpack": exported.xnnpack,
+        **record, "runtime": exported.runtime.name, "input_shape": list(input_shape),
+        "predicted_ms": predicted_ms, "xnnpack": exported.verdict,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],
     }

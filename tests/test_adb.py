@@ -167,7 +167,7 @@ def test_profile_a_phone_one_push_and_one_shell_per_batch(tmp_path, phone, fmt):
     assert time.monotonic() - start >= 0.3  # cooled down between the two batches
     assert (result.measured, result.failed) == (len(SPECS), [])
     table = store.table
-    assert (table.runtime == "benchmark_model (Simulated Pixel 14)").all()
+    assert (table.runtime_version == "benchmark_model (Simulated Pixel 14)").all()
     assert (table.latency_ms > 0).all() and (table.model_ms > table.baseline_ms).all()
     assert (table.governor == "schedutil").all() and (table.freq_mhz == 1800).all() and (table.temp_c == 31.2).all()
     assert not table.throttled.any()
@@ -257,8 +257,9 @@ def test_odd_but_valid_work_dir_is_quoted(tmp_path, phone):
 
 def test_tables_written_before_the_device_state_columns_still_load(tmp_path):
     path = tmp_path / "old.csv"
-    row = {**SPECS[0].to_row(), "device": "d", "runtime": "r", "flavour": "xnnpack", "latency_ms": 1.0, "iqr_ms": 0.1,
-           "cv": 0.01, "model_ms": 1.1, "baseline_ms": 0.1, "runs": 10, "timestamp": "t", "version": "0.1.0"}
+    row = {**SPECS[0].to_row(), "device": "d", "runtime": "xnnpack", "runtime_version": "r", "latency_ms": 1.0,
+           "iqr_ms": 0.1, "cv": 0.01, "model_ms": 1.1, "baseline_ms": 0.1, "runs": 10, "timestamp": "t",
+           "version": "0.1.0"}
     pd.DataFrame([row]).to_csv(path, index=False)
     store = ResultsStore(path)
     assert set(store.table.columns) == set(COLUMNS) and store.table.throttled.tolist() == [OPTIONAL["throttled"]]

@@ -16,6 +16,7 @@ from predictor.latency import LatencyModel
 from profiler.devices import get_device
 from profiler.errors import UserError
 from profiler.profile import profile_device
+from profiler.runtimes import get_runtime
 from profiler.store import ResultsStore
 from pruner import JCW
 from pruner.accuracy.train import evaluate, train
@@ -59,9 +60,9 @@ def setup(tmp_path_factory):
     model = SmallNet()
     train(model, train_loader, epochs=2)
     device = get_device("local-sparse")
-    space = SearchSpace(analyze(model, SHAPE), density_bounds=density_bounds(device.flavour))
+    space = SearchSpace(analyze(model, SHAPE), density_bounds=density_bounds(device.runtime))
     store = ResultsStore(d / "local-sparse.csv")
-    assert not profile_device(device, profiling_plan(space, device.block, candidates=2), store).failed
+    assert not profile_device(device, profiling_plan(space, device.runtime, candidates=2), store).failed
     persist.save(LatencyModel.fit(store.table), d / "local-sparse.jcwm")
     return d, model, (train_loader, val_loader)
 
@@ -71,7 +72,7 @@ def test_model_to_measured_file(setup):
     jcw = JCW(model, torch.zeros(SHAPE), device="local-sparse", predictor=d / "local-sparse.jcwm", data=data,
               keep=("expand.*",), torch_device="cpu")
     assert jcw.latency.block == "4x1" and jcw.latency.cluster is None  # the device's block; no XNNPACK cluster
-    assert dict(jcw.space.density_bounds) == density_bounds("builtin")
+    assert dict(jcw.space.density_bounds) == density_bounds(get_runtime("builtin"))
     kept = jcw.space.gene_names.index("density:expand.0")
     assert jcw.space.lower[kept] == jcw.space.upper[kept]
 
@@ -103,7 +104,7 @@ def test_model_to_measured_file(setup):
 
     path = jcw.export(tuned, d / "tuned.tflite")
     sidecar = json.loads((d / "tuned.tflite.json").read_text())
-    assert sidecar["device"] == "local-sparse" and sidecar["flavour"] == "builtin" and sidecar["xnnpack"] is None
+    assert sidecar["device"] == "local-sparse" and sidecar["runtime"] == "builtin" and sidecar["xnnpack"] is None
     assert [layer["name"] for layer in sidecar["layers"]] == names and sidecar["genes"] is None  # a model given
     assert sidecar["predictor"] == summary["predictor"] and sidecar["space"] == summary["space"]
     jcw.export(pick.genes, d / "pick.tflite")
@@ -120,7 +121,7 @@ def test_a_predictor_of_another_device_is_refused(setup):
     with pytest.raises(UserError, match=r"fitted on device .*local-sparse.*, not .*'local'"):
         JCW(model, SHAPE, device="local", predictor=d / "local-sparse.jcwm", data=data)
     jcw = JCW(model, SHAPE, device="local", predictor=d / "local-sparse.jcwm", data=data, allow_other_device=True)
-    assert jcw.latency.block == "1x4" and dict(jcw.space.density_bounds) == density_bounds("xnnpack")
+    assert jcw.latency.block == "1x4" and dict(jcw.space.density_bounds) == density_bounds(get_runtime("xnnpack"))
 
 
 def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(setup):

@@ -19,6 +19,7 @@ from profiler.devices import get_device
 from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
 from profiler.profile import profile_device
+from profiler.runtimes import get_runtime
 from profiler.store import ResultsStore
 from profiler.transports import DeviceError
 from pruner.deploy.export import export
@@ -47,7 +48,7 @@ def test_a_1x1_conv_runs_much_faster_in_the_sparse_regime_than_in_the_dense_one(
     result = profile_device(device, specs, store)
     assert result.measured == 3 and not result.failed
     table = store.table.set_index("layout")
-    assert "ai_edge_litert" in table["runtime"].iloc[0] and "1.4.0" in table["runtime"].iloc[0]
+    assert "ai_edge_litert" in table["runtime_version"].iloc[0] and "1.4.0" in table["runtime_version"].iloc[0]
     ms = {(row.layout, row.density): row.latency_ms for row in store.table.itertuples()}
     assert ms[("nchw", 0.2)] < 0.6 * ms[("nhwc", 1.0)]  # sparse SpMM at 80% zeros beats dense GEMM
     assert ms[("nchw", 0.2)] < ms[("nchw", 1.0)]  # and within the sparse regime density counts
@@ -59,7 +60,7 @@ def test_an_exported_network_runs_sparse_exactly_when_the_rules_say_so(device, t
     torch.manual_seed(0)
     model = MobileNetV2(10, 0.35, in_channels=3).eval()
     shape = (1, 3, 48, 48)
-    space = SearchSpace(analyze(model, shape), density_bounds=density_bounds("xnnpack"))
+    space = SearchSpace(analyze(model, shape), density_bounds=density_bounds(get_runtime("xnnpack")))
     files, verdicts = [], []
     for name, level in (("dense", None), ("under", 3), ("over", 1)):
         x = space.full()
@@ -68,7 +69,7 @@ def test_an_exported_network_runs_sparse_exactly_when_the_rules_say_so(device, t
         exported = export(make_permanent(apply_candidate(model, space, x)), shape, "xnnpack")
         files.append(tmp_path / f"{name}.tflite")
         files[-1].write_bytes(exported.model)
-        verdicts.append(exported.xnnpack["sparse"])
+        verdicts.append(exported.verdict["sparse"])
     assert verdicts == [False, False, True]
     dense, under, over = (r["latency_ms"] for r in measure_files(device, files, passes=1))
     assert over < 0.75 * dense and over < 0.75 * under

@@ -16,9 +16,9 @@ def test_shipped_inventory_has_the_documented_devices():
     devices = load_devices("devices.yaml")
     assert {"local", "local-sparse", "local-onnx", "pixel"} <= set(devices)
     assert any(d.transport == "ssh" for d in devices.values())
-    assert devices["local"].flavour == "xnnpack"
-    assert devices["local-sparse"].flavour == "builtin"
-    assert devices["local-onnx"].flavour == "onnx"
+    assert devices["local"].runtime.name == "xnnpack"
+    assert devices["local-sparse"].runtime.name == "builtin"
+    assert devices["local-onnx"].runtime.name == "onnx"
 
 
 def test_unknown_device_lists_known_ones():

@@ -1,4 +1,4 @@
-"""Pruned candidates exported to TFLite (XNNPACK and built-in flavours) and ONNX equal PyTorch's outputs."""
+"""Pruned candidates exported to TFLite (XNNPACK and built-in kernels) and ONNX equal PyTorch's outputs."""
 
 import numpy as np
 import onnxruntime as ort
@@ -7,6 +7,7 @@ import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
+from profiler.runtimes import get_runtime
 from pruner.deploy.export import ExportError, export
 from pruner.model.apply import apply_candidate
 from pruner.model.graph import analyze
@@ -18,10 +19,11 @@ SHAPE = (1, 3, 32, 32)
 
 
 def run(exported, x: torch.Tensor) -> np.ndarray:
-    if exported.flavour == "onnx":
+    if exported.runtime.name == "onnx":
         session = ort.InferenceSession(exported.model, providers=["CPUExecutionProvider"])
         return session.run(None, {"input": x.numpy()})[0]
-    interpreter = Interpreter(model_content=exported.model, experimental_op_resolver_type=RESOLVER[exported.flavour])
+    resolver = RESOLVER[exported.runtime.name]
+    interpreter = Interpreter(model_content=exported.model, experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
     interpreter.invoke()
@@ -39,7 +41,7 @@ def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "mobilenet_v1"])
-def test_random_candidates_export_equal_to_pytorch_in_every_flavour(name):
+def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name):
     gen = torch.Generator().manual_seed(0)
     model = build_model(name, num_classes=10, width_mult=0.5).eval()
     randomise_bn(model, gen)
@@ -51,10 +53,10 @@ def test_random_candidates_export_equal_to_pytorch_in_every_flavour(name):
         x = torch.randn(SHAPE, generator=gen)
         with torch.no_grad():
             want = pruned(x).numpy()
-        for flavour in ("xnnpack", "builtin", "onnx"):
-            exported = export(pruned, SHAPE, flavour, block=block)
+        for runtime in ("xnnpack", "builtin", "onnx"):
+            exported = export(pruned, SHAPE, get_runtime(runtime, block))
             got = run(exported, x)
-            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), (name, flavour, x_genes)
+            assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), (name, runtime, x_genes)
             expected = {n: round(d, 1) for n, d in space.densities(x_genes).items()}
             for layer in exported.layers:
                 if layer.name in expected:
@@ -66,7 +68,7 @@ def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so():
     space = SearchSpace(analyze(model, SHAPE))
     x_genes = space.lower  # the sparsest candidate
     pruned = apply_candidate(model, space, x_genes, block="4x1").eval()
-    chosen = export(pruned, SHAPE, "builtin", block="4x1", prefer_dense=lambda specs: [s.k == 1 for s in specs])
+    chosen = export(pruned, SHAPE, get_runtime("builtin", "4x1"), prefer_dense=lambda specs: [s.k == 1 for s in specs])
     sparse_1x1 = [layer for layer in chosen.layers if layer.pruned_density < 1 and layer.spec.k == 1]
     assert sparse_1x1 and all(layer.storage == "dense" and layer.spec.density == 1.0 for layer in sparse_1x1)
     x = torch.randn(SHAPE)
@@ -78,9 +80,9 @@ def test_sparse_storage_is_smaller_on_disk():
     model = build_model("mobilenet_v2", num_classes=10, width_mult=0.5).eval()
     space = SearchSpace(analyze(model, SHAPE))
     pruned = apply_candidate(model, space, space.lower, block="1x4").eval()
-    for flavour in ("xnnpack", "builtin"):
-        sparse = export(pruned, SHAPE, flavour)
-        dense = export(pruned, SHAPE, flavour, prefer_dense=lambda specs: [True] * len(specs))
+    for runtime in ("xnnpack", "builtin"):
+        sparse = export(pruned, SHAPE, get_runtime(runtime, "1x4"))
+        dense = export(pruned, SHAPE, get_runtime(runtime, "1x4"), prefer_dense=lambda specs: [True] * len(specs))
         assert len(sparse.model) < 0.8 * len(dense.model)
 
 

@@ -37,7 +37,7 @@ def run(space, out):
     latency = latency_of(space)
     estimator = Recorder(space)
     fronts = run_fronts(space, latency, estimator, out, CONFIG, budgets=(1.0,), progress=False,
-                        repair=latency.densify)
+                        repair=latency.repair)
     return fronts, estimator
 
 
@@ -60,7 +60,7 @@ def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space
     with pytest.raises(SearchError, match="weight_stage.json: unreadable"):
         run_fronts(space, latency_of(space), Recorder(space), tmp_path, CONFIG, progress=False)
     for z in archives.values():  # no zeros in a layer the device runs dense, in any method
-        np.testing.assert_array_equal(latency_of(space).densify(z["X"]), z["X"])
+        np.testing.assert_array_equal(latency_of(space).repair(z["X"]), z["X"])
     assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").stat().st_size > 0
 
 
@@ -103,7 +103,7 @@ def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space
 def test_joint_is_a_widths_search_then_the_weight_stage_unless_asked_for_one_stage(space, tmp_path, weight_stage):
     latency = latency_of(space)
     run_fronts(space, latency, Recorder(space), tmp_path, CONFIG, methods=("joint",), progress=False,
-               repair=latency.densify, weight_stage=weight_stage)
+               repair=latency.repair, weight_stage=weight_stage)
     X = np.unique(np.load(tmp_path / "joint" / "archive.npz")["X"], axis=0)
     assert len(X) <= CONFIG.n_gen * CONFIG.pop_size + 2  # the same budget as every other method
     n_width = space.n_width

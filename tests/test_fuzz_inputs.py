@@ -59,8 +59,9 @@ def plan_files():
 
 
 def _row(spec: KernelSpec) -> list[str]:
-    fields = {"device": "d", "runtime": "r", "flavour": "builtin", **spec.to_row(), "latency_ms": 1.0, "iqr_ms": 0.1,
-              "cv": 0.01, "model_ms": 1.0, "baseline_ms": 0.0, "runs": 10, "timestamp": "t", "version": "0"}
+    fields = {"device": "d", "runtime": "builtin", "runtime_version": "r", **spec.to_row(), "latency_ms": 1.0,
+              "iqr_ms": 0.1, "cv": 0.01, "model_ms": 1.0, "baseline_ms": 0.0, "runs": 10, "timestamp": "t",
+              "version": "0"}
     return [str(fields.get(c, "")) for c in COLUMNS]
 
 

@@ -5,9 +5,10 @@ import onnxruntime as ort
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from profiler.harness import input_shape, kernel_model, needs_wrapper, random_weights
+from profiler.harness import random_weights
 from profiler.kernel import KernelSpec
-from profiler.lowering import runs_as_sparse_fc
+from profiler.runtimes import get_runtime
+from profiler.runtimes.tflite import runs_as_sparse_fc
 from profiler.tflite_writer import TFLiteModel
 from tests import reference
 
@@ -44,41 +45,42 @@ SPECS = [
 RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 
 
-def run_tflite(model: bytes, x: np.ndarray, flavour: str) -> np.ndarray:
-    interpreter = Interpreter(model_content=model, experimental_op_resolver_type=RESOLVER[flavour])
+def run_tflite(model: bytes, x: np.ndarray, runtime: str) -> np.ndarray:
+    interpreter = Interpreter(model_content=model, experimental_op_resolver_type=RESOLVER[runtime])
     interpreter.allocate_tensors()
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
-def expected(spec, x_nchw, weight, bias, flavour):
-    if needs_wrapper(spec):  # stem conv -> kernel -> global mean (the ballast is a side branch), rng(0) weights
+def expected(spec, x_nchw, weight, bias):
+    if spec.layout == "nchw":  # stem conv -> kernel -> global mean (the ballast is a side branch), rng(0) weights
         stem = KernelSpec("conv", 2 * spec.h, 2 * spec.w, 3, spec.cin, k=3, stride=2, activation="relu")
         x_nchw = reference.kernel(x_nchw, stem, *random_weights(stem, np.random.default_rng(0)))
         return reference.kernel(x_nchw, spec, weight, bias).mean(axis=(2, 3))
     return reference.kernel(x_nchw, spec, weight, bias)
 
 
-CASES = [(spec, flavour) for spec in SPECS for flavour in ("xnnpack", "builtin", "onnx")
-         if spec.layout == "nhwc" or flavour == "xnnpack"]  # the nchw layout exists only on XNNPACK
+CASES = [(spec, runtime) for spec in SPECS for runtime in ("xnnpack", "builtin", "onnx")
+         if spec.layout == "nhwc" or runtime == "xnnpack"]  # the nchw layout exists only on XNNPACK
 
 
-@pytest.mark.parametrize(("spec", "flavour"), CASES, ids=lambda v: v if isinstance(v, str) else v.name())
-def test_kernel_model_matches_numpy(spec, flavour):
+@pytest.mark.parametrize(("spec", "runtime"), CASES, ids=lambda v: v if isinstance(v, str) else v.name())
+def test_kernel_model_matches_numpy(spec, runtime):
     rng = np.random.default_rng(1)
     weight, bias = random_weights(spec, rng)
-    shape = input_shape(spec, "onnx")
-    if needs_wrapper(spec):
+    shape = (1, spec.cin) if spec.op == "fc" else (1, spec.cin, spec.h, spec.w)
+    if spec.layout == "nchw":  # inside the wrapper cluster, after its 3x3 stride-2 stem on 3 channels
         shape = (1, 3, 2 * spec.h, 2 * spec.w)
     x = rng.standard_normal(shape).astype(np.float32)
-    want = expected(spec, x, weight, bias, flavour)
-    model = kernel_model(spec, flavour, weight, bias)
-    if flavour == "onnx":
-        got = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    want = expected(spec, x, weight, bias)
+    model = get_runtime(runtime, spec.block).kernel_model(spec, weight, bias)
+    if runtime == "onnx":
+        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
     else:
         nhwc = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
-        got = run_tflite(model, np.ascontiguousarray(nhwc), flavour)
+        got = run_tflite(model, np.ascontiguousarray(nhwc), runtime)
         got = got.transpose(0, 3, 1, 2) if got.ndim == 4 else got
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -97,7 +99,8 @@ def test_sparse_models_are_smaller_and_builtin_uses_sparse_fully_connected():
     dense = KernelSpec("conv", 8, 8, 64, 64, block="4x1")
     sparse = dense.replace(density=0.1)
     rng = np.random.default_rng(0)
-    sizes = {s.density: len(kernel_model(s, "builtin", *random_weights(s, rng))) for s in (dense, sparse)}
+    builtin = get_runtime("builtin", "4x1")
+    sizes = {s.density: len(builtin.kernel_model(s, *random_weights(s, rng))) for s in (dense, sparse)}
     assert sizes[0.1] < 0.4 * sizes[1.0]
     assert runs_as_sparse_fc(sparse) and not runs_as_sparse_fc(dense)
 

@@ -15,7 +15,7 @@ def test_wider_network_measures_slower(tmp_path, device_name):
     files = []
     for width in (0.25, 1.0):
         exported = export(build_model("mobilenet_v2", num_classes=10, width_mult=width), (1, 3, 64, 64),
-                          device.flavour, block=device.block)
+                          device.runtime)
         path = tmp_path / f"mbv2_{width}{exported.suffix}"
         path.write_bytes(exported.model)
         files.append(path)

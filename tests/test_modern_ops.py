@@ -1,7 +1,7 @@
 """Modern mobile CNNs end to end: a MobileNetV3-small-style net (SE with hardsigmoid, hardswish, 5x5 depthwise),
 an EfficientNet-B0-style block stack (SiLU, SE through linear layers) and an inception-style net (concat, grouped
 conv, average pooling, nearest and bilinear upsampling) are analysed, searched briefly, exported to TFLite (both
-flavours) and ONNX equal to PyTorch, unpruned and pruned, and measured on local-sparse beside their prediction."""
+kernels) and ONNX equal to PyTorch, unpruned and pruned, and measured on local-sparse beside their prediction."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from profiler import xnnpack
 from profiler.devices import get_device
 from profiler.harness import random_weights
 from profiler.kernel import KernelSpec
-from profiler.lowering import lower_tflite
 from profiler.measure import measure_files
 from profiler.profile import profile_device
+from profiler.runtimes import get_runtime
 from profiler.store import ResultsStore
 from profiler.tflite_writer import TFLiteModel
 from pruner.deploy.export import export
@@ -27,6 +27,8 @@ from pruner.search.engine import SearchConfig, SearchProblem, search
 from pruner.search.latency import CandidateLatency
 from pruner.search.space import SearchSpace
 from tests.test_export import randomise_bn, run
+
+XNNPACK = get_runtime("xnnpack")
 
 
 def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: nn.Module | None = None):
@@ -177,7 +179,7 @@ def searched_candidate(space: SearchSpace, tmp_path) -> np.ndarray:
     def evaluate(X: np.ndarray) -> np.ndarray:
         return np.column_stack([((space.upper - X) / span).mean(1), latency(X)])
 
-    problem = SearchProblem(space.lower, space.upper, evaluate, repair=latency.densify)
+    problem = SearchProblem(space.lower, space.upper, evaluate, repair=latency.repair)
     result = search(problem, SearchConfig(n_gen=2, pop_size=8), tmp_path / "search", progress=False)
     front = result.front[problem.gene_names()].to_numpy()
     pruned = [x for x in front if (x < space.upper).any()]
@@ -190,11 +192,11 @@ def assert_exports_equal_torch(model: nn.Module) -> dict:
     with torch.no_grad():
         want = model(x).numpy()
     exported = {}
-    for flavour in ("xnnpack", "builtin", "onnx"):
-        exported[flavour] = export(model, SHAPE, flavour, block=BLOCK)
-        got = run(exported[flavour], x)
+    for runtime in ("xnnpack", "builtin", "onnx"):
+        exported[runtime] = export(model, SHAPE, get_runtime(runtime, BLOCK))
+        got = run(exported[runtime], x)
         assert got.shape == want.shape
-        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), flavour
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), runtime
     return exported
 
 
@@ -248,7 +250,7 @@ def test_measured_on_local_sparse_beside_the_prediction(tmp_path):
         x = space.sample(np.random.default_rng(0), 1)[0]
         for label, genes in (("full", space.full()), ("pruned", x)):
             candidate = make_permanent(apply_candidate(model, space, genes, block=BLOCK)).eval()
-            exported = export(candidate, SHAPE, "builtin", block=BLOCK)
+            exported = export(candidate, SHAPE, get_runtime("builtin", BLOCK))
             path = tmp_path / f"{name}_{label}.tflite"
             path.write_bytes(exported.model)
             networks.append([layer.spec for layer in exported.layers])
@@ -272,13 +274,13 @@ def test_xnnpack_rules_for_the_new_ops():
         rng = np.random.default_rng(0)
         m = TFLiteModel()
         stem = KernelSpec("conv", 16, 16, 3, 16, k=3, stride=2, activation="hardswish")
-        x = lower_tflite(m, m.input("x", (1, 16, 16, 3)), stem, *random_weights(stem, rng), "xnnpack", "stem")
-        x = lower_tflite(m, x, middle, *random_weights(middle, rng), "xnnpack", "middle")
+        x = XNNPACK.lower(m, m.input("x", (1, 16, 16, 3)), stem, *random_weights(stem, rng), "stem")
+        x = XNNPACK.lower(m, x, middle, *random_weights(middle, rng), "middle")
         m.outputs = [m.mean(x, [1, 2], name="pool")]
         return xnnpack.analyse(m)[0]
 
     assert "grouped conv 'middle'" in cluster(KernelSpec("conv", 8, 8, 16, 16, groups=4)).blocked
     assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardswish")).blocked
     assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardsigmoid")).blocked  # ADD, RELU6 fused, MUL
-    inception = export(built("inception"), SHAPE, "xnnpack", block=BLOCK)
-    assert not inception.xnnpack["sparse"] and "is not NCHW-compatible" in inception.xnnpack["reason"]
+    inception = export(built("inception"), SHAPE, get_runtime("xnnpack", BLOCK))
+    assert not inception.verdict["sparse"] and "is not NCHW-compatible" in inception.verdict["reason"]

@@ -62,7 +62,7 @@ def test_impossible_plans_name_the_entry_and_field(tmp_path, entry, message):
 
 
 def row(spec: KernelSpec, latency=1.0) -> dict:
-    return {"device": "d", "runtime": "r", "flavour": "builtin", **spec.to_row(), "latency_ms": latency,
+    return {"device": "d", "runtime": "builtin", "runtime_version": "r", **spec.to_row(), "latency_ms": latency,
             "iqr_ms": 0.1, "cv": 0.01, "model_ms": latency, "baseline_ms": 0.0, "runs": 10,
             "timestamp": "t", "version": "0"}
 

@@ -21,13 +21,13 @@ from predictor.network import Overhead
 from profiler import xnnpack
 from profiler.devices import get_device
 from profiler.kernel import KernelSpec
-from profiler.onnx_reader import read_onnx
-from profiler.tflite_reader import layer_specs, read_model, read_tflite
+from profiler.runtimes import get_runtime
+from profiler.tflite_reader import layer_specs, read_model
 from pruner.deploy.export import export
 from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
 from pruner.model.reference import build_model
-from pruner.search.latency import device_latency, profiling_plan, sparse_cluster
+from pruner.search.latency import device_latency, model_cluster, profiling_plan
 from tests.test_export import run
 from tests.test_modern_ops import NETS, built
 from tests.test_modern_ops import SHAPE as MODERN_SHAPE
@@ -44,11 +44,12 @@ def latency(spec: KernelSpec) -> float:
 def device_table(ckpt: Checkpoint, device_name: str) -> pd.DataFrame:
     """The model's profiling plan as the device's results table would hold it."""
     device = get_device(device_name)
-    space = ckpt.space(device.flavour)
-    cluster = sparse_cluster(ckpt.model, ckpt.input_shape, device.block) if device.flavour == "xnnpack" else None
-    specs = profiling_plan(space, device.block, candidates=12, cluster=cluster)
-    return pd.DataFrame([{"device": device.name, "runtime": "ai_edge_litert.interpreter 2.3.0",
-                          "flavour": device.flavour, **s.to_row(), "latency_ms": latency(s)} for s in specs])
+    space = ckpt.space(device.runtime)
+    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
+    specs = profiling_plan(space, device.runtime, candidates=12, cluster=cluster)
+    return pd.DataFrame([{"device": device.name, "runtime": device.runtime.name,
+                          "runtime_version": "ai_edge_litert.interpreter 2.3.0", **s.to_row(), "latency_ms": latency(s)}
+                         for s in specs])
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))
@@ -65,9 +66,9 @@ def setup(request, tmp_path_factory):
     return device, d / "ckpt.pt", d / "p.jcwm"
 
 
-def sparse_candidate(ckpt: Checkpoint, flavour: str) -> np.ndarray:
+def sparse_candidate(ckpt: Checkpoint, runtime: str) -> np.ndarray:
     """A candidate with narrowed layers and every density at its floor (an XNNPACK cluster passes the gate)."""
-    space = ckpt.space(flavour)
+    space = ckpt.space(runtime)
     x = space.sample(np.random.default_rng(1), 1)[0]
     x[space.n_width:] = space.lower[space.n_width:]
     return x
@@ -76,12 +77,12 @@ def sparse_candidate(ckpt: Checkpoint, flavour: str) -> np.ndarray:
 def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(setup, tmp_path, capsys):
     device_name, ckpt_path, predictor_path = setup
     device, ckpt = get_device(device_name), load_checkpoint(ckpt_path)
-    genes = sparse_candidate(ckpt, device.flavour)
+    genes = sparse_candidate(ckpt, device.runtime.name)
     out = tmp_path / "cand.tflite"
     assert main(["export", "--model", str(ckpt_path), "--candidate", format_genes(genes), "--device", device_name,
                  "--predictor", str(predictor_path), "--out", str(out)]) == 0
     sidecar = json.loads((tmp_path / "cand.tflite.json").read_text())
-    if device.flavour == "xnnpack":
+    if device.runtime.name == "xnnpack":
         assert sidecar["xnnpack"]["sparse"]  # the nchw regime is exercised
     else:
         assert any(layer["storage"] == "sparse" for layer in sidecar["layers"])
@@ -91,8 +92,7 @@ def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(set
     result = json.loads((tmp_path / "p.json").read_text())
 
     predictor = persist.load(predictor_path)
-    price = device_latency(ckpt.space(device.flavour), ckpt.model, ckpt.input_shape, device.flavour, device.block,
-                           predictor)
+    price = device_latency(ckpt.space(device.runtime), ckpt.model, ckpt.input_shape, device.runtime, predictor)
     assert result["predicted_ms"] == pytest.approx(float(price(genes[None])[0]), rel=2e-3)
     assert [r["layer"] for r in result["layers"]] == [layer["name"] for layer in sidecar["layers"]]
     assert f"predicted total on '{device_name}'" in printed and f"{result['predicted_ms']:.4f} ms" in printed
@@ -105,13 +105,14 @@ def test_the_reader_rebuilds_the_written_model_and_its_xnnpack_clusters():
     kwargs = {"num_classes": 10, "in_channels": 3, "width_mult": 0.35}
     ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, 3, 32, 32))
     pruned = apply_candidate(ckpt.model, ckpt.space("xnnpack"), sparse_candidate(ckpt, "xnnpack"), block="1x4")
-    exported = export(pruned.eval(), ckpt.input_shape, "xnnpack", "1x4")
+    exported = export(pruned.eval(), ckpt.input_shape, get_runtime("xnnpack", "1x4"))
     m = read_model(exported.model)
-    assert xnnpack.analyse(m) == list(exported.clusters) and exported.clusters[0].sparse
+    assert xnnpack.analyse(m) == list(exported.analysis) and exported.analysis[0].sparse
     rewritten = dataclasses.replace(exported, model=m.to_bytes())  # every tensor, buffer, sparse index, option
     x = torch.randn(ckpt.input_shape)
     np.testing.assert_array_equal(run(rewritten, x), run(exported, x))
-    assert layer_specs(m, "xnnpack", "1x4") == {layer.name: layer.spec for layer in exported.layers}
+    xnn = get_runtime("xnnpack", "1x4")
+    assert xnn.in_layouts(layer_specs(m, "1x4"), xnn.analyse_model(m)) == {e.name: e.spec for e in exported.layers}
 
 
 def test_onnx_files_and_checkpoints_are_predicted_through_the_same_specs(tmp_path, capsys):
@@ -148,9 +149,9 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
     cases = [
         ([str(tmp_path / "junk.tflite")], "junk.tflite: not a TFLite file"),
         ([str(tmp_path / "cut.tflite")], "cut.tflite: not a readable TFLite model"),
-        ([str(tmp_path / "junk.onnx")], "junk.onnx: an ONNX model, but the latency model prices"),
+        ([str(tmp_path / "junk.onnx")], "junk.onnx: a .onnx model, but runtime"),
         ([str(tmp_path / "x.pt")], "unknown model file type '.pt'"),
-        ([str(tmp_path / "missing.tflite")], "missing.tflite: cannot be read"),
+        ([str(tmp_path / "missing.tflite")], "missing.tflite: cannot read the model file"),
         ([], "pass one of FILE"),
         ([str(full), "--out", str(tmp_path / "p.txt")], "p.txt: predictions of a model are written as .csv or .json"),
         (["--model", str(ckpt_path), "--measure", device_name], "--measure times a model file"),
@@ -164,12 +165,13 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
 
 @pytest.mark.parametrize("net", list(NETS))
 def test_modern_networks_read_back_as_the_exporter_wrote_their_layers(net):
-    """Squeeze-and-excite, hardswish, hardsigmoid, SiLU, 5x5 depthwise and concat networks, every flavour: the
+    """Squeeze-and-excite, hardswish, hardsigmoid, SiLU, 5x5 depthwise and concat networks, every runtime: the
     activation written as ops of its own is read as the layer's, as the exporter's KernelSpecs have it."""
     model = built(net)
-    for flavour in ("builtin", "xnnpack", "onnx"):
-        exported = export(model, MODERN_SHAPE, flavour, "4x1")
-        read = (read_onnx if flavour == "onnx" else read_tflite)(exported.model, flavour, "4x1")
-        assert read == {layer.name: layer.spec for layer in exported.layers}, flavour
+    for name in ("builtin", "xnnpack", "onnx"):
+        runtime = get_runtime(name, "4x1")
+        exported = export(model, MODERN_SHAPE, runtime)
+        read = runtime.read_layers(exported.model)
+        assert read == {layer.name: layer.spec for layer in exported.layers}, name
     if net != "inception":  # the concat network is plain ReLU
         assert {s.activation for s in read.values()} - {"none", "relu", "relu6"}, "no new activation exercised"

@@ -137,6 +137,7 @@ def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys):
     assert curve["within10"].between(0, 1).all()
     assert (out / "local-sparse.adaptive.png").stat().st_size > 1000
     model = persist.load(out / "local-sparse.jcwm")
-    assert len(model.training) == 14 and model.contexts == [("local-sparse", table["runtime"].iloc[0], "builtin")]
+    assert len(model.training) == 14
+    assert model.contexts == [("local-sparse", "builtin", table["runtime_version"].iloc[0])]
     assert main(argv) == 0  # a re-run takes every kernel from the table: nothing measured again
     assert len(pd.read_csv(out / "local-sparse.csv")) == 14

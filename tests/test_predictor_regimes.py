@@ -12,8 +12,8 @@ from predictor.latency import LatencyModel
 from predictor.table import specs_frame
 from profiler.devices import get_device
 from profiler.kernel import KernelSpec, runs_chw
-from profiler.lowering import runs_as_sparse_fc
 from profiler.profile import profile_device
+from profiler.runtimes.tflite import runs_as_sparse_fc
 from profiler.store import ResultsStore
 
 ONE_BY_ONE = [(32, 64), (32, 192), (96, 64), (96, 192)]
@@ -63,7 +63,7 @@ def test_unmeasured_1x1_keeps_both_regimes(measured, model):
 
 
 def test_densified_kernels_run_in_the_dense_regime(model):
-    """On the built-in flavour a sparse 3x3 conv is densified at load: its latency does not depend on density."""
+    """On the built-in kernels a sparse 3x3 conv is densified at load: its latency does not depend on density."""
     pred = model.predict([KernelSpec("conv", 14, 14, 48, 48, k=3, density=d, block="4x1") for d in (0.2, 0.7, 1.0)])
     np.testing.assert_allclose(pred, pred[0], rtol=1e-12)
 
@@ -79,13 +79,13 @@ def test_run_density_follows_the_lowering():
     ] + [KernelSpec("fc", 1, 1, 64, 10, k=1, density=d) for d in (0.5, 1.0)]
     specs += [s.replace(layout="nchw") for s in specs if runs_chw(s.op, s.k, s.stride)]
     df = specs_frame(specs)
-    for flavour in ("builtin", "xnnpack", "onnx", ""):
-        runs_at = F.run_density(df.assign(flavour=flavour))
+    for runtime in ("builtin", "xnnpack", "onnx", ""):
+        runs_at = F.run_density(df.assign(runtime=runtime))
         for spec, r in zip(specs, runs_at, strict=True):
-            if flavour == "builtin":
+            if runtime == "builtin":
                 expected = spec.density if runs_as_sparse_fc(spec) else 1.0
-            elif flavour == "xnnpack":  # dense NHWC unless inside a cluster XNNPACK runs sparse (nchw)
+            elif runtime == "xnnpack":  # dense NHWC unless inside a cluster XNNPACK runs sparse (nchw)
                 expected = spec.density if spec.layout == "nchw" else 1.0
             else:
-                expected = 1.0 if flavour == "onnx" else spec.density
-            assert r == expected, (flavour, spec)
+                expected = 1.0 if runtime == "onnx" else spec.density
+            assert r == expected, (runtime, spec)

@@ -57,6 +57,8 @@ def test_profiler_table_as_parquet(tmp_path):
     t.to_parquet(path)
     df = load(path)
     assert list(df["w"].unique()) == [14] and set(df["device"]) == {"pixel"} and set(df["block"]) == {"4x1"}
+    # an older toolkit's context columns: `runtime` the runner's package, `flavour` the runtime's name
+    assert set(df["runtime"]) == {"xnnpack"} and set(df["runtime_version"]) == {"litert"}
 
 
 @pytest.mark.parametrize("column", ["cout", "latency_ms", "hw"])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from profiler.kernel import KernelSpec
-from pruner.search.latency import CandidateLatency, prefer_dense, profiling_plan
+from profiler.runtimes import get_runtime
+from pruner.search.latency import CandidateLatency, profiling_plan
 from pruner.search.space import SearchSpace
 
 SPARSE_PAYS_BELOW = 0.4
@@ -40,7 +41,7 @@ def specs_at(space: SearchSpace, x: np.ndarray) -> list[KernelSpec]:
 
 def test_densify_sets_dense_exactly_the_layers_the_device_runs_dense(space, priced):
     X = space.sample(np.random.default_rng(1), 8)
-    repaired = priced.densify(X)
+    repaired = priced.repair(X)
     n_width = space.n_width
     np.testing.assert_array_equal(repaired[:, :n_width], X[:, :n_width])  # widths untouched
     for x, r in zip(X, repaired, strict=True):
@@ -57,20 +58,20 @@ def test_densify_sets_dense_exactly_the_layers_the_device_runs_dense(space, pric
     assert kept_sparse.any(), "below density 0.4 sparse pays in this formula: some layers stay sparse"
 
 
-def test_densify_leaves_dense_candidates_alone(space, priced):
-    np.testing.assert_array_equal(priced.densify(space.full()[None]), space.full()[None])
+def test_the_repair_leaves_dense_candidates_alone(space, priced):
+    np.testing.assert_array_equal(priced.repair(space.full()[None]), space.full()[None])
 
 
 def test_prefer_dense_agrees_with_the_search_price(space, priced):
     x = space.lower
     specs = [s for s in specs_at(space, x) if s.is_sparse]
-    chosen = prefer_dense(predict)(specs)
+    chosen = get_runtime("builtin").storage_chooser(predict)(specs)
     choices = {spec.key(): spec for spec, _ in priced.layer_choices(x).values()}
     assert chosen == [s.key() not in choices for s in specs]  # stored dense <=> the priced spec is the dense twin
 
 
 def test_profiling_plan_holds_the_full_and_smallest_kernels_and_a_dense_twin_of_each_sparse_one(space):
-    plan = profiling_plan(space, "1x4", candidates=4)
+    plan = profiling_plan(space, get_runtime("builtin", "1x4"), candidates=4)
     keys = {s.key() for s in plan}
     assert len(keys) == len(plan)
     for x in (space.lower, space.full()):

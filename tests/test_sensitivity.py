@@ -37,12 +37,12 @@ def objectives_of(space: SearchSpace, latency: CandidateLatency, calls: list):
 
 def test_scan_ranks_the_layers_that_pay_by_loss_added_per_ms_saved(space, latency):
     calls: list = []
-    scan = scan_layers(space, objectives_of(space, latency, calls), latency.densify)
+    scan = scan_layers(space, objectives_of(space, latency, calls), latency.repair)
     # exactly the layers whose lowest allowed density is below where sparse pays
     lowest = np.asarray(space.density_grid)[space.lower[space.n_width:]]
     expected = np.flatnonzero(lowest < SPARSE_PAYS_BELOW) + space.n_width
     assert sorted(scan.genes.tolist()) == expected.tolist() and len(expected) >= 5
-    assert len(scan_candidates(space, latency.densify)) == len(expected)
+    assert len(scan_candidates(space, latency.repair)) == len(expected)
     # the ranking, by hand
     full = latency(space.full()[None])[0]
     by_hand = []
@@ -55,20 +55,20 @@ def test_scan_ranks_the_layers_that_pay_by_loss_added_per_ms_saved(space, latenc
     assert np.all(np.diff(scan.loss_per_ms) >= 0)
     np.testing.assert_array_equal(scan.levels, space.lower[scan.genes])
     assert sum(len(X) for X in calls) == len(expected) + 1 == scan.evaluated + 1  # each layer once, and the full model
-    assert len(scan_layers(space, objectives_of(space, latency, []), latency.densify, limit=3).genes) == 3
+    assert len(scan_layers(space, objectives_of(space, latency, []), latency.repair, limit=3).genes) == 3
 
 
 def test_sparsified_gives_every_front_candidate_its_cheapest_layers_first(space, latency):
-    scan = scan_layers(space, objectives_of(space, latency, []), latency.densify)
+    scan = scan_layers(space, objectives_of(space, latency, []), latency.repair)
     front = np.vstack([space.full(), np.clip(space.full() - 3, space.lower, space.upper)])
     front[:, space.n_width:] = space.upper[space.n_width:]  # dense, like a widths-only search's front
-    out = sparsified(front, scan, latency.densify, budget=5)
+    out = sparsified(front, scan, latency.repair, budget=5)
     assert len(out) == 5 and len(np.unique(out, axis=0)) == 5
     assert not (out[:, None] == front[None]).all(-1).any()  # new candidates only
     for i, k in enumerate([1, 1, 2, 2, 3]):  # k = 1 for every row, then k = 2, ...
         expected = front[i % 2].copy()
         expected[scan.genes[:k]] = scan.levels[:k]
-        np.testing.assert_array_equal(out[i], latency.densify(expected[None])[0])
-    everything = sparsified(front, scan, latency.densify, budget=10_000)
+        np.testing.assert_array_equal(out[i], latency.repair(expected[None])[0])
+    everything = sparsified(front, scan, latency.repair, budget=10_000)
     assert len(everything) == 2 * len(scan.genes)  # one new candidate per row and k
-    assert len(sparsified(front, scan, latency.densify, budget=0)) == 0
+    assert len(sparsified(front, scan, latency.repair, budget=0)) == 0

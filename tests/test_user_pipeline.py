@@ -116,8 +116,8 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, 
     summary = json.loads((search / "summary.json").read_text())
     assert summary["device"] == "local-sparse"
     assert summary["predictor"] == {"path": str(pred.resolve()), "fitted_on": {
-        "device": "local-sparse", "runtime": summary["predictor"]["fitted_on"]["runtime"], "flavour": "builtin",
-        "block": "4x1"}}
+        "device": "local-sparse", "runtime": "builtin",
+        "runtime_version": summary["predictor"]["fitted_on"]["runtime_version"], "block": "4x1"}}
     assert summary["model"]["model"]["kind"] == "file" and summary["model"]["model"]["factory"] == "build"
     assert summary["model"]["model"]["weights"] == str((user / "weights.pt").resolve())
     assert summary["data"]["kind"] == "imagefolder" and summary["data"]["classes"] == list(CLASSES)

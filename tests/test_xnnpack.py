@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from profiler import xnnpack
-from profiler.harness import nchw_wrapper, random_weights
+from profiler.harness import random_weights
 from profiler.kernel import KernelSpec
-from profiler.lowering import lower_tflite
+from profiler.runtimes import get_runtime
 from profiler.tflite_writer import TFLiteModel
+
+XNNPACK = get_runtime("xnnpack")
 
 
 def weights_with_zeros(cout: int, cin: int, zeros: int) -> np.ndarray:
@@ -30,7 +32,7 @@ def graph(stem_cin=3, stem_padding="explicit", zeros=240, inside=None, leak=Fals
         x = m.conv2d(x, m.constant("stem/w", stem_w), m.constant("stem/b", np.zeros(20, np.float32)), 2, "same",
                      "relu", (1, 8, 8, 20), "stem")
     spec = KernelSpec("conv", 8, 8, 20, 15)
-    y = lower_tflite(m, x, spec, weights_with_zeros(15, 20, zeros), np.zeros(15, np.float32), "xnnpack", "pw")
+    y = XNNPACK.lower(m, x, spec, weights_with_zeros(15, 20, zeros), np.zeros(15, np.float32), "pw")
     outputs = []
     if inside == "maxpool":
         y = m.max_pool2d(y, 2, 2, (1, 4, 4, 15), "pool2")
@@ -87,7 +89,7 @@ def test_a_value_consumed_outside_the_cluster_blocks_it():
 def test_the_nchw_wrapper_keeps_its_cluster_sparse_whatever_the_kernel(spec):
     """The profiler's NCHW harness asks the same rules: with and without the kernel (its baseline) it runs sparse."""
     for kernel in (random_weights(spec, np.random.default_rng(0)), None):
-        (cluster,) = xnnpack.analyse(nchw_wrapper(spec, kernel))
+        (cluster,) = xnnpack.analyse(XNNPACK.nchw_wrapper(spec, kernel))
         assert cluster.sparse, cluster.reason()
         assert ("kernel" in cluster.nodes) is (kernel is not None)
 
@@ -104,11 +106,11 @@ def test_the_cifar_mobilenet_v2_can_enter_xnnpacks_sparse_path():
     from pruner.search.space import SearchSpace, density_bounds
 
     model = build_model("mobilenet_v2_cifar", width_mult=0.25).eval()
-    space = SearchSpace(analyze(model, (1, 3, 32, 32)), density_bounds=density_bounds("xnnpack"))
-    dense = export(model, (1, 3, 32, 32), "xnnpack", "1x4")
-    (cluster,) = dense.clusters
+    space = SearchSpace(analyze(model, (1, 3, 32, 32)), density_bounds=density_bounds(get_runtime("xnnpack")))
+    dense = export(model, (1, 3, 32, 32), get_runtime("xnnpack", "1x4"))
+    (cluster,) = dense.analysis
     assert not cluster.blocked and not cluster.sparse and cluster.entry == "features.0.0"
     assert len(cluster.gated) == len([layer for layer in space.graph.prunable if layer.k == 1])
     assert model.features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (2, 2)
     sparse = make_permanent(apply_candidate(model, space, space.lower, "1x4"))
-    assert export(sparse, (1, 3, 32, 32), "xnnpack", "1x4").xnnpack["sparse"]
+    assert export(sparse, (1, 3, 32, 32), get_runtime("xnnpack", "1x4")).verdict["sparse"]

@@ -16,15 +16,18 @@ import torch
 from predictor import load, save
 from predictor.latency import LatencyModel
 from profiler.kernel import KernelSpec
+from profiler.runtimes import get_runtime
 from profiler.sparsity import zero_count
 from pruner.deploy.export import export
 from pruner.model.apply import apply_candidate, make_permanent
 from pruner.model.graph import analyze
 from pruner.model.reference import MobileNetV2
-from pruner.search.latency import CandidateLatency, profiling_plan, sparse_cluster
+from pruner.search.latency import CandidateLatency, model_cluster, profiling_plan
 from pruner.search.space import SearchSpace, density_bounds
 
 SHAPE = (1, 3, 32, 32)
+
+XNNPACK = get_runtime("xnnpack", "1x4")
 
 
 def predict(specs: list[KernelSpec]) -> np.ndarray:
@@ -39,12 +42,12 @@ def model():
 
 @pytest.fixture(scope="module")
 def space(model):
-    return SearchSpace(analyze(model, SHAPE), density_bounds=density_bounds("xnnpack"))
+    return SearchSpace(analyze(model, SHAPE), density_bounds=density_bounds(get_runtime("xnnpack")))
 
 
 @pytest.fixture(scope="module")
 def priced(model, space):
-    return CandidateLatency(space, predict, "1x4", 0.5, sparse_cluster(model, SHAPE, "1x4"))
+    return CandidateLatency(space, predict, "1x4", 0.5, model_cluster(model, SHAPE, XNNPACK))
 
 
 def zero_share(space, priced, x) -> float:
@@ -72,7 +75,7 @@ def test_the_cluster_spans_the_network_and_counts_every_1x1_conv(model, priced):
 
 
 def test_a_one_channel_model_never_runs_sparse():
-    cluster = sparse_cluster(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32), "1x4")
+    cluster = model_cluster(MobileNetV2(10, 0.35, in_channels=1), (1, 1, 32, 32), XNNPACK)
     assert cluster.blocked.startswith("no entry") and not cluster.layers
 
 
@@ -110,14 +113,14 @@ def test_the_exporter_and_the_search_agree_on_the_regime(model, space, priced, l
     """The exported file's verdict (zeros in its real weights) is the search's (zeros counted from densities)."""
     x = with_densities(space, level)
     exported = export(make_permanent(apply_candidate(model, space, x)), SHAPE, "xnnpack")
-    assert exported.xnnpack["sparse"] == priced.cluster.sparse(space.kernel_specs(x, "1x4"))
+    assert exported.verdict["sparse"] == priced.cluster.sparse(space.kernel_specs(x, "1x4"))
     nchw = [layer.name for layer in exported.layers if layer.spec.layout == "nchw"]
-    assert bool(nchw) == exported.xnnpack["sparse"]
+    assert bool(nchw) == exported.verdict["sparse"]
     assert set(nchw) <= priced.cluster.layers
 
 
 def test_the_plan_holds_dense_nhwc_and_both_nchw_forms(space, priced):
-    plan = profiling_plan(space, "1x4", candidates=3, cluster=priced.cluster)
+    plan = profiling_plan(space, XNNPACK, candidates=3, cluster=priced.cluster)
     assert all(s.density == 1.0 for s in plan if s.layout == "nhwc")
     nchw = [s for s in plan if s.layout == "nchw"]
     assert any(s.is_sparse for s in nchw) and any(s.op == "dwconv" for s in nchw)
@@ -137,7 +140,7 @@ def test_the_predictor_fits_and_keeps_an_overhead_per_regime(tmp_path):
     """A real LatencyModel: networks with nchw kernels fit `sparse_overhead`, the others `overhead`; both saved."""
     specs = [KernelSpec("conv", 8, 8, c, c, layout=layout) for c in (8, 16, 32, 64) for layout in ("nhwc", "nchw")]
     table = pd.DataFrame([s.to_row() | {"latency_ms": s.macs / 1e5 * (0.5 if s.layout == "nchw" else 1.0),
-                                        "device": "d", "runtime": "r", "flavour": "xnnpack"} for s in specs])
+                                        "device": "d", "runtime": "xnnpack", "runtime_version": "r"} for s in specs])
     model = LatencyModel.fit(table)
     dense_net, sparse_net = specs[0::2], specs[1::2]
     sums = [float(model.predict(n).sum()) for n in (dense_net, sparse_net)]

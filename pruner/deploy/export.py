@@ -1,8 +1,8 @@
-"""Export a (pruned) PyTorch model to TFLite or ONNX through the profiler's lowering, BatchNorm folded.
+"""Export a (pruned) PyTorch model for a target runtime (TFLite or ONNX), BatchNorm folded.
 
-The model is traced with torch.fx; each conv (+ BatchNorm + activation) and linear layer becomes a
-KernelSpec lowered by the same function that built the kernels the profiler measured, so a network's
-predicted latency is the sum over exactly what is deployed.
+The model is traced with torch.fx; each conv (+ BatchNorm + activation) and linear layer becomes a KernelSpec
+written by the runtime's network builder (profiler.runtimes), the same lowering that built the kernels the profiler
+measured, so a network's predicted latency is the sum over exactly what is deployed.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from profiler import xnnpack
 from profiler.errors import UserError
-from profiler.kernel import FUSED_ACTIVATIONS, KernelSpec, runs_chw
-from profiler.lowering import FLAVOURS, lower_onnx, lower_tflite
-from profiler.onnx_writer import OnnxModel
-from profiler.tflite_writer import TFLiteModel
+from profiler.kernel import KernelSpec
+from profiler.runtimes import Runtime, get_runtime
 from pruner.model.graph import AnalysisError, layer_spec
 
 
@@ -41,18 +38,19 @@ class ExportedLayer:
 @dataclass(frozen=True)
 class Exported:
     model: bytes
-    flavour: str
+    runtime: Runtime
     layers: tuple[ExportedLayer, ...]
-    clusters: tuple[xnnpack.Cluster, ...] = ()  # the "xnnpack" flavour: what XNNPACK's sparse rules make of it
+    analysis: tuple = ()  # what the runtime's sparse rules make of the model (XNNPACK: its clusters)
 
     @property
     def suffix(self) -> str:
-        return ".onnx" if self.flavour == "onnx" else ".tflite"
+        return self.runtime.suffix
 
     @property
-    def xnnpack(self) -> dict | None:
-        """For the "xnnpack" flavour, whether XNNPACK will run the model sparse, and why: the sidecar's record."""
-        return xnnpack.verdict_of(self.clusters) if self.flavour == "xnnpack" else None
+    def verdict(self) -> dict | None:
+        """Whether the runtime runs the model in its sparse regime, and why (XNNPACK's verdict; None for runtimes
+        without one): the sidecar's record."""
+        return self.runtime.verdict(self.analysis)
 
 
 _ADD = {operator.add, operator.iadd, torch.add}
@@ -199,114 +197,6 @@ def _fold_bn(weight: np.ndarray, bias: np.ndarray, bn: nn.BatchNorm2d) -> tuple[
     return weight * scale.reshape(-1, *[1] * (weight.ndim - 1)), bias * scale + shift
 
 
-class _Writer:
-    """One graph walk, two targets: TFLite (NHWC) and ONNX (NCHW)."""
-
-    def __init__(self, flavour: str):
-        self.flavour = flavour
-        self.m = OnnxModel() if flavour == "onnx" else TFLiteModel()
-
-    def input(self, shape: tuple[int, ...]):
-        n, c, h, w = shape
-        return self.m.input("input", shape if self.flavour == "onnx" else (n, h, w, c))
-
-    def kernel(self, x, spec, weight, bias, name):
-        if self.flavour == "onnx":
-            return lower_onnx(self.m, x, spec, weight, bias, name)
-        return lower_tflite(self.m, x, spec, weight, bias, self.flavour, name)
-
-    def add(self, a, b, activation, name):
-        if self.flavour == "onnx":
-            y = self.m.node("Add", [a, b], self.m.shapes[a], name)
-            return self.m.activation(y, activation, name)
-        if activation in FUSED_ACTIVATIONS:
-            return self.m.add(a, b, activation, name)
-        return self.m.activation(self.m.add(a, b, "none", name), activation, f"{name}/{activation}")
-
-    def mul(self, a, b, name):
-        """Elementwise product; the smaller operand broadcasts (a squeeze-and-excite scale)."""
-        shape = self.m.shapes if self.flavour == "onnx" else {t: self.m.shape(t) for t in (a, b)}
-        a, b = sorted((a, b), key=lambda t: -int(np.prod(shape[t])))
-        if self.flavour == "onnx":
-            return self.m.node("Mul", [a, b], shape[a], name)
-        return self.m.mul(a, b, name=name)
-
-    def concat(self, xs, name):
-        """Concatenation along channels."""
-        if self.flavour == "onnx":
-            n, _, h, w = self.m.shapes[xs[0]]
-            return self.m.node("Concat", xs, (n, sum(self.m.shapes[x][1] for x in xs), h, w), name, axis=1)
-        return self.m.concatenation(xs, 3, name)
-
-    def resize(self, x, size, mode, align_corners, name):
-        """Nearest or bilinear upsampling to `size` (height, width), sampled as PyTorch samples."""
-        if self.flavour != "onnx":
-            return self.m.resize(x, size, mode, align_corners, name)
-        n, c = self.m.shapes[x][:2]
-        sizes = self.m.constant(f"{name}/sizes", np.array([n, c, *size], np.int64))
-        if mode == "nearest":
-            attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
-        else:
-            attrs = {"mode": "linear",
-                     "coordinate_transformation_mode": "align_corners" if align_corners else "pytorch_half_pixel"}
-        return self.m.node("Resize", [x, "", "", sizes], (n, c, *size), name, **attrs)
-
-    def avg_pool(self, x, k, stride, pad, name):
-        """Average pooling whose padding zeros count in the mean (PyTorch's count_include_pad)."""
-        if self.flavour == "onnx":
-            n, c, h, w = self.m.shapes[x]
-            out = (n, c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
-            return self.m.node("AveragePool", [x], out, name, kernel_shape=[k, k], strides=[stride] * 2,
-                               pads=[pad] * 4, count_include_pad=1)
-        if pad:
-            x = self.m.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], f"{name}/pad")
-        n, h, w, c = self.m.shape(x)
-        return self.m.average_pool2d(x, k, stride, (n, (h - k) // stride + 1, (w - k) // stride + 1, c), name)
-
-    def activation(self, x, activation, name):
-        return self.m.activation(x, activation, name)
-
-    def pool(self, x, name):
-        if self.flavour == "onnx":
-            n, c = self.m.shapes[x][:2]
-            return self.m.node("GlobalAveragePool", [x], (n, c, 1, 1), name)
-        return self.m.mean(x, [1, 2], keep_dims=True, name=name)
-
-    def max_pool(self, x, k, stride, pad, name):
-        if self.flavour == "onnx":
-            n, c, h, w = self.m.shapes[x]
-            out = (n, c, (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1)
-            return self.m.node("MaxPool", [x], out, name, kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
-        if pad:
-            x = self.m.padv2(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)], -3.4e38, f"{name}/pad")
-        n, h, w, c = self.m.shape(x)
-        return self.m.max_pool2d(x, k, stride, (n, (h - k) // stride + 1, (w - k) // stride + 1, c), name)
-
-    def flatten(self, x, name):
-        if self.flavour == "onnx":
-            n, c = self.m.shapes[x][:2]
-            return self.m.node("Flatten", [x], (n, c), name, axis=1)
-        n, h, w, c = self.m.shape(x)
-        if (h, w) != (1, 1):
-            raise ExportError(f"{name}: flatten of a {h}x{w} feature map (NHWC order differs); pool first")
-        return self.m.reshape(x, (n, c), name)
-
-    def unflatten(self, x, name):
-        """(N, C) back to a 1x1 feature map, e.g. a squeeze-and-excite scale computed by linear layers."""
-        if self.flavour == "onnx":
-            n, c = self.m.shapes[x]
-            return self.m.node("Reshape", [x, self.m.constant(f"{name}/shape", np.array([n, c, 1, 1]))],
-                               (n, c, 1, 1), name)
-        n, c = self.m.shape(x)
-        return self.m.reshape(x, (n, 1, 1, c), name)
-
-    def finish(self, outputs) -> tuple[bytes, tuple[xnnpack.Cluster, ...]]:
-        """The serialised model and, for the "xnnpack" flavour, its clusters under XNNPACK's sparse rules."""
-        self.m.outputs = list(outputs)
-        clusters = tuple(xnnpack.analyse(self.m)) if self.flavour == "xnnpack" else ()
-        return self.m.to_bytes(), clusters
-
-
 def _single_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
@@ -356,17 +246,17 @@ def _chain(gm: fx.GraphModule, node: fx.Node, block: str) -> _Chain:
 def export(
     model: nn.Module,
     input_shape: tuple[int, int, int, int],
-    flavour: str,
-    block: str = "1x4",
+    runtime: Runtime | str,
     prefer_dense: Callable[[list[KernelSpec]], Sequence[bool]] | None = None,
 ) -> Exported:
-    """Lower `model` (eval mode; pruning masks may still be attached) for one runtime flavour.
+    """Lower `model` (eval mode; pruning masks may still be attached) for one runtime (a Runtime, or its name with
+    its default block); the model's weights are read in the runtime's sparsity block.
 
     `prefer_dense(specs)` says, for every sparse layer at once, whether to store it dense because dense is
-    faster on the target (the pruner asks the latency predictor); the choice is recorded per layer.
+    faster on the target (Runtime.storage_chooser asks the latency predictor); the choice is recorded per layer.
     """
-    if flavour not in FLAVOURS:
-        raise ExportError(f"unknown flavour {flavour!r}; expected one of {', '.join(FLAVOURS)}")
+    runtime = get_runtime(runtime)
+    block = runtime.block
     model = model.eval()
     try:
         gm = fx.symbolic_trace(model)
@@ -380,7 +270,7 @@ def export(
     if prefer_dense is not None and sparse:
         choices = prefer_dense([chains[n].spec for n in sparse])
         keep_dense = {n for n, dense in zip(sparse, choices, strict=True) if dense}
-    writer, env, layers, done = _Writer(flavour), {}, [], set()
+    writer, env, layers, done = runtime.network(), {}, [], set()
     outputs = []
     with torch.no_grad():
         for node in gm.graph.nodes:
@@ -445,9 +335,8 @@ def export(
                 raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
             else:
                 raise _unsupported(gm, node)
-    model_bytes, clusters = writer.finish(outputs)
-    nchw = {name for cluster in clusters if cluster.sparse for name in cluster.nodes}
-    layers = [dataclasses.replace(layer, spec=layer.spec.replace(layout="nchw"))
-              if layer.name in nchw and runs_chw(layer.spec.op, layer.spec.k, layer.spec.stride) else layer
-              for layer in layers]
-    return Exported(model_bytes, flavour, tuple(layers), clusters)
+    model_bytes = writer.finish(outputs)
+    analysis = runtime.analyse(writer)
+    as_run = runtime.in_layouts({layer.name: layer.spec for layer in layers}, analysis)
+    layers = [dataclasses.replace(layer, spec=as_run[layer.name]) for layer in layers]
+    return Exported(model_bytes, runtime, tuple(layers), analysis)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from profiler.errors import UserError
+from profiler.runtimes import Runtime
 from pruner.model.apply import apply_candidate
 from pruner.model.graph import analyze
 from pruner.model.reference import MODELS, build_model
@@ -53,11 +54,11 @@ class Checkpoint:
         """A fresh, unpruned model of this architecture (its weights as its constructor or factory leaves them)."""
         return build_from(self.source) if self.source is not None else build_model(self.arch, **self.kwargs)
 
-    def space(self, flavour: str | None = None, keep: Sequence[str] = ()) -> SearchSpace:
+    def space(self, runtime: Runtime | str | None = None, keep: Sequence[str] = ()) -> SearchSpace:
         """The search space of the unpruned model: its recorded settings if any, else default grids and JCW's bounds
-        with the density floors of the device's runtime `flavour` (pruner.search.space.density_bounds); `keep` adds
-        globs of layers left alone."""
-        settings = self.space_settings or {"density_bounds": density_bounds(flavour)}
+        with the density floors of the device's `runtime` or its name (pruner.search.space.density_bounds); `keep`
+        adds globs of layers left alone."""
+        settings = self.space_settings or {"density_bounds": density_bounds(runtime)}
         keeps = tuple(dict.fromkeys([*settings.get("keep", ()), *keep]))
         return SearchSpace(analyze(self.build(), self.input_shape), **{**settings, "keep": keeps})
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from profiler.runtimes import Runtime
 from pruner.accuracy.estimate import TOP1, Estimator, as_loss_fn
 from pruner.search.engine import FixedGenes, SearchConfig, SearchError, SearchProblem, search
 from pruner.search.pareto import (
@@ -30,13 +31,7 @@ from pruner.search.space import SearchSpace
 
 METHODS = ("joint", "channel-only", "weight-only")
 MULTIPLIERS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-WEIGHT_STAGE = 0.3  # share of the joint method's evaluations for its weight stage (pruner.search.sensitivity)
-
-
-def weight_stage_for(flavour: str) -> float:
-    """The joint method's default weight stage on a device: none on XNNPACK, where no layer is faster sparse alone
-    (the whole cluster must pass the gate), so the stage's one-layer scan finds nothing; WEIGHT_STAGE elsewhere."""
-    return 0.0 if flavour == "xnnpack" else WEIGHT_STAGE
+WEIGHT_STAGE = Runtime.weight_stage  # the joint method's share of evaluations for its weight stage (sensitivity)
 
 
 def fixed_genes(space: SearchSpace, method: str) -> FixedGenes | None:

@@ -1,12 +1,9 @@
 """Latency of candidates: the profiling plan a model needs, and candidates priced with a kernel predictor.
 
-A candidate's latency is the sum of its kernels' predicted latencies plus a per-network overhead. On a
-device whose sparse kernels can be slower than dense ones (TFLite's built-in sparse FULLY_CONNECTED at
-high density), each sparse layer is priced at the faster of its sparse and dense forms, which is the
-choice the exporter makes with `prefer_dense`. On an XNNPACK device the choice is not per layer: XNNPACK
-runs the model's cluster (stem conv ... global mean) in NCHW, every layer of it on a CHW kernel, only when
-its 1x1 convs hold more than 2/3 zeros (profiler.xnnpack), and everything dense NHWC otherwise; a candidate
-is priced in the regime its densities put the cluster in (`SparseCluster`).
+A candidate's latency is the sum of its kernels' predicted latencies plus a per-network overhead, each layer priced
+as the device's runtime runs it (profiler.runtimes). On most runtimes each sparse layer runs at its own density and
+is priced at the faster of its sparse and dense forms, the choice the exporter makes too. XNNPACK decides for a whole
+cluster of layers at once (its `SparseCluster`): a candidate is priced in the regime its densities put the cluster in.
 """
 
 from __future__ import annotations
@@ -18,8 +15,10 @@ import numpy as np
 from torch import nn
 
 from profiler import xnnpack
-from profiler.kernel import KernelSpec, runs_chw
-from profiler.sparsity import zero_count
+from profiler.kernel import KernelSpec
+from profiler.runtimes import Runtime
+from profiler.runtimes.base import faster_forms
+from profiler.runtimes.xnnpack import SparseCluster
 from pruner.deploy.export import export
 from pruner.search.space import SearchSpace
 
@@ -28,64 +27,27 @@ NEAR_MISS = 0.15
 """XNNPACK repair: a candidate whose cluster's zero share is within this of the gate is pushed over it."""
 
 
-@dataclass(frozen=True)
-class SparseCluster:
-    """The layers of a model that XNNPACK can run in NCHW (entry conv to global mean) and the 1x1 convs whose zeros
-    its gate counts; `blocked` says why the structure never runs sparse ("" when it can)."""
-
-    layers: frozenset[str]
-    gated: tuple[str, ...]
-    blocked: str
-
-    def runs_nchw(self, name: str, spec: KernelSpec) -> bool:
-        """Whether a layer of a sparse cluster runs on a CHW kernel the profiler measures in the nchw layout."""
-        return name in self.layers and runs_chw(spec.op, spec.k, spec.stride)
-
-    def zeros_and_params(self, specs: dict[str, KernelSpec]) -> tuple[int, int]:
-        """The gated layers' zero weights (counted as profiler.sparsity.block_mask makes them) and all their weights,
-        for a candidate's kernel specs by layer name."""
-        gated = [specs[name] for name in self.gated]
-        return sum(zero_count(s) for s in gated), sum(s.cin * s.cout for s in gated)
-
-    def sparse(self, specs: dict[str, KernelSpec]) -> bool:
-        """Whether XNNPACK runs a candidate (its kernel specs by layer name) sparse: the structure allows it and
-        the gated layers' zeros pass the gate."""
-        return not self.blocked and xnnpack.passes_gate(*self.zeros_and_params(specs))
-
-    def priced_specs(self, specs: dict[str, KernelSpec]) -> dict[str, KernelSpec]:
-        """Each layer as XNNPACK runs it: in the nchw layout inside a sparse cluster, dense nhwc otherwise."""
-        if self.sparse(specs):
-            return {n: s.replace(layout="nchw") if self.runs_nchw(n, s) else s.replace(density=1.0)
-                    for n, s in specs.items()}
-        return {n: s.replace(density=1.0) for n, s in specs.items()}
-
-
-def sparse_cluster(model: nn.Module, input_shape: tuple[int, ...], block: str) -> SparseCluster:
-    """The model's XNNPACK cluster, found by exporting it for the "xnnpack" flavour and asking profiler.xnnpack."""
-    exported = export(model.eval(), input_shape, "xnnpack", block)
-    if not exported.clusters:
-        return SparseCluster(frozenset(), (), exported.xnnpack["reason"])
-    main = max(exported.clusters, key=lambda c: (not c.blocked, c.params))
-    layers = {layer.name for layer in exported.layers}
-    return SparseCluster(frozenset(n for n in main.nodes if n in layers), tuple(n for n in main.gated if n in layers),
-                         main.blocked)
+def model_cluster(model: nn.Module, input_shape: tuple[int, ...], runtime: Runtime) -> SparseCluster | None:
+    """The part of `model` the runtime runs in its sparse regime as one (Runtime.cluster), found by exporting it."""
+    exported = export(model.eval(), input_shape, runtime)
+    return runtime.cluster([layer.name for layer in exported.layers], exported.analysis)
 
 
 def device_latency(
-    space: SearchSpace, model: nn.Module, input_shape: tuple[int, ...], flavour: str, block: str, predictor
+    space: SearchSpace, model: nn.Module, input_shape: tuple[int, ...], runtime: Runtime, predictor
 ) -> CandidateLatency:
-    """The search's price on a device: `predictor` (a predictor.LatencyModel) with its per-network overhead and, on
-    XNNPACK devices (`flavour` "xnnpack"), the model's sparse cluster."""
-    cluster = sparse_cluster(model, input_shape, block) if flavour == "xnnpack" else None
+    """The search's price on a device: `predictor` (a predictor.LatencyModel) with its per-network overhead and the
+    model's cluster on its runtime."""
     n = len(space.graph.layers)
     sparse = predictor.sparse_overhead(n) if predictor.sparse_overhead is not None else None
-    return CandidateLatency(space, predictor.predict, block, predictor.overhead(n), cluster, sparse)
+    return CandidateLatency(space, predictor.predict, runtime.block, predictor.overhead(n),
+                            model_cluster(model, input_shape, runtime), sparse)
 
 
 def overhead_probes(space: SearchSpace, cluster: SparseCluster | None, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` random candidates whose end-to-end latency fits the per-network overhead; with an XNNPACK `cluster`, every
-    other one with its densities at their floors, so networks running sparse are measured too (their overhead is
-    fitted apart: LatencyModel.fit_overhead)."""
+    """`n` random candidates whose end-to-end latency fits the per-network overhead; with a `cluster`, every other
+    one with its densities at their floors, so networks running sparse are measured too (their overhead is fitted
+    apart: LatencyModel.fit_overhead)."""
     X = space.sample(rng, n)
     if cluster is not None and not cluster.blocked:
         X[1::2, space.n_width:] = space.lower[space.n_width:]
@@ -93,23 +55,16 @@ def overhead_probes(space: SearchSpace, cluster: SparseCluster | None, n: int, r
 
 
 def profiling_plan(
-    space: SearchSpace, block: str, candidates: int = 24, seed: int = 0, cluster: SparseCluster | None = None
+    space: SearchSpace, runtime: Runtime, candidates: int = 24, seed: int = 0, cluster: SparseCluster | None = None
 ) -> list[KernelSpec]:
-    """The distinct kernels of random candidates plus the smallest and full ones, with dense twins of
-    every sparse kernel: what a predictor for this model's search must have seen. With an XNNPACK `cluster`,
-    every layer dense in the nhwc layout and, where the cluster can run sparse, its layers in the nchw layout at
-    the candidate's density and dense."""
+    """The distinct kernels of random candidates plus the smallest and full ones, in every form the runtime may run
+    them (Runtime.measured_forms): what a predictor for this model's search must have seen."""
     rng = np.random.default_rng(seed)
     genes = np.vstack([space.lower, space.full(), space.sample(rng, candidates)])
     plan: dict[tuple, KernelSpec] = {}
     for x in genes:
-        for name, spec in space.kernel_specs(x, block).items():
-            forms = [spec, spec.replace(density=1.0)]
-            if cluster is not None:
-                forms = [spec.replace(density=1.0)]
-                if not cluster.blocked and cluster.runs_nchw(name, spec):
-                    forms += [f.replace(layout="nchw") for f in (spec, spec.replace(density=1.0))]
-            for s in forms:
+        for name, spec in space.kernel_specs(x, runtime.block).items():
+            for s in runtime.measured_forms(name, spec, cluster):
                 plan.setdefault(s.key(), s)
     return list(plan.values())
 
@@ -118,9 +73,9 @@ def profiling_plan(
 class CandidateLatency:
     """Prices gene vectors on one device: kernel predictions summed, plus `overhead_ms` per network.
 
-    `cluster` is given on XNNPACK devices (see `sparse_cluster`): layers are then priced in the regime the
-    candidate's densities put the whole cluster in, plus `sparse_overhead_ms` (when fitted) for a network running
-    sparse, and the repair is the gate's."""
+    `cluster` is given on runtimes that decide sparse-or-dense for a cluster of layers at once (XNNPACK): layers
+    are then priced in the regime the candidate's densities put the whole cluster in, plus `sparse_overhead_ms`
+    (when fitted) for a network running sparse, and the repair is the gate's."""
 
     space: SearchSpace
     predict: PredictFn
@@ -131,19 +86,16 @@ class CandidateLatency:
 
     def _priced_rows(self, X: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Layer names, then per row of X and layer: the latency of the form the device runs and whether it is dense
-        storage of a sparse layer (both [rows, layers]), and per row whether XNNPACK runs it sparse; one predictor
-        call for all rows."""
+        storage of a sparse layer (both [rows, layers]), and per row whether it runs in a sparse cluster; one
+        predictor call for all rows."""
         per_row = [self.space.kernel_specs(x, self.block) for x in X]
         names = list(per_row[0]) if per_row else []
+        specs = [spec for row in per_row for spec in row.values()]
         if self.cluster is None:
-            cost, as_dense = faster_forms(self.predict, [spec for specs in per_row for spec in specs.values()])
+            cost, as_dense = faster_forms(self.predict, specs)
             sparse_rows = np.zeros(len(X), dtype=bool)
         else:
-            priced = [list(self.cluster.priced_specs(specs).values()) for specs in per_row]
-            cost = np.asarray(self.predict([s for specs in priced for s in specs]), dtype=float)
-            as_dense = np.array([spec.is_sparse and not p.is_sparse for specs, ps in zip(per_row, priced, strict=True)
-                                 for spec, p in zip(specs.values(), ps, strict=True)])
-            sparse_rows = np.array([any(p.layout == "nchw" for p in ps) for ps in priced], dtype=bool)
+            cost, as_dense, sparse_rows = self.cluster.price(per_row, self.predict)
         return names, cost.reshape(len(X), len(names)), as_dense.reshape(len(X), len(names)), sparse_rows
 
     def layer_choices(self, x: Sequence[int] | np.ndarray) -> dict[str, tuple[KernelSpec, float]]:
@@ -155,7 +107,7 @@ class CandidateLatency:
             for (name, spec), c, dense in zip(specs.items(), cost[0], as_dense[0], strict=True)
         }
 
-    def densify(self, X: np.ndarray) -> np.ndarray:
+    def repair(self, X: np.ndarray) -> np.ndarray:
         """X with a layer's density gene set to dense where the device would run that layer dense anyway.
 
         The search's repair: the candidate keeps its predicted latency and loses zeroed weights that cost
@@ -205,24 +157,3 @@ class CandidateLatency:
         _, cost, _, sparse_rows = self._priced_rows(np.atleast_2d(X))
         sparse_overhead = self.overhead_ms if self.sparse_overhead_ms is None else self.sparse_overhead_ms
         return cost.sum(axis=1) + np.where(sparse_rows, sparse_overhead, self.overhead_ms)
-
-
-def faster_forms(predict: PredictFn, specs: list[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
-    """Each spec's latency at its faster form, and whether that form is dense storage of a sparse layer: the
-    one rule both the search's price and the exporter's choice follow."""
-    sparse = [i for i, s in enumerate(specs) if s.is_sparse]
-    lat = np.asarray(predict([*specs, *(specs[i].replace(density=1.0) for i in sparse)]), dtype=float)
-    cost, as_dense = lat[: len(specs)].copy(), np.zeros(len(specs), dtype=bool)
-    as_dense[sparse] = lat[len(specs):] < cost[sparse]
-    cost[sparse] = np.minimum(cost[sparse], lat[len(specs):])
-    return cost, as_dense
-
-
-def prefer_dense(predict: PredictFn) -> Callable[[list[KernelSpec]], list[bool]]:
-    """The exporter's per-layer choice, in one predictor call: store a sparse layer dense when dense is
-    predicted faster."""
-
-    def choose(specs: list[KernelSpec]) -> list[bool]:
-        return faster_forms(predict, specs)[1].tolist()
-
-    return choose

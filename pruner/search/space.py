@@ -19,20 +19,19 @@ import pandas as pd
 
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
+from profiler.runtimes import Runtime, get_runtime
 from pruner.model.graph import KINDS, ModelGraph
 
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 WIDTH_BOUNDS = {"first": 0.8, "strided": 0.6, "residual": 0.9, "last": 0.5, "general": 0.5}
 DENSITY_BOUNDS = {"first": 0.8, "strided": 0.8, "residual": 0.3, "last": 0.5, "general": 0.3}
-XNNPACK_DENSITY_BOUNDS = {"residual": 0.1, "last": 0.2, "general": 0.1}
-"""Density floors on XNNPACK devices, whose sparse path needs more than 2/3 zeros in the 1x1 convs of the whole
-cluster (profiler.xnnpack): with JCW's floors a full-width MobileNetV2 tops out at 66.1% and never runs sparse."""
 NO_BOUNDS = dict.fromkeys(KINDS, 0.0)
 
 
-def density_bounds(flavour: str | None) -> dict[str, float]:
-    """The density floors for a device's runtime flavour: JCW's, lowered on XNNPACK (XNNPACK_DENSITY_BOUNDS)."""
-    return DENSITY_BOUNDS | (XNNPACK_DENSITY_BOUNDS if flavour == "xnnpack" else {})
+def density_bounds(runtime: Runtime | str | None) -> dict[str, float]:
+    """The density floors on a runtime (or its name): JCW's, with the runtime's own where it sets them
+    (Runtime.density_floors)."""
+    return DENSITY_BOUNDS | (dict(get_runtime(runtime).density_floors) if runtime is not None else {})
 
 
 class SpaceError(UserError, ValueError):

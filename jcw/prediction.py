@@ -8,7 +8,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from profiler.cli import add_devices_arg
+from jcw.options import add_devices_arg
 
 # scikit-learn, pandas and the models are imported inside the commands: `jcw` starts fast for every subcommand.
 KINDS = ("physics", "flops-linear", "jcw-interp", "nnmeter-rf", "gbm-raw")  # predictor.models.MODELS' keys
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_device_check_arg(parser: argparse.ArgumentParser) -> None:
     """The flag that lets a command use a latency model fitted on another device than the one it is given."""
     parser.add_argument("--allow-other-device", action="store_true",
-                        help="use the latency model even if it was fitted on another device, flavour or block")
+                        help="use the latency model even if it was fitted on another device, runtime or block")
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -103,17 +103,16 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UserError("--measure times a model file; export the checkpoint first (jcw export) and pass the file")
     device = get_device(args.measure, args.devices) if args.measure else None
     model = persist.load(args.predictor, device, args.allow_other_device)
-    flavour, block = _runs_as(model, device, args.predictor)
+    runtime = _runs_as(model, device, args.predictor)
     if checkpoint:  # exported as `jcw export --predictor` writes it, then read like any file
-        data, suffix = args.export_model(args, flavour, block, model)
-        layers = layers_of(data, suffix, flavour, block, f"{checkpoint} (exported)")
+        layers = runtime.read_layers(args.export_model(args, runtime, model), f"{checkpoint} (exported)")
     else:
-        layers = read_layers(args.file, flavour, block)
+        layers = runtime.read_file(args.file)
     rows = [{"layer": name, **spec.to_row(), "predicted_ms": float(ms)}
             for (name, spec), ms in zip(layers.items(), model.predict(list(layers.values())), strict=True)]
     overhead = model.overhead(len(rows))
     total = sum(r["predicted_ms"] for r in rows) + overhead
-    target = model.fitted_on or f"{flavour}, {block}"
+    target = model.fitted_on or f"{runtime}, {runtime.block}"
     print(f"{'layer':<32} {'op':<6} {'input':>9} {'cin':>5} {'cout':>5} {'k':>2} {'s':>2} {'density':>8} "
           f"{'layout':<6} {'ms':>9}")
     for r in rows:
@@ -121,7 +120,8 @@ def run_predict(args: argparse.Namespace) -> int:
               f"{r['stride']:>2} {r['density']:>8.3f} {r['layout']:<6} {r['predicted_ms']:>9.4f}")
     print(f"{'per-network overhead':<84} {overhead:>9.4f}")
     print(f"predicted total on {target}: {total:.4f} ms ({len(rows)} layers)")
-    result = {"model": checkpoint or args.file, "predictor": args.predictor, "flavour": flavour, "block": block,
+    result = {"model": checkpoint or args.file, "predictor": args.predictor, "runtime": runtime.name,
+              "block": runtime.block,
               "predicted_ms": total, "overhead_ms": overhead, "layers": rows}
     if args.measure:
         from profiler.measure import measure_files
@@ -138,42 +138,17 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs_as(model, device, path: str) -> tuple[str, str]:
-    """The flavour and block to read a model in: how the measuring device runs it, else the predictor's device."""
+def _runs_as(model, device, path: str):
+    """The runtime to read a model in (profiler.runtimes): the measuring device's, else the predictor's device's."""
     from profiler.errors import UserError
+    from profiler.runtimes import get_runtime
 
     if device is not None:
-        return device.flavour, device.block
+        return device.runtime
     if model.fitted_on is None:
         raise UserError(f"predictor {path} does not record its device (its table names none, or several); "
                         "pass --measure DEVICE to read the model as that device runs it")
-    return model.fitted_on.flavour, model.fitted_on.block
-
-
-def read_layers(path: str, flavour: str, block: str) -> dict:
-    """The KernelSpecs of a model file by layer name, as `flavour` runs it."""
-    from profiler.errors import UserError
-
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise UserError(f"{path}: cannot be read ({err.strerror})") from None
-    return layers_of(data, Path(path).suffix, flavour, block, path)
-
-
-def layers_of(data: bytes, suffix: str, flavour: str, block: str, source: str) -> dict:
-    """The KernelSpecs of a serialised model by layer name, as `flavour` runs it: TFLite or ONNX by `suffix`."""
-    from profiler.errors import UserError
-
-    if suffix.lower() == ".tflite":
-        from profiler.tflite_reader import read_tflite
-
-        return read_tflite(data, flavour, block, source)
-    if suffix.lower() == ".onnx":
-        from profiler.onnx_reader import read_onnx
-
-        return read_onnx(data, flavour, block, source)
-    raise UserError(f"{source}: unknown model file type {suffix or '(no suffix)'!r}; expected .tflite or .onnx")
+    return get_runtime(model.fitted_on.runtime, model.fitted_on.block)
 
 
 def _write_prediction(result: dict, out: Path) -> None:
@@ -212,7 +187,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     device = get_device(args.device, args.devices)
     model = persist.load(args.predictor, device, args.allow_other_device)
-    networks = [list(read_layers(f, device.flavour, device.block).values()) for f in args.files]
+    networks = [list(device.runtime.read_file(f).values()) for f in args.files]
     results = measure_files(device, args.files, passes=args.passes)
     for r in results:
         if "error" in r:
@@ -269,7 +244,7 @@ def run_adaptive(args: argparse.Namespace) -> int:
     store = ResultsStore(out / f"{device.name}.csv")
     measure = adaptive.device_measure(device, store, args.batch_size or BATCH_SIZE)
     result = adaptive.sample(
-        load_plan(args.plan, device.block, args.max_kernels), measure, args.target, args.budget,
+        load_plan(args.plan, device.runtime.block, args.max_kernels), measure, args.target, args.budget,
         args.holdout_kernels, args.initial, args.step, args.strategy, seed=args.seed,
     )
     csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)

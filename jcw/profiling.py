@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from jcw.options import add_devices_arg
 from profiler.plan import MAX_KERNELS, SECONDS_PER_KERNEL
 
 
@@ -18,12 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
                    help=f"refuse plans of more kernels (default {MAX_KERNELS:,}, ~{SECONDS_PER_KERNEL} s each)")
     p.set_defaults(run=run)
-
-
-def add_devices_arg(parser: argparse.ArgumentParser) -> None:
-    """--devices FILE, the device inventory, for every command that names a device."""
-    parser.add_argument("--devices", metavar="FILE", help="device inventory (default: ./devices.yaml, else "
-                                                          "devices.yaml in the user's config directory, ~/.config/jcw)")
 
 
 def run(args: argparse.Namespace) -> int:
