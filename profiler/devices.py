@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jsonschema
 import platformdirs
 
 from profiler.errors import UserError
-from profiler.runtimes import Runtime, get_runtime, registered
 from profiler.yamlfile import clip, read_yaml
+
+if TYPE_CHECKING:  # the runtimes import numpy and the TFLite schema: `jcw --help` needs neither
+    from profiler.runtimes import Runtime
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # also keeps device names safe in paths and shells
 _PATH = r"^[A-Za-z0-9_./~+][A-Za-z0-9_./~+-]*$"  # remote paths: no spaces, quotes, shell metacharacters or leading '-'
@@ -76,6 +79,8 @@ _BY_TRANSPORT = {
 
 
 def _schema(transport: str) -> dict:
+    from profiler.runtimes import registered
+
     props, required = _BY_TRANSPORT[transport]
     return {
         "type": "object",
@@ -136,6 +141,8 @@ def devices_file(path: str | Path | None = None) -> Path:
 def load_devices(path: str | Path | None = None) -> dict[str, Device]:
     """Read and validate a devices file (found by `devices_file`); every error names the file, the device and the
     field."""
+    from profiler.runtimes import get_runtime
+
     path = devices_file(path)
     data = read_yaml(path, "devices file (pass --devices FILE)")
     if not isinstance(data, dict) or not isinstance(data.get("devices"), dict) or not data["devices"]:

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from predictor import cli
+from jcw import prediction as cli
 from predictor.adaptive import STRATEGIES
 from predictor.models import MODELS
 
