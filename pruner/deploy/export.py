@@ -20,6 +20,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.runtimes import Runtime, get_runtime
+from profiler.runtimes.base import Network
 from pruner.model.graph import AnalysisError, layer_spec
 
 
@@ -243,6 +244,116 @@ def _chain(gm: fx.GraphModule, node: fx.Node, block: str) -> _Chain:
     return _Chain(spec.replace(activation=act), bn, tuple(nodes))
 
 
+@dataclass
+class _Walk:
+    """One export in progress: the traced module, the network being written, each node's output tensor (`env`),
+    the layers' chains and which of them to store dense, the layers written and the nodes already lowered."""
+
+    gm: fx.GraphModule
+    net: Network
+    chains: dict[fx.Node, _Chain]
+    keep_dense: set[fx.Node]
+    env: dict[fx.Node, object] = dataclasses.field(default_factory=dict)
+    layers: list[ExportedLayer] = dataclasses.field(default_factory=list)
+    done: set[fx.Node] = dataclasses.field(default_factory=set)
+    outputs: list = dataclasses.field(default_factory=list)
+
+    def input_of(self, node: fx.Node):
+        return self.env[node.args[0]]
+
+
+def _write_layer(w: _Walk, node: fx.Node, chain: _Chain) -> None:
+    """A conv or linear layer, its BatchNorm folded in and its activation fused, stored sparse or dense."""
+    module = w.gm.get_submodule(node.target)
+    weight = module.weight.detach().numpy().astype(np.float32)
+    bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(chain.spec.cout)
+    if chain.bn is not None:
+        weight, bias = _fold_bn(weight, bias, chain.bn)
+    spec, storage = chain.spec, "sparse" if chain.spec.is_sparse else "dense"
+    if node in w.keep_dense:
+        spec, storage = spec.replace(density=1.0), "dense"
+    y = w.net.kernel(w.input_of(node), spec, weight.astype(np.float32), bias.astype(np.float32), node.target)
+    w.layers.append(ExportedLayer(node.target, spec, chain.spec.density, storage))
+    for n in chain.nodes:
+        w.env[n] = y
+        w.done.add(n)
+
+
+def _write_add(w: _Walk, node: fx.Node, _):
+    """An add, the activation after it fused (its node lowered with it)."""
+    a, b = node.args[:2]
+    last, act = _fused_activation(w.gm, node)
+    w.env[last] = y = w.net.add(w.env[a], w.env[b], act, node.name)
+    w.done.add(last)
+    return y
+
+
+def _write_pool(w: _Walk, node: fx.Node, _):
+    y = w.net.pool(w.input_of(node), node.name)
+    if len(node.meta["tensor_meta"].shape) == 2:  # x.mean((2, 3)) without keepdim
+        y = w.net.flatten(y, f"{node.name}/flatten")
+    return y
+
+
+def _write_resize(w: _Walk, node: fx.Node, sampling: tuple[str, bool]):
+    size = tuple(int(v) for v in node.meta["tensor_meta"].shape[2:])
+    return w.net.resize(w.input_of(node), size, *sampling, node.name)
+
+
+def _max_pool(gm: fx.GraphModule, node: fx.Node) -> tuple[int, int, int] | None:
+    """(kernel, stride, padding) of an nn.MaxPool2d, else None; dilated or ceil-mode pooling is refused."""
+    if node.op != "call_module" or not isinstance(pool := gm.get_submodule(node.target), nn.MaxPool2d):
+        return None
+    if pool.dilation not in (1, (1, 1)) or pool.ceil_mode:
+        raise ExportError(f"{node.target}: dilated or ceil-mode max pooling is not supported")
+    return tuple(v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding))
+
+
+def _stray_batchnorm(gm: fx.GraphModule, node: fx.Node) -> bool:
+    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
+        raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
+    return False
+
+
+_Match = Callable[[fx.GraphModule, fx.Node], object]
+_Write = Callable[[_Walk, fx.Node, object], object]
+_HANDLERS: tuple[tuple[_Match, _Write], ...] = (
+    # (what a node is: None or False when it is not, else what its writer needs; the writer, returning the node's
+    # output), tried in order
+    (lambda gm, n: n.op == "call_function" and n.target in _ADD, _write_add),
+    (_activation_of, lambda w, n, act: w.net.activation(w.input_of(n), act, n.name)),
+    (_is_identity, lambda w, n, _: w.input_of(n)),
+    (_is_pool, _write_pool),
+    (lambda gm, n: _is_mul(n), lambda w, n, _: w.net.mul(w.input_of(n), w.env[n.args[1]], n.name)),
+    (lambda gm, n: _cat_inputs(n), lambda w, n, xs: w.net.concat([w.env[x] for x in xs], n.name)),
+    (_upsample, _write_resize),
+    (_avg_pool, lambda w, n, pooling: w.net.avg_pool(w.input_of(n), *pooling, n.name)),
+    (lambda gm, n: _is_unflatten(n), lambda w, n, _: w.net.unflatten(w.input_of(n), n.name)),
+    (lambda gm, n: _is_shape_query(n), lambda w, n, _: None),  # integers of a view's arguments: nothing to write
+    (_max_pool, lambda w, n, pooling: w.net.max_pool(w.input_of(n), *pooling, n.name)),
+    (_is_flatten, lambda w, n, _: w.net.flatten(w.input_of(n), n.name)),
+    (_stray_batchnorm, None),
+)
+
+
+def _write_node(w: _Walk, node: fx.Node) -> None:
+    """Lower one fx node by the first handler that matches it; a node none matches is refused, naming its module."""
+    if node.op == "placeholder":
+        w.env[node] = w.net.input(tuple(node.meta["tensor_meta"].shape))
+    elif node.op == "output":
+        outs = node.args[0] if isinstance(node.args[0], tuple | list) else (node.args[0],)
+        w.outputs = [w.env[o] for o in outs]
+    elif node in w.chains:
+        _write_layer(w, node, w.chains[node])
+    else:
+        for matches, write in _HANDLERS:
+            if (found := matches(w.gm, node)) is not None and found is not False:
+                if (y := write(w, node, found)) is not None:
+                    w.env[node] = y
+                return
+        raise _unsupported(w.gm, node)
+
+
 def export(
     model: nn.Module,
     input_shape: tuple[int, int, int, int],
@@ -256,7 +367,6 @@ def export(
     faster on the target (Runtime.storage_chooser asks the latency predictor); the choice is recorded per layer.
     """
     runtime = get_runtime(runtime)
-    block = runtime.block
     model = model.eval()
     try:
         gm = fx.symbolic_trace(model)
@@ -264,79 +374,19 @@ def export(
         raise ExportError(f"cannot trace {type(model).__name__} with torch.fx: {err}") from None
     with torch.no_grad():
         ShapeProp(gm).propagate(torch.zeros(input_shape))
-    chains = {node: _chain(gm, node, block) for node in gm.graph.nodes if _is_layer(gm, node)}
+    chains = {node: _chain(gm, node, runtime.block) for node in gm.graph.nodes if _is_layer(gm, node)}
     sparse = [node for node, chain in chains.items() if chain.spec.is_sparse]
     keep_dense = set()
     if prefer_dense is not None and sparse:
         choices = prefer_dense([chains[n].spec for n in sparse])
         keep_dense = {n for n, dense in zip(sparse, choices, strict=True) if dense}
-    writer, env, layers, done = runtime.network(), {}, [], set()
-    outputs = []
+    walk = _Walk(gm, runtime.network(), chains, keep_dense)
     with torch.no_grad():
         for node in gm.graph.nodes:
-            if node in done:
-                continue
-            if node.op == "placeholder":
-                env[node] = writer.input(tuple(node.meta["tensor_meta"].shape))
-            elif node.op == "output":
-                outs = node.args[0] if isinstance(node.args[0], tuple | list) else (node.args[0],)
-                outputs = [env[o] for o in outs]
-            elif node in chains:
-                chain, module = chains[node], gm.get_submodule(node.target)
-                weight = module.weight.detach().numpy().astype(np.float32)
-                bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(chain.spec.cout)
-                if chain.bn is not None:
-                    weight, bias = _fold_bn(weight, bias, chain.bn)
-                spec, storage = chain.spec, "sparse" if chain.spec.is_sparse else "dense"
-                if node in keep_dense:
-                    spec, storage = spec.replace(density=1.0), "dense"
-                y = writer.kernel(env[node.args[0]], spec, weight.astype(np.float32), bias.astype(np.float32),
-                                  node.target)
-                layers.append(ExportedLayer(node.target, spec, chain.spec.density, storage))
-                for n in chain.nodes:
-                    env[n] = y
-                    done.add(n)
-            elif node.op == "call_function" and node.target in _ADD:
-                a, b = node.args[:2]
-                last, act = _fused_activation(gm, node)
-                env[node] = env[last] = writer.add(env[a], env[b], act, node.name)
-                done.add(last)
-            elif (act := _activation_of(gm, node)) is not None:
-                env[node] = writer.activation(env[node.args[0]], act, node.name)
-            elif _is_identity(gm, node):
-                env[node] = env[node.args[0]]
-            elif _is_pool(gm, node):
-                env[node] = writer.pool(env[node.args[0]], node.name)
-                if len(node.meta["tensor_meta"].shape) == 2:  # x.mean((2, 3)) without keepdim
-                    env[node] = writer.flatten(env[node], f"{node.name}/flatten")
-            elif _is_mul(node):
-                env[node] = writer.mul(env[node.args[0]], env[node.args[1]], node.name)
-            elif (inputs := _cat_inputs(node)) is not None:
-                env[node] = writer.concat([env[x] for x in inputs], node.name)
-            elif (sampling := _upsample(gm, node)) is not None:
-                size = tuple(int(v) for v in node.meta["tensor_meta"].shape[2:])
-                env[node] = writer.resize(env[node.args[0]], size, *sampling, node.name)
-            elif (pooling := _avg_pool(gm, node)) is not None:
-                env[node] = writer.avg_pool(env[node.args[0]], *pooling, node.name)
-            elif _is_unflatten(node):
-                env[node] = writer.unflatten(env[node.args[0]], node.name)
-            elif _is_shape_query(node):
-                continue
-            elif node.op == "call_module" and isinstance(pool := gm.get_submodule(node.target), nn.MaxPool2d):
-                k, stride, pad = (
-                    v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding)
-                )
-                if pool.dilation not in (1, (1, 1)) or pool.ceil_mode:
-                    raise ExportError(f"{node.target}: dilated or ceil-mode max pooling is not supported")
-                env[node] = writer.max_pool(env[node.args[0]], k, stride, pad, node.name)
-            elif _is_flatten(gm, node):
-                env[node] = writer.flatten(env[node.args[0]], node.name)
-            elif node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.BatchNorm2d):
-                raise ExportError(f"{node.target}: a BatchNorm2d not right after a conv cannot be folded")
-            else:
-                raise _unsupported(gm, node)
-    model_bytes = writer.finish(outputs)
-    analysis = runtime.analyse(writer)
-    as_run = runtime.in_layouts({layer.name: layer.spec for layer in layers}, analysis)
-    layers = [dataclasses.replace(layer, spec=as_run[layer.name]) for layer in layers]
+            if node not in walk.done:
+                _write_node(walk, node)
+    model_bytes = walk.net.finish(walk.outputs)
+    analysis = runtime.analyse(walk.net)
+    as_run = runtime.in_layouts({layer.name: layer.spec for layer in walk.layers}, analysis)
+    layers = [dataclasses.replace(layer, spec=as_run[layer.name]) for layer in walk.layers]
     return Exported(model_bytes, runtime, tuple(layers), analysis)
