@@ -53,7 +53,8 @@ def test_profile_over_ssh_agrees_with_a_local_run_of_the_same_plan(tmp_path, ssh
     profile_device(local, SPECS, local_store, batch_size=3)
 
     assert ssh_store.measured() == local_store.measured() == {s.key() for s in SPECS}
-    assert set(ssh_store.table.device) == {"board"} and ssh_store.table.runtime.str.contains("ai_edge_litert").all()
+    assert set(ssh_store.table.device) == {"board"}
+    assert ssh_store.table.runtime_version.str.contains("ai_edge_litert").all()
     keys = ["op", "h", "cin", "cout", "k", "density"]
     both = ssh_store.table.merge(local_store.table, on=keys, suffixes=("_ssh", "_local"))
     ratio = both.model_ms_ssh / both.model_ms_local
