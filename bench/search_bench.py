@@ -60,11 +60,11 @@ def main() -> None:
     held_out = mnist_proxy_data(p.data, cfg.val_size, cfg.bn_batches)
     train_minutes = 0.0
     if args.estimator == "proxy":
-        estimator = proxy_estimator(p.base.model, p.space, held_out, p.device.runtime.block)
+        estimator = proxy_estimator(p.base.model, p.jcw.space, held_out, p.jcw.device.runtime.block)
         described = f"proxy estimator ({cfg.val_size} validation images, {cfg.bn_batches} BN batches)"
     else:
         start = time.perf_counter()
-        estimator = SupernetEstimator(build_supernet(p.base.model, p.space, p.device.runtime.block), held_out,
+        estimator = SupernetEstimator(build_supernet(p.base.model, p.jcw.space, p.jcw.device.runtime.block), held_out,
                                       p.data["train"].loader(64, shuffle=True, seed=cfg.seed))
         estimator.train(args.supernet_steps)
         train_minutes = (time.perf_counter() - start) / 60
@@ -77,10 +77,10 @@ def main() -> None:
     run_dir = CACHE / f"{name}_bench"
     shutil.rmtree(run_dir, ignore_errors=True)  # time a whole search, not a resume
     start = time.perf_counter()
-    fronts = run_fronts(p.space, p.latency, estimator, run_dir, config, repair=p.latency.repair)
+    fronts = run_fronts(p.jcw.space, p.jcw.latency, estimator, run_dir, config, repair=p.jcw.latency.repair)
     minutes = (time.perf_counter() - start) / 60
-    one_stage = run_fronts(p.space, p.latency, estimator, run_dir / "one_stage", config, methods=("joint",),
-                           repair=p.latency.repair, weight_stage=0)  # JCW's single joint NSGA-II, to compare
+    one_stage = run_fronts(p.jcw.space, p.jcw.latency, estimator, run_dir / "one_stage", config, methods=("joint",),
+                           repair=p.jcw.latency.repair, weight_stage=0)  # JCW's single joint NSGA-II, to compare
     f = {**fronts.fronts, ONE_STAGE: one_stage.fronts["joint"]}
     hv = hypervolumes(f)  # one reference point for all five
     evaluations = {m: len(np.unique(np.load(run_dir / m / "archive.npz")["X"], axis=0)) for m in METHODS}

@@ -103,7 +103,7 @@ def main() -> None:
     cfg = DemoConfig(device="arm-emu", input_size=args.size, devices_file=str(ROOT / "devices.yaml"))
     CACHE.mkdir(parents=True, exist_ok=True)
     p = prepare(CACHE / str(args.size), cfg, Steps(4))
-    space, latency, device = p.space, p.latency, p.device
+    space, latency, device = p.jcw.space, p.jcw.latency, p.jcw.device
     prepared_min = (time.perf_counter() - started) / 60
 
     rng = np.random.default_rng(3)
@@ -179,7 +179,7 @@ def write_report(args, table, fronts, latency, p, prepared_min, measure_min, sea
         "under qemu-user: XNNPACK's ARM kernels and its sparse-or-dense decision run for real, the milliseconds are "
         "emulated, about 100x a phone's). The input size is the demo's: at 96 px one candidate takes about 0.6 s an "
         "inference under emulation and the profile, the passes and the searches would not fit a bench run.", "",
-        f"Prepared (train, profile {len(p.predictor.training)} kernels in both regimes, fit, overhead) in "
+        f"Prepared (train, profile {len(p.jcw.predictor.training)} kernels in both regimes, fit, overhead) in "
         f"{prepared_min:.1f} min; measuring {len(table)} candidates x {PASSES} interleaved passes {measure_min:.1f} "
         f"min (with their dense twins); the four searches {search_min:.1f} min.", "",
         "## Predicted vs measured, both sides of the gate", "",
@@ -198,7 +198,7 @@ def write_report(args, table, fronts, latency, p, prepared_min, measure_min, sea
         "## Fronts against arm-emu's predictor", "",
         f"Joint (one NSGA-II over widths and densities: on XNNPACK no layer is faster sparse alone, so the weight "
         f"stage is off), channel-only, weight-only and uniform widths, {args.generations} generations of "
-        f"{p.latency and DemoConfig().population}, proxy estimator, repair by the gate. Hypervolumes as they came "
+        f"{p.jcw.latency and DemoConfig().population}, proxy estimator, repair by the gate. Hypervolumes as they came "
         "out:", "",
         hv.to_markdown(index=False, floatfmt=".4f"), "",
         "![fronts](xnnpack_fronts.png)", "",

@@ -1,5 +1,5 @@
 """`jcw train | plan | search | finetune | export | measure | demo`, and `jcw predict --model`: the commands that read
-a PyTorch model (pruner) and the demo.
+a PyTorch model. Each parses its flags and calls the one facade, pruner.JCW, for the work.
 
 Every artefact records where it came from: a search's run directory (`run.json` and `summary.json`), a fine-tuned
 checkpoint's sidecar (`TUNED.pt.json`) and an exported model's (`FILE.tflite.json`) hold the model's provenance,
@@ -33,6 +33,14 @@ SEARCH_TRAIN_IMAGES = 10_000  # training images the search reads (BatchNorm cali
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the model commands to the jcw parser, and --model to `jcw predict` (exported by the facade)."""
+    for add in (_add_train, _add_plan, _add_search, _add_finetune, _add_export, _add_measure, _add_demo):
+        add(sub)
+    add_model_args(sub.choices["predict"], required=False)
+    sub.choices["predict"].set_defaults(export_model=export_model)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a built-in reference model and save a checkpoint")
     p.add_argument("--arch", default="mobilenet_v2",
                    choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"])
@@ -56,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                 "interrupted run, which the same command resumes")
     p.set_defaults(run=run_train)
 
+
+def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="write the profiling plan a model's search needs (its layers' kernels)")
     add_model_args(p)
     add_device_args(p)
@@ -64,6 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="plan file to write (YAML, for jcw profile --plan)")
     p.set_defaults(run=run_plan)
 
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="search the accuracy-latency front: joint, channel-only, weight-only, uniform")
     add_model_args(p)
     add_device_args(p)
@@ -92,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_search)
 
+
+def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pruned candidate with its weight masks fixed")
     add_model_args(p)
     p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
@@ -109,6 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="pruned checkpoint file to write, and OUT.json beside it")
     p.set_defaults(run=run_finetune)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a (pruned) model for a device: TFLite or ONNX")
     add_model_args(p)
     p.add_argument("--candidate", help="genes to apply to an unpruned model, comma-separated")
@@ -122,6 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="XNNPACK devices: fail if XNNPACK will run the exported model dense")
     p.set_defaults(run=run_export)
 
+
+def _add_measure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="time exported networks end to end on a device")
     add_device_args(p)
     p.add_argument("--predictor", help="latency model file (jcw fit) to print predicted beside measured latency")
@@ -132,17 +150,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
     p.set_defaults(run=run_measure)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on MobileNetV2 + MNIST with this machine as the device")
     p.add_argument("--out", default="runs/demo", help="run directory (cached steps; default runs/demo)")
     p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
     add_devices_arg(p)
     add_torch_args(p)
     p.set_defaults(run=run_demo)
-
-    # `jcw predict --model` (predictor.cli) exports the model here: the predictor knows nothing of torch
-    p = sub.choices["predict"]
-    add_model_args(p, required=False)
-    p.set_defaults(export_model=export_model)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -175,38 +190,49 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def facade(args: argparse.Namespace, device, ckpt, data=None, torch_device="cpu", predictor: bool = True):
+    """The pruner.JCW of a command's device (profiler.devices.Device), checkpoint (--model), --predictor (when the
+    command has one and `predictor`), --keep and torch device."""
+    from pruner import JCW
+
+    path = getattr(args, "predictor", None) if predictor else None
+    return JCW.from_checkpoint(ckpt, device, predictor=path, data=data, keep=getattr(args, "keep", ()),
+                               torch_device=str(torch_device), allow_other_device=getattr(args, "allow_other_device",
+                                                                                          False))
+
+
+def unpruned(ckpt, why: str = "prune the unpruned model instead"):
+    """`ckpt` (a pruner.model.checkpoint.Checkpoint), refused if it is already pruned."""
+    from profiler.errors import UserError
+
+    if ckpt.genes is not None:
+        raise UserError(f"{ckpt.path} is already pruned; {why}")
+    return ckpt
+
+
 def run_plan(args: argparse.Namespace) -> int:
     import yaml
 
     from profiler.devices import get_device
-    from pruner.search.latency import model_cluster, profiling_plan
 
     device = get_device(args.device, args.devices)
-    ckpt = load_model_arg(args)
-    check_exportable(ckpt.model, ckpt.input_shape, device)
-    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
-    specs = profiling_plan(ckpt.space(device.runtime, args.keep), device.runtime, args.candidates, cluster=cluster)
+    jcw = facade(args, device, load_model_arg(args), predictor=False)
+    specs = jcw.plan(args.candidates)
     entries = [{"op": s.op, "hw": s.h, "cin": s.cin, "cout": s.cout, "k": s.k, "stride": s.stride,
                 "groups": s.groups, "density": s.density, "activation": s.activation, "block": s.block,
                 "layout": s.layout}
                for s in specs]
-    origin = json.dumps(ckpt.provenance()["model"])
-    Path(args.out).write_text(f"# kernels of {origin} for device {device.name}\n"
+    origin = json.dumps(jcw.origin["model"])
+    Path(args.out).write_text(f"# kernels of {origin} for device {jcw.device.name}\n"
                               + yaml.safe_dump({"kernels": entries}, sort_keys=False, default_flow_style=None))
     print(f"wrote {args.out}: {len(specs)} kernels")
     return 0
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from predictor.persist import load
     from profiler.devices import get_device
     from profiler.errors import UserError
-    from pruner.accuracy.estimate import proxy_data, proxy_estimator
-    from pruner.accuracy.supernet import SupernetEstimator, build_supernet
-    from pruner.data.loading import check_head, load_data
-    from pruner.search.engine import SearchConfig
-    from pruner.search.fronts import run_fronts
-    from pruner.search.latency import device_latency
+    from pruner.data.loading import load_data
 
     torch_device = torch_device_arg(args)
     device = get_device(args.device, args.devices)
@@ -215,33 +241,11 @@ def run_search(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: worker processes cannot import a model class from a file "
                         f"({ckpt.source['path']}); make it importable (package.module:factory) or use --workers 1")
     data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
-    check_head(ckpt.model, ckpt.input_shape, data.num_classes)
-    check_exportable(ckpt.model, ckpt.input_shape, device)
-    space = ckpt.space(device.runtime, args.keep)
-    predictor = load(args.predictor, device, args.allow_other_device)
-    record = provenance(ckpt, space, device, data.source, args.predictor, predictor)
-    check_run(Path(args.out) / "run.json", record)
-    latency = device_latency(space, ckpt.model, ckpt.input_shape, device.runtime, predictor)
-    proxy = proxy_data(data.train, first_images(data.val, args.val_size))
-    retrain = None
-    if args.estimator == "proxy":
-        estimator = proxy_estimator(ckpt.model, space, proxy, device.runtime.block, args.threads, torch_device,
-                                    args.workers)
-    else:
-        supernet = build_supernet(ckpt.model, space, device.runtime.block, torch_device)
-        estimator = SupernetEstimator(supernet, proxy, data.train, seed=args.seed, threads=args.threads,
-                                      workers=args.workers)
-        estimator.train(args.supernet_steps)
-        if args.retrain_steps:
-            def retrain(X):
-                return estimator.retrain(X, args.retrain_steps)
-    config = SearchConfig(n_gen=args.generations, pop_size=args.population, survival=args.survival, seed=args.seed)
-    weight_stage = device.runtime.weight_stage if args.weight_stage is None else args.weight_stage
-    try:
-        fronts = run_fronts(space, latency, estimator, args.out, config, args.budgets, on_generation=retrain,
-                            repair=latency.repair, weight_stage=weight_stage, record=record)
-    finally:
-        estimator.close()  # the worker processes, if any
+    jcw = facade(args, device, ckpt, data, torch_device)
+    fronts = jcw.search(args.budgets, args.out, args.generations, args.population, val_images=args.val_size,
+                        estimator=args.estimator, supernet_steps=args.supernet_steps,
+                        retrain_steps=args.retrain_steps, survival=args.survival, weight_stage=args.weight_stage,
+                        workers=args.workers, threads=args.threads, seed=args.seed)
     for method, value in fronts.hypervolume.items():
         print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
     for row in fronts.budgets.itertuples(index=False):
@@ -256,9 +260,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     from profiler.devices import get_device
     from pruner.accuracy.hardware import is_main_process
-    from pruner.accuracy.train import evaluate, train
-    from pruner.data.loading import check_head, load_data
-    from pruner.model.apply import apply_candidate
+    from pruner.data.loading import load_data
     from pruner.model.checkpoint import Checkpoint, parse_genes, save_checkpoint
     from pruner.search.space import space_settings
 
@@ -268,23 +270,21 @@ def run_finetune(args: argparse.Namespace) -> int:
     ckpt = unpruned(load_model_arg(args))
     genes = parse_genes(args.candidate)
     data = load_data(args.data, ckpt.input_shape, train_limit=args.limit)
-    check_head(ckpt.model, ckpt.input_shape, data.num_classes)
-    space = ckpt.space(device.runtime, args.keep)
-    pruned = apply_candidate(ckpt.model, space, genes, block=device.runtime.block, norm="l2")
-    before = evaluate(pruned, data.val, torch_device)
-    train(pruned, data.train, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
-          val_loader=data.val, patience=args.patience, desc="finetune", device=torch_device)
-    after = evaluate(pruned, data.val, torch_device)
+    jcw = facade(args, device, ckpt, data, torch_device, predictor=False)
+    genes = jcw.genes(genes)
+    pruned = jcw.apply(genes, norm="l2")
+    before = jcw.evaluate(pruned)
+    jcw.finetune(pruned, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
+                 patience=args.patience)
+    after = jcw.evaluate(pruned)
     if not is_main_process():  # under torchrun every process holds the same weights; one writes them
         return 0
     out = save_checkpoint(args.out, Checkpoint(pruned.cpu(), ckpt.arch, ckpt.kwargs, ckpt.input_shape,
-                                               tuple(int(g) for g in genes), device.runtime.block, ckpt.source,
-                                               space_settings(space)))
-    record = provenance(ckpt, space, device, data.source) | {
-        "genes": [int(g) for g in genes],
-        "validation": {"before": {"loss": before.loss, "top1": before.top1},
-                       "after": {"loss": after.loss, "top1": after.top1}},
-    }
+                                               tuple(int(g) for g in genes), jcw.runtime.block, ckpt.source,
+                                               space_settings(jcw.space)))
+    record = {**jcw.provenance(), "predictor": None, "genes": [int(g) for g in genes],
+              "validation": {"before": {"loss": before.loss, "top1": before.top1},
+                             "after": {"loss": after.loss, "top1": after.top1}}}
     Path(f"{out}.json").write_text(json.dumps(record, indent=1))
     print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
           f" wrote {out} and {out}.json")
@@ -292,48 +292,26 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from predictor import persist
     from profiler.devices import get_device
-    from profiler.errors import UserError
-    from pruner.api import sidecar
-    from pruner.model.apply import apply_candidate
-    from pruner.model.checkpoint import parse_genes
-    from pruner.search.space import space_settings
 
     device = get_device(args.device, args.devices)
     ckpt = load_model_arg(args)
-    model, settings, genes = ckpt.model, ckpt.space_settings, ckpt.genes
     if args.candidate:
         unpruned(ckpt, "--candidate applies to an unpruned model")
-        space = ckpt.space(device.runtime, args.keep)
-        genes = parse_genes(args.candidate)
-        model, settings = apply_candidate(model, space, genes, block=device.runtime.block), space_settings(space)
-    predictor = persist.load(args.predictor, device, args.allow_other_device) if args.predictor else None
-    exported = _export(model, ckpt, device.runtime, predictor)
-    out = Path(args.out)
-    if out.suffix != exported.suffix:
-        raise UserError(f"{out}: device '{device.name}' runs {exported.suffix} models; use that suffix")
-    if args.require_sparse and not (exported.verdict or {}).get("sparse"):
-        why = exported.verdict["reason"] if exported.verdict else f"its runtime ({device.runtime}) has no sparse regime"
-        raise UserError(f"--require-sparse: XNNPACK will run {out.name} dense on '{device.name}': {why}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(exported.model)
-    predicted = None
-    if predictor:  # priced as `jcw predict` prices the file: read back as the device runs it
-        specs = exported.runtime.read_layers(exported.model, str(out))
-        predicted = predictor.predict_network(list(specs.values()))
-    record = {**provenance(ckpt, None, device, recorded_data(ckpt), args.predictor, predictor), "space": settings,
-              "genes": None if genes is None else [int(g) for g in genes]}
-    Path(f"{out}.json").write_text(json.dumps(sidecar(exported, ckpt.input_shape, predicted, record), indent=1))
-    kept_dense = [layer.name for layer in exported.layers if layer.pruned_density < 1 and layer.storage == "dense"]
-    sparse = sum(layer.storage == "sparse" for layer in exported.layers)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {exported.runtime}): {sparse} sparse layers"
+    jcw = facade(args, device, ckpt)
+    model_or_genes = args.candidate or jcw.model
+    out = jcw.export(model_or_genes, args.out, args.require_sparse, genes=ckpt.genes)
+    record = json.loads(Path(f"{out}.json").read_text())
+    kept_dense = [layer["name"] for layer in record["layers"]
+                  if layer["pruned_density"] < 1 and layer["storage"] == "dense"]
+    sparse = sum(layer["storage"] == "sparse" for layer in record["layers"])
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {record['runtime']}): {sparse} sparse layers"
           + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
-    if exported.verdict is not None:
-        mode = "sparse" if exported.verdict["sparse"] else "dense"
-        print(f"XNNPACK will run it {mode}: {exported.verdict['reason']}")
-    if predicted is not None:
-        print(f"predicted latency on {device.name}: {predicted:.3f} ms")
+    if record["xnnpack"] is not None:
+        mode = "sparse" if record["xnnpack"]["sparse"] else "dense"
+        print(f"XNNPACK will run it {mode}: {record['xnnpack']['reason']}")
+    if record["predicted_ms"] is not None:
+        print(f"predicted latency on {jcw.device.name}: {record['predicted_ms']:.3f} ms")
     return 0
 
 
@@ -364,7 +342,10 @@ def run_measure(args: argparse.Namespace) -> int:
         shown = f"{predicted:.3f}" if predicted else "-"
         print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")
     if out is not None:
-        write_measurements(out, rows, provenance(None, None, device, None, args.predictor, predictor))
+        about = {"device": device.name, "predictor": None if predictor is None else {
+            "path": str(Path(args.predictor).resolve()),
+            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on)}}
+        write_measurements(out, rows, about)
         print(f"wrote {out}")
     return 1 if any(row["error"] for row in rows) else 0
 
@@ -391,100 +372,14 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def unpruned(ckpt, why: str = "prune the unpruned model instead"):
-    """`ckpt` (a pruner.model.checkpoint.Checkpoint), refused if it is already pruned."""
-    from profiler.errors import UserError
-
-    if ckpt.genes is not None:
-        raise UserError(f"{ckpt.path} is already pruned; {why}")
-    return ckpt
-
-
-def provenance(ckpt, space, device, data: dict | None, predictor_path: str | None = None, predictor=None) -> dict:
-    """Where a run's inputs came from, as JSON values: the model (Checkpoint.provenance), its search space's
-    settings, the device, the data's source and the latency model (its file and the device it was fitted on)."""
-    from pruner.search.space import space_settings
-
-    record = {
-        "model": ckpt.provenance() if ckpt is not None else None,
-        "space": space_settings(space) if space is not None else None,
-        "device": device.name,
-        "data": data,
-        "predictor": None if predictor_path is None else {
-            "path": str(Path(predictor_path).resolve()),
-            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on),
-        },
-    }
-    return json.loads(json.dumps(record))  # tuples as lists, as read back
-
-
-def check_run(path: Path, record: dict) -> None:
-    """Record a search's inputs in its run directory, or refuse to resume a run of other inputs, naming the file."""
-    from profiler.errors import UserError
-
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise UserError(f"{path}: unreadable ({err}); use another run directory") from None
-        differ = [key for key in record if not isinstance(saved, dict) or saved.get(key) != record[key]]
-        if differ:
-            raise UserError(f"{path}: this run directory holds a search of another {', '.join(differ)}; resume it "
-                            "with the same settings or use another run directory")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
-
-
-def recorded_data(ckpt) -> dict | None:
-    """The data a fine-tuned checkpoint was trained on, from its sidecar (jcw finetune), if it has one."""
-    sidecar = Path(f"{ckpt.path}.json") if ckpt.path is not None else None
-    if sidecar is None or not sidecar.is_file():
-        return None
-    try:
-        return json.loads(sidecar.read_text()).get("data")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def first_images(loader, count: int) -> list:
-    """The first `count` images of `loader` as (images, labels) batches: the held-out set of the estimates."""
-    batches, taken = [], 0
-    for images, labels in loader:
-        batches.append((images[: count - taken], labels[: count - taken]))
-        taken += len(batches[-1][1])
-        if taken >= count:
-            break
-    return batches
-
-
-def check_exportable(model, input_shape: tuple[int, ...], device) -> None:
-    """Dry-run the export of an unpruned model (torch nn.Module) for `device` (profiler.devices.Device), so that a
-    model the exporter cannot lower is refused before any search time is spent; the exporter's error names the
-    module, its type and the operator."""
-    from pruner.deploy.export import ExportError, export
-
-    try:
-        export(model, input_shape, device.runtime)
-    except ExportError as err:
-        raise ExportError(f"the model cannot be exported for '{device.name}' ({device.runtime}), so nothing is "
-                          f"searched: {err}") from None
-
-
 def export_model(args: argparse.Namespace, runtime, predictor) -> bytes:
-    """The --model of `jcw predict` exported for `runtime` as `jcw export --predictor` writes it: the model file's
-    bytes."""
-    ckpt = load_model_arg(args)
-    return _export(ckpt.model, ckpt, runtime, predictor).model
-
-
-def _export(model, ckpt, runtime, predictor):
-    """`model` (the checkpoint's, or a candidate of it) exported for `runtime`, in the block its masks were made in;
-    with a `predictor` (a LatencyModel), sparse layers stored as the runtime's storage chooser says."""
+    """The --model of `jcw predict` exported for `runtime` (the measuring device's, or the predictor's) as
+    `jcw export --predictor` writes it, in the block a pruned checkpoint's masks were made in: the file's bytes."""
     import dataclasses
 
     from pruner.deploy.export import export
+    from pruner.model.checkpoint import load_model
 
+    ckpt = load_model(args.model, args.weights, args.input_shape)
     runtime = dataclasses.replace(runtime, block=ckpt.block or runtime.block)
-    chooser = runtime.storage_chooser(predictor.predict) if predictor else None
-    return export(model.eval(), ckpt.input_shape, runtime, chooser)
+    return export(ckpt.model.eval(), ckpt.input_shape, runtime, runtime.storage_chooser(predictor.predict)).model

@@ -17,23 +17,17 @@ import numpy as np
 import torch
 
 from jcw.report import busy_note, write_report
-from predictor import LatencyModel, load, save
-from profiler.devices import Device, get_device
-from profiler.measure import measure_files
+from predictor import LatencyModel, save
+from profiler.devices import get_device
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
-from pruner.accuracy.estimate import mnist_proxy_data, proxy_estimator
+from pruner import JCW
 from pruner.accuracy.hardware import resolve_device, set_threads
-from pruner.accuracy.train import Evaluation, evaluate, recalibrate_bn, train
+from pruner.accuracy.train import Evaluation, recalibrate_bn, train
 from pruner.data.mnist import load_mnist_sized
-from pruner.deploy.export import export
-from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pruner.model.reference import build_model
-from pruner.search.engine import SearchConfig
-from pruner.search.fronts import run_fronts
-from pruner.search.latency import CandidateLatency, device_latency, model_cluster, overhead_probes, profiling_plan
-from pruner.search.space import SearchSpace
+from pruner.search.latency import overhead_probes
 
 
 @dataclass(frozen=True)
@@ -82,34 +76,29 @@ def _train_model(path: Path, cfg: DemoConfig, data, device: torch.device) -> Che
     return load_checkpoint(save_checkpoint(path, Checkpoint(model.cpu().eval(), "mobilenet_v2", kwargs, shape)))
 
 
-def _export_and_measure(device: Device, models: dict[str, torch.nn.Module], shape, predictor, out: Path,
-                        passes: int) -> dict:
-    """Export each model for the device and time all of them, interleaved, in `passes` batches."""
-    chooser = device.runtime.storage_chooser(predictor.predict)
+def _export_and_measure(jcw: JCW, models: dict[str, torch.nn.Module], out: Path, passes: int) -> dict:
+    """Export each model for the device (JCW.exported) and time all of them, interleaved, in `passes` batches."""
     files, layers = [], {}
     out.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
-        exported = export(model.cpu().eval(), shape, device.runtime, chooser)
+        exported = jcw.exported(model)
         path = out / f"{name}{exported.suffix}"
         path.write_bytes(exported.model)
         files.append(path)
         layers[name] = exported.layers
-    measured = measure_files(device, files, passes=passes)
+    measured = jcw.measure_all(files, passes=passes)
     return {name: {"file": str(f), "bytes": f.stat().st_size, "layers": layers[name], **m}
             for (name, f), m in zip(zip(models, files, strict=True), measured, strict=True)}
 
 
 @dataclass
 class Prepared:
-    """What the search needs, from the cached first steps of the demo."""
+    """What the search needs, from the cached first steps of the demo: the facade over the trained model with its
+    device, predictor and data."""
 
-    device: Device
-    torch_device: torch.device
+    jcw: JCW
     data: dict
     base: Checkpoint
-    space: SearchSpace
-    predictor: LatencyModel
-    latency: CandidateLatency
     held_out: dict
 
 
@@ -123,12 +112,11 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     step(f"training MobileNetV2 x{cfg.width} on {cfg.train_images} MNIST images at {cfg.input_size}x{cfg.input_size}"
          " (cached in model.pt)")
     base = _train_model(out / "model.pt", cfg, data, torch_device)
-    space = base.space(device.runtime)
-    cluster = model_cluster(base.model, base.input_shape, device.runtime)
+    unpriced = JCW.from_checkpoint(base, device, torch_device=str(torch_device))
 
     step(f"profiling the model's kernels on '{device.name}' (resumes {out / 'results'})")
     store = ResultsStore(out / "results" / f"{device.name}.csv")
-    profile_device(device, profiling_plan(space, device.runtime, cfg.plan_candidates, cfg.seed, cluster), store)
+    profile_device(device, unpriced.plan(cfg.plan_candidates, cfg.seed), store)
 
     step("fitting the latency predictor (20% of the kernels held out to report its accuracy)")
     predictor_path, held_out_path = out / "predictor.zip", out / "predictor_accuracy.json"
@@ -137,20 +125,19 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     held_out = json.loads(held_out_path.read_text())
 
     step("fitting the per-network overhead from end-to-end measurements")
-    if predictor_path.exists():
-        predictor = load(predictor_path)
-    else:
+    if not predictor_path.exists():
         predictor = LatencyModel.fit(store.table)
         rng = np.random.default_rng(cfg.seed + 1)
-        genes = overhead_probes(space, cluster, cfg.overhead_candidates, rng)  # both regimes on XNNPACK
-        probes = {"full": base.model, **{f"probe{i}": apply_candidate(base.model, space, x, device.runtime.block)
-                                        for i, x in enumerate(genes)}}
-        runs = _export_and_measure(device, probes, base.input_shape, predictor, out / "probes", cfg.measure_passes)
+        genes = overhead_probes(unpriced.space, unpriced.cluster, cfg.overhead_candidates, rng)  # both regimes
+        probes = {"full": base.model, **{f"probe{i}": unpriced.apply(x) for i, x in enumerate(genes)}}
+        fitting = JCW.from_checkpoint(base, device, predictor=predictor, torch_device=str(torch_device))
+        runs = _export_and_measure(fitting, probes, out / "probes", cfg.measure_passes)
         ok = [r for r in runs.values() if "latency_ms" in r]
         predictor.fit_overhead([[layer.spec for layer in r["layers"]] for r in ok], [r["latency_ms"] for r in ok])
         save(predictor, predictor_path)
-    latency = device_latency(space, base.model, base.input_shape, device.runtime, predictor)
-    return Prepared(device, torch_device, data, base, space, predictor, latency, held_out)
+    loaders = (data["train"].loader(64, shuffle=True, seed=cfg.seed), data["val"].loader(500))
+    jcw = JCW.from_checkpoint(base, device, predictor=predictor_path, data=loaders, torch_device=str(torch_device))
+    return Prepared(jcw, data, base, held_out)
 
 
 def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> Path:
@@ -160,22 +147,20 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=1))
     step = Steps(10)
     p = prepare(out, cfg, step)
-    device, data, base, space, predictor, latency = p.device, p.data, p.base, p.space, p.predictor, p.latency
-    torch_device = p.torch_device
+    jcw, data, base = p.jcw, p.data, p.base
+    device, space, latency = jcw.device, jcw.space, jcw.latency
+    test = data["test"].loader(1000)
     full_path = out / "model.accuracy.json"
     if not full_path.exists():
-        full_path.write_text(json.dumps(asdict(evaluate(base.model, data["test"].loader(1000), torch_device))))
+        full_path.write_text(json.dumps(asdict(jcw.evaluate(base.model, test))))
     full_eval = Evaluation(**json.loads(full_path.read_text()))
 
     step(f"searching: joint, channel-only, weight-only ({cfg.generations} generations of {cfg.population}) "
          "and uniform widths")
-    estimator = proxy_estimator(base.model, space, mnist_proxy_data(data, cfg.val_size, cfg.bn_batches),
-                                device.runtime.block, device=torch_device)
     smallest, largest = latency(np.vstack([space.lower, space.upper]))
     budgets = [round(smallest + f * (largest - smallest), 4) for f in cfg.budget_fractions]
-    config = SearchConfig(n_gen=cfg.generations, pop_size=cfg.population, seed=cfg.seed)
-    fronts = run_fronts(space, latency, estimator, out / "search", config, budgets, repair=latency.repair,
-                        weight_stage=device.runtime.weight_stage)
+    fronts = jcw.search(budgets, out / "search", cfg.generations, cfg.population, val_images=cfg.val_size,
+                        bn_batches=cfg.bn_batches, seed=cfg.seed)
 
     step("fine-tuning the best candidate under each budget, masks fixed")
     tuned, seen = {}, set()
@@ -185,17 +170,16 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         seen.add(row.genes)
         name = f"under_{row.budget_ms:g}ms"
         path = out / "finetuned" / f"{name}.pt"
-        genes = np.array([int(g) for g in row.genes.split(",")])
+        genes = jcw.genes(row.genes)
         if path.exists() and load_checkpoint(path).genes != tuple(genes):  # another search picked another one
             for stale in path.parent.glob(f"{name}.*"):
                 stale.unlink()
         if not path.exists():
-            pruned = apply_candidate(base.model, space, genes, device.runtime.block, norm="l2")
             torch.manual_seed(cfg.seed)
-            train(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images),
-                  cfg.finetune_epochs, lr=1e-3, desc=f"finetune {name}", device=torch_device)
+            loader = data["train"].loader(64, shuffle=True, seed=cfg.seed + 2, limit=cfg.finetune_images)
+            pruned = jcw.finetune(genes, cfg.finetune_epochs, lr=1e-3, loader=loader)
             save_checkpoint(path, Checkpoint(pruned.cpu(), base.arch, base.kwargs, base.input_shape, tuple(genes),
-                                             device.runtime.block))
+                                             jcw.runtime.block))
         tuned[name] = (row, load_checkpoint(path))
 
     step("evaluating before and after fine-tuning on the MNIST test split")
@@ -204,25 +188,22 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
         genes = np.array(ckpt.genes)
         cached = out / "finetuned" / f"{name}.accuracy.json"
         if not cached.exists():
-            pruned = apply_candidate(base.model, space, genes, device.runtime.block)
+            pruned = jcw.apply(genes)
             recalibrate_bn(pruned, data["train"].loader(64, shuffle=True, seed=cfg.seed), cfg.bn_batches,
-                           torch_device)
-            accuracy = {"before": evaluate(pruned, data["test"].loader(1000), torch_device),
-                        "after": evaluate(ckpt.model, data["test"].loader(1000), torch_device)}
+                           jcw.torch_device)
+            accuracy = {"before": jcw.evaluate(pruned, test), "after": jcw.evaluate(ckpt.model, test)}
             cached.write_text(json.dumps({k: asdict(v) for k, v in accuracy.items()}))
         accuracy = {k: Evaluation(**v) for k, v in json.loads(cached.read_text()).items()}
         results[name] = {"row": row, "ckpt": ckpt, **accuracy, "table": space.table(genes)}
 
     step(f"exporting for {device.runtime.name} and measuring end to end on '{device.name}'")
-    runs = _export_and_measure(device, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},
-                               base.input_shape, predictor, out / "exported", cfg.measure_passes)
-    for run in runs.values():
-        run["predicted_ms"] = predictor.predict_network([layer.spec for layer in run["layers"]])
+    runs = _export_and_measure(jcw, {"full": base.model, **{n: r["ckpt"].model for n, r in results.items()}},
+                               out / "exported", cfg.measure_passes)
 
     step("writing the report")
     if note := busy_note(runs):
         print(note.replace("**", ""), flush=True)
-    report = write_report(out, device, cfg, full_eval, p.held_out, predictor.overhead, fronts, results, runs)
+    report = write_report(out, device, cfg, full_eval, p.held_out, jcw.predictor.overhead, fronts, results, runs)
     step(f"done: {report}")
     return report
 

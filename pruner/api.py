@@ -13,7 +13,7 @@ overhead, the density floors and the joint method's weight stage.
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,64 +22,105 @@ import numpy as np
 import torch
 from torch import nn
 
+from predictor.latency import LatencyModel
 from predictor.persist import load
 from profiler.devices import Device, get_device
 from profiler.errors import UserError
+from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
-from pruner.accuracy.estimate import proxy_data, proxy_estimator
+from pruner.accuracy.estimate import first_images, proxy_data, proxy_estimator
 from pruner.accuracy.hardware import init_distributed, resolve_device
-from pruner.accuracy.train import train
-from pruner.data.loading import check_head, class_count, load_data
+from pruner.accuracy.supernet import SupernetEstimator, build_supernet
+from pruner.accuracy.train import Evaluation, evaluate, train
+from pruner.data.loading import ImageData, check_head, class_count, load_data
 from pruner.deploy.export import Exported, export
 from pruner.model.apply import apply_candidate
-from pruner.model.checkpoint import parse_genes
+from pruner.model.checkpoint import Checkpoint, parse_genes, recorded_data
 from pruner.model.graph import analyze
 from pruner.search.engine import SearchConfig
 from pruner.search.fronts import METHODS, Fronts, run_fronts
-from pruner.search.latency import device_latency
+from pruner.search.latency import CandidateLatency, device_latency, profiling_plan
 from pruner.search.space import SearchSpace, density_bounds, space_settings
+from pruner.search.state import check_run
 
 Genes = str | Sequence[int] | np.ndarray  # a `genes` cell of pareto.csv / budgets.csv, or grid indices
+Data = tuple[Iterable, Iterable] | ImageData | str  # (train_loader, val_loader), loaded data or a load_data spec
 
 
 class JCW:
-    """A trained classifier, the device it will run on and its data: search, prune, fine-tune, export, measure.
+    """A trained classifier and the device it will run on: plan, search, prune, fine-tune, export, measure.
 
     `example_inputs` is one input batch (its shape is used: (1, C, H, W)) or that shape. `predictor` is a latency
-    model file fitted on `device` (`jcw fit`); one of another device is refused unless `allow_other_device`.
-    `data` is (train_loader, val_loader) of (images, labels), or a spec of pruner.data.loading.load_data ("mnist",
-    "imagefolder:DIR", "FILE.py:factory"); the class count it gives must match the model's head. The search
-    estimates accuracy on `val_loader`, so keep the test split out of it. `keep` holds globs of layer names left
-    at full width and density. `torch_device` ("auto", "cpu", "cuda[:N]", "mps") is where candidates are scored and
-    fine-tuned; under torchrun, fine-tuning is data-parallel. `devices` is the devices file (None: ./devices.yaml,
-    else the one in the user's config directory).
+    model file (or a fitted LatencyModel) of `device` (`jcw fit`); one of another device is refused unless
+    `allow_other_device`; without one, the search and the export's price are unavailable. `data` is (train_loader,
+    val_loader) of (images, labels), an ImageData or a spec of pruner.data.loading.load_data ("mnist",
+    "imagefolder:DIR", "FILE.py:factory"); the class count it gives must match the model's head. The search estimates
+    accuracy on `val_loader`, so keep the test split out of it. `keep` holds globs of layer names left at full width
+    and density. `torch_device` ("auto", "cpu", "cuda[:N]", "mps") is where candidates are scored and fine-tuned;
+    under torchrun, fine-tuning is data-parallel. `devices` is the devices file (None: ./devices.yaml, else the one
+    in the user's config directory). `origin` is the model's provenance record (`from_checkpoint` gives the
+    checkpoint's), `settings` the search space's grids and bounds, when not the defaults, and `block` the sparsity
+    block a pruned model's masks were made in, when not the device's.
     """
 
     def __init__(
         self,
         model: nn.Module,
         example_inputs: torch.Tensor | Sequence[int],
-        device: str,
-        predictor: str | Path,
-        data: tuple[Iterable, Iterable] | str,
+        device: str | Device,
+        predictor: str | Path | LatencyModel | None = None,
+        data: Data | None = None,
         keep: Sequence[str] = (),
         torch_device: str = "auto",
         devices: str | Path | None = None,
         allow_other_device: bool = False,
+        origin: dict | None = None,
+        settings: dict | None = None,
+        block: str | None = None,
     ):
         self.model = model.eval()
         shape = example_inputs.shape if isinstance(example_inputs, torch.Tensor) else example_inputs
         self.input_shape = (1, *(int(v) for v in tuple(shape)[-3:]))
-        self.device: Device = get_device(device, devices)
-        self.predictor_path = Path(predictor)
-        self.predictor = load(predictor, self.device, allow_other_device)
+        self.device: Device = device if isinstance(device, Device) else get_device(device, devices)
+        self.runtime = dataclasses.replace(self.device.runtime, block=block) if block else self.device.runtime
+        self.origin = origin or {"kind": "python", "class": type(model).__qualname__,
+                                 "input_shape": self.input_shape[1:]}
+        self.predictor_path = None if predictor is None or isinstance(predictor, LatencyModel) else Path(predictor)
+        self.predictor = predictor if self.predictor_path is None else load(predictor, self.device,
+                                                                              allow_other_device)
         self.train_loader, self.val_loader, self.data_source = _loaders(data, self.model, self.input_shape)
         self.torch_device = init_distributed(resolve_device(torch_device))
-        self.runtime = self.device.runtime
-        export(self.model, self.input_shape, self.runtime)  # unexportable: refused now
-        self.space = SearchSpace(analyze(self.model, self.input_shape),
-                                 density_bounds=density_bounds(self.runtime), keep=tuple(keep))
-        self.latency = device_latency(self.space, self.model, self.input_shape, self.runtime, self.predictor)
+        try:  # unexportable: refused now, before any work
+            exported = export(self.model, self.input_shape, self.runtime)
+        except UserError as err:
+            raise type(err)(f"the model cannot be exported for '{self.device.name}' ({self.runtime}), so nothing is "
+                            f"searched: {err}") from None
+        self.cluster = self.runtime.cluster([layer.name for layer in exported.layers], exported.analysis)
+        settings = settings or {"density_bounds": density_bounds(self.runtime)}
+        keeps = tuple(dict.fromkeys([*settings.get("keep", ()), *keep]))
+        self.settings = {**settings, "keep": list(keeps)}
+        self.space: SearchSpace | None = None  # a pruned model (weight masks attached) is exported, not searched
+        self.latency: CandidateLatency | None = None
+        if not any(hasattr(m, "weight_mask") for m in self.model.modules()):
+            self.space = SearchSpace(analyze(self.model, self.input_shape), **{**settings, "keep": keeps})
+            self.settings = space_settings(self.space)
+            if self.predictor is not None:
+                self.latency = device_latency(self.space, self.predictor, self.runtime.block, self.cluster)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Checkpoint, device: str | Device, **kwargs) -> JCW:
+        """The facade over a jcw checkpoint's model: its input shape, provenance and search-space settings, and, for
+        a pruned one, the sparsity block its masks were made in."""
+        jcw = cls(ckpt.model, ckpt.input_shape, device, origin=ckpt.provenance(), settings=ckpt.space_settings,
+                  block=ckpt.block, **kwargs)
+        if jcw.data_source is None:
+            jcw.data_source = recorded_data(ckpt)
+        return jcw
+
+    def plan(self, candidates: int = 24, seed: int = 0) -> list[KernelSpec]:
+        """The kernels a predictor for this model's search must have seen on the device (search.latency's
+        profiling plan), to measure with `jcw profile` or profiler.profile.profile_device."""
+        return profiling_plan(self._space(), self.runtime, candidates, seed, self.cluster)
 
     def search(
         self,
@@ -88,37 +129,68 @@ class JCW:
         generations: int = 32,
         population: int = 64,
         methods: Sequence[str] = METHODS,
-        val_batches: int | None = None,
+        val_images: int | None = None,
         bn_batches: int = 10,
+        estimator: str = "proxy",
+        supernet_steps: int = 300,
+        retrain_steps: int = 0,
+        survival: str = "jcw",
+        weight_stage: float | None = None,
         workers: int = 1,
+        threads: int | None = None,
         seed: int = 0,
     ) -> Fronts:
         """The accuracy-latency fronts of each method and the best joint candidate under each budget (ms), written
-        to `out` (pareto.csv, budgets.csv, fronts.png, ...; an interrupted search resumes from it).
+        to `out` (pareto.csv, budgets.csv, fronts.png, ...; an interrupted search resumes from it, and a directory of
+        a search of other inputs is refused, naming its run.json).
 
-        Accuracy is the proxy estimate: each candidate's pruned copy, BatchNorm recalibrated on `bn_batches`
-        training batches, scored on the first `val_batches` validation batches (all when None), on `workers`
-        processes. summary.json holds the run's provenance."""
-        held_out = self.val_loader if val_batches is None else itertools.islice(self.val_loader, val_batches)
+        Accuracy is estimated on the first `val_images` validation images (all when None), each candidate's
+        BatchNorm recalibrated on `bn_batches` training batches: `estimator` "proxy" applies the candidate to the
+        trained model; "supernet" trains JCW's weight-sharing supernet `supernet_steps` sandwich steps first (and
+        `retrain_steps` more per generation). Scores run on `workers` processes with `threads` torch threads.
+        `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's)."""
+        if self.latency is None or self.train_loader is None:
+            raise UserError("the search needs an unpruned model, a predictor and data: JCW(..., predictor=..., "
+                            "data=...)")
+        record = self.provenance()
+        check_run(Path(out) / "run.json", record)
+        held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
         data = proxy_data(self.train_loader, held_out, bn_batches)
-        estimator = proxy_estimator(self.model, self.space, data, self.runtime.block, device=self.torch_device,
-                                    workers=workers)
+        retrain = None
+        if estimator == "proxy":
+            scores = proxy_estimator(self.model, self.space, data, self.runtime.block, threads, self.torch_device,
+                                     workers)
+        elif estimator == "supernet":
+            supernet = build_supernet(self.model, self.space, self.runtime.block, self.torch_device)
+            scores = SupernetEstimator(supernet, data, self.train_loader, seed=seed, threads=threads, workers=workers)
+            scores.train(supernet_steps)
+            if retrain_steps:
+                def retrain(X: np.ndarray) -> None:
+                    scores.retrain(X, retrain_steps)
+        else:
+            raise UserError(f"estimator {estimator!r}: expected 'proxy' or 'supernet'")
+        config = SearchConfig(n_gen=generations, pop_size=population, survival=survival, seed=seed)
+        stage = self.runtime.weight_stage if weight_stage is None else weight_stage
         try:
-            return run_fronts(self.space, self.latency, estimator, out,
-                              SearchConfig(n_gen=generations, pop_size=population, seed=seed), budgets, methods,
-                              repair=self.latency.repair, weight_stage=self.runtime.weight_stage,
-                              record=self.provenance())
+            return run_fronts(self.space, self.latency, scores, out, config, budgets, methods, on_generation=retrain,
+                              repair=self.latency.repair, weight_stage=stage, record=record)
         finally:
-            estimator.close()
+            scores.close()  # the worker processes, if any
 
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
         through training). `norm` ranks weight blocks: "l1" as the search scores candidates, "l2" to fine-tune."""
-        return apply_candidate(self.model, self.space, self._checked(genes), self.runtime.block, norm=norm)
+        return apply_candidate(self.model, self.space, self.genes(genes), self.runtime.block, norm=norm)
 
-    def _checked(self, genes: Genes) -> np.ndarray:
+    def genes(self, genes: Genes) -> np.ndarray:
         """Grid indices from a `genes` cell or a vector, checked against the space (one-line errors)."""
-        return self.space.check(parse_genes(genes) if isinstance(genes, str) else genes)
+        return self._space().check(parse_genes(genes) if isinstance(genes, str) else genes)
+
+    def _space(self) -> SearchSpace:
+        if self.space is None:
+            raise UserError("the model is already pruned (it carries weight masks): plan, search and prune the "
+                            "unpruned one")
+        return self.space
 
     def finetune(
         self,
@@ -126,56 +198,82 @@ class JCW:
         epochs: int = 1,
         lr: float | None = None,
         optimizer: str = "adam",
+        schedule: str = "cosine",
         patience: int | None = None,
+        loader: Iterable | None = None,
     ) -> nn.Module:
-        """A candidate (its genes, or a model from `apply`) trained on the training loader with its weight masks
-        fixed, on the torch device; with `patience`, early-stopped on the validation loss (best weights kept)."""
+        """A candidate (its genes, or a model from `apply`) trained on `loader` (None: the training loader) with its
+        weight masks fixed, on the torch device; with `patience`, early-stopped on the validation loss (best weights
+        kept)."""
         model = genes_or_model if isinstance(genes_or_model, nn.Module) else self.apply(genes_or_model, norm="l2")
-        train(model, self.train_loader, epochs, lr=lr, optimizer=optimizer, val_loader=self.val_loader,
-              patience=patience, desc="finetune", device=self.torch_device)
+        train(model, self.train_loader if loader is None else loader, epochs, lr=lr, optimizer=optimizer,
+              schedule=schedule, val_loader=self.val_loader, patience=patience, desc="finetune",
+              device=self.torch_device)
         return model.eval()
 
-    def export(self, model_or_genes: nn.Module | Genes, path: str | Path) -> Path:
+    def evaluate(self, model: nn.Module, loader: Iterable | None = None) -> Evaluation:
+        """Mean cross-entropy and top-1 of `model` on `loader` (None: the validation loader), on the torch device."""
+        return evaluate(model, self.val_loader if loader is None else loader, self.torch_device)
+
+    def exported(self, model_or_genes: nn.Module | Genes) -> Exported:
+        """The model (or the candidate of `genes`) as the device's runtime runs it, not yet written; on a runtime
+        that says so (the built-in kernels) a sparse layer is stored dense where the predictor says dense is faster."""
+        model = model_or_genes if isinstance(model_or_genes, nn.Module) else self.apply(model_or_genes)
+        chooser = self.runtime.storage_chooser(self.predictor.predict) if self.predictor is not None else None
+        return export(model.cpu().eval(), self.input_shape, self.runtime, chooser)
+
+    def export(self, model_or_genes: nn.Module | Genes, path: str | Path, require_sparse: bool = False,
+               genes: Sequence[int] | None = None) -> Path:
         """Write the model file the device runs (.tflite or .onnx, by the device) and `path`.json beside it: the
-        provenance (with the genes, when given), runtime, its sparse verdict, predicted latency and the layers as
-        stored. A model is moved to the CPU. Where the runtime says so (the built-in kernels), a sparse layer is
-        stored dense where the predictor says dense is faster."""
-        genes = None if isinstance(model_or_genes, nn.Module) else self._checked(model_or_genes)
-        model = model_or_genes if genes is None else self.apply(genes)
-        chooser = self.runtime.storage_chooser(self.predictor.predict)
-        exported = export(model.cpu().eval(), self.input_shape, self.runtime, chooser)
+        provenance (with the genes, when given, or `genes`, the candidate a given model is), runtime, its sparse
+        verdict, predicted latency (with a predictor) and the layers as stored. A model is moved to the CPU.
+        `require_sparse` refuses a file the runtime would not run in its sparse regime (XNNPACK), naming why."""
+        if not isinstance(model_or_genes, nn.Module):
+            genes = self.genes(model_or_genes)
+        exported = self.exported(model_or_genes if isinstance(model_or_genes, nn.Module) else genes)
         path = Path(path)
         if path.suffix != exported.suffix:
             raise UserError(f"{path}: device '{self.device.name}' runs {exported.suffix} models; use that suffix")
+        if require_sparse and not (exported.verdict or {}).get("sparse"):
+            verdict = exported.verdict or {"reason": f"its runtime ({self.runtime}) has no sparse regime"}
+            why = verdict["reason"]
+            raise UserError(f"--require-sparse: XNNPACK will run {path.name} dense on '{self.device.name}': {why}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(exported.model)
-        specs = self.runtime.read_layers(exported.model, str(path))
-        predicted = self.predictor.predict_network(list(specs.values()))
+        predicted = None
+        if self.predictor is not None:  # priced as `jcw predict` prices the file: read back as the device runs it
+            layers = self.runtime.read_layers(exported.model, str(path))
+            predicted = self.predictor.predict_network(list(layers.values()))
         record = {**self.provenance(), "genes": None if genes is None else [int(g) for g in genes]}
         Path(f"{path}.json").write_text(json.dumps(sidecar(exported, self.input_shape, predicted, record), indent=1))
         return path
 
     def provenance(self) -> dict:
-        """Where a run's inputs came from, as JSON values (summary.json, export sidecars): the model's class and
-        input shape, the search space's settings, the device, the data's source and the predictor's file and device."""
-        fitted_on = self.predictor.fitted_on
-        record = {
-            "model": {"kind": "python", "class": type(self.model).__qualname__, "input_shape": self.input_shape[1:]},
-            "space": space_settings(self.space), "device": self.device.name, "data": self.data_source,
-            "predictor": {"path": str(self.predictor_path.resolve()),
-                          "fitted_on": vars(fitted_on) if fitted_on else None},
-        }
+        """Where a run's inputs came from, as JSON values (run.json, summary.json, export sidecars): the model's
+        origin, the search space's settings, the device, the data's source and the predictor's file and device."""
+        fitted_on = self.predictor.fitted_on if self.predictor is not None else None
+        predictor = None if self.predictor is None else {
+            "path": str(self.predictor_path.resolve()) if self.predictor_path else None,
+            "fitted_on": vars(fitted_on) if fitted_on else None}
+        record = {"model": self.origin, "space": self.settings, "device": self.device.name,
+                  "data": self.data_source, "predictor": predictor}
         return json.loads(json.dumps(record))  # tuples as lists, as read back
 
     def measure(self, path: str | Path, passes: int = 3) -> dict:
         """Time a model file end to end on the device: {"file", "latency_ms", "predicted_ms", "iqr_ms", "cv",
-        "runs", "passes"}, the prediction from the file read back as the device runs it."""
-        specs = self.runtime.read_file(path)
-        predicted = self.predictor.predict_network(list(specs.values()))
-        result = measure_files(self.device, [path], passes)[0]
+        "runs", "passes"}, the prediction (with a predictor) from the file read back as the device runs it."""
+        (result,) = self.measure_all([path], passes)
         if "error" in result:
             raise UserError(f"{path}: measuring on '{self.device.name}' failed: {result['error'].splitlines()[0]}")
-        return {**result, "predicted_ms": predicted}
+        return result
+
+    def measure_all(self, paths: Sequence[str | Path], passes: int = 3) -> list[dict]:
+        """`measure` of several files interleaved in each pass; a file that fails has {"file", "error"} (and its
+        prediction) instead of failing the batch."""
+        predicted = [self.predictor.predict_network(list(self.runtime.read_file(p).values()))
+                     if self.predictor is not None else None for p in paths]  # before any time is spent
+        return [{**r, "predicted_ms": p} for r, p in zip(measure_files(self.device, list(paths), passes), predicted,
+                                                          strict=True)]
 
 
 def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:
@@ -190,13 +288,16 @@ def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float 
     }
 
 
-def _loaders(data: tuple[Iterable, Iterable] | str, model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
-    """(train_loader, val_loader, where the data came from) from the loaders or a load_data spec, the model's head
-    checked against the data's class count (pruner.data.loading.class_count)."""
+def _loaders(data: Data | None, model: nn.Module, input_shape: tuple[int, ...]) -> tuple:
+    """(train_loader, val_loader, where the data came from) from the loaders, loaded data or a load_data spec, the
+    model's head checked against the data's class count (pruner.data.loading.class_count); Nones without data."""
+    if data is None:
+        return None, None, None
     if isinstance(data, str):
-        loaded = load_data(data, input_shape)
-        check_head(model, input_shape, loaded.num_classes)
-        return loaded.train, loaded.val, loaded.source
+        data = load_data(data, input_shape)
+    if isinstance(data, ImageData):
+        check_head(model, input_shape, data.num_classes)
+        return data.train, data.val, data.source
     if not isinstance(data, tuple | list) or len(data) != 2:
         raise UserError(f"data must be (train_loader, val_loader) or a dataset spec, got {type(data).__name__}")
     check_head(model, input_shape, class_count(*data))

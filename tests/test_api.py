@@ -77,7 +77,7 @@ def test_model_to_measured_file(setup):
     assert jcw.space.lower[kept] == jcw.space.upper[kept]
 
     full_ms = float(jcw.latency(jcw.space.full()[None])[0])
-    fronts = jcw.search(budgets=[0.9 * full_ms], out=d / "search", generations=2, population=8, val_batches=1)
+    fronts = jcw.search(budgets=[0.9 * full_ms], out=d / "search", generations=2, population=8, val_images=256)
     assert {"joint", "channel-only", "weight-only", "uniform"} <= set(fronts.fronts)
     assert (d / "search" / "pareto.csv").is_file() and (d / "search" / "budgets.csv").is_file()
     summary = json.loads((d / "search" / "summary.json").read_text())

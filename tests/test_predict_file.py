@@ -92,7 +92,8 @@ def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(set
     result = json.loads((tmp_path / "p.json").read_text())
 
     predictor = persist.load(predictor_path)
-    price = device_latency(ckpt.space(device.runtime), ckpt.model, ckpt.input_shape, device.runtime, predictor)
+    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
+    price = device_latency(ckpt.space(device.runtime), predictor, device.runtime.block, cluster)
     assert result["predicted_ms"] == pytest.approx(float(price(genes[None])[0]), rel=2e-3)
     assert [r["layer"] for r in result["layers"]] == [layer["name"] for layer in sidecar["layers"]]
     assert f"predicted total on '{device_name}'" in printed and f"{result['predicted_ms']:.4f} ms" in printed

@@ -13,11 +13,10 @@ import torch
 from torch import nn
 
 from jcw.cli import main
-from jcw.commands import check_exportable
 from predictor import persist
 from predictor.latency import LatencyModel, Target
-from profiler.devices import get_device
 from profiler.errors import UserError
+from pruner import JCW
 from pruner.deploy.export import ExportError
 from pruner.model.checkpoint import Checkpoint, format_genes, save_checkpoint
 from pruner.model.reference import build_model
@@ -130,8 +129,8 @@ class Upscaled(nn.Module):
 
 def test_a_model_the_exporter_cannot_lower_is_refused_before_searching():
     with pytest.raises(ExportError) as err:
-        check_exportable(Upscaled(), (1, 1, 8, 8), get_device("local-sparse"))
+        JCW(Upscaled(), (1, 1, 8, 8), device="local-sparse")
     assert str(err.value).startswith("the model cannot be exported for 'local-sparse' (builtin), so nothing is "
                                      "searched: module 'shuffle' (nn.PixelShuffle) is not supported")
-    check_exportable(build_model("mobilenet_v2", num_classes=10, in_channels=1, width_mult=0.35), (1, 1, 32, 32),
-                     get_device("local"))
+    model = build_model("mobilenet_v2", num_classes=10, in_channels=1, width_mult=0.35)
+    assert JCW(model, (1, 1, 32, 32), device="local").space.n_var > 0

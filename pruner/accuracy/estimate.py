@@ -78,6 +78,17 @@ def proxy_data(calibration: Iterable, held_out: Iterable, bn_batches: int = 10) 
     return ProxyData(list(itertools.islice(calibration, bn_batches)), list(held_out))
 
 
+def first_images(loader: Iterable, count: int) -> Batches:
+    """The first `count` images of `loader` as (images, labels) batches: the held-out set of the estimates."""
+    batches, taken = [], 0
+    for images, labels in loader:
+        batches.append((images[: count - taken], labels[: count - taken]))
+        taken += len(batches[-1][1])
+        if taken >= count:
+            break
+    return batches
+
+
 def mnist_proxy_data(
     splits: Mapping[str, Split], val_size: int = 1000, bn_batches: int = 10, batch_size: int = 64, seed: int = 0
 ) -> ProxyData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,3 +209,14 @@ def parse_genes(text: str) -> np.ndarray:
 
 def format_genes(x: np.ndarray) -> str:
     return ",".join(str(int(v)) for v in x)
+
+
+def recorded_data(ckpt: Checkpoint) -> dict | None:
+    """The data a fine-tuned checkpoint was trained on, from its sidecar (`jcw finetune`'s CKPT.json), if it has one."""
+    sidecar = Path(f"{ckpt.path}.json") if ckpt.path is not None else None
+    if sidecar is None or not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None

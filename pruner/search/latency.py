@@ -33,15 +33,12 @@ def model_cluster(model: nn.Module, input_shape: tuple[int, ...], runtime: Runti
     return runtime.cluster([layer.name for layer in exported.layers], exported.analysis)
 
 
-def device_latency(
-    space: SearchSpace, model: nn.Module, input_shape: tuple[int, ...], runtime: Runtime, predictor
-) -> CandidateLatency:
-    """The search's price on a device: `predictor` (a predictor.LatencyModel) with its per-network overhead and the
-    model's cluster on its runtime."""
+def device_latency(space: SearchSpace, predictor, block: str, cluster: SparseCluster | None) -> CandidateLatency:
+    """The search's price on a device: `predictor` (a predictor.LatencyModel) with its per-network overhead, the
+    device's sparsity `block` and the model's `cluster` on its runtime (`model_cluster`)."""
     n = len(space.graph.layers)
     sparse = predictor.sparse_overhead(n) if predictor.sparse_overhead is not None else None
-    return CandidateLatency(space, predictor.predict, runtime.block, predictor.overhead(n),
-                            model_cluster(model, input_shape, runtime), sparse)
+    return CandidateLatency(space, predictor.predict, block, predictor.overhead(n), cluster, sparse)
 
 
 def overhead_probes(space: SearchSpace, cluster: SparseCluster | None, n: int, rng: np.random.Generator) -> np.ndarray:

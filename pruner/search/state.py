@@ -138,3 +138,20 @@ def refuse_old_checkpoint(run_dir: Path) -> None:
     if (run_dir / OLD_CHECKPOINT).exists():
         raise CheckpointError(f"{run_dir / OLD_CHECKPOINT}: a pickled checkpoint of an older jcw, not read "
                               "(unpickling can run code); use another run directory")
+
+
+def check_run(path: Path, record: dict) -> None:
+    """Record a search's inputs (`record`, JSON values) in its run directory's `path` (run.json), or refuse to resume
+    a run of other inputs, naming the file."""
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: unreadable ({err}); use another run directory") from None
+        differ = [key for key in record if not isinstance(saved, dict) or saved.get(key) != record[key]]
+        if differ:
+            raise UserError(f"{path}: this run directory holds a search of another {', '.join(differ)}; resume it "
+                            "with the same settings or use another run directory")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
