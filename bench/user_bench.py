@@ -122,7 +122,7 @@ def main() -> None:
     watch.wrap(pruner.accuracy.estimate, "recalibrate_bn", "BN recalibration")
     watch.wrap(pruner.accuracy.estimate, "evaluate", "evaluation")
     watch.wrap(CandidateLatency, "__call__", "pricing (predictor)")
-    watch.wrap(CandidateLatency, "densify", "repair (dense where faster)")
+    watch.wrap(CandidateLatency, "repair", "repair (dense where faster)")
     watch.wrap(pruner.search.fronts, "_write", "writing pareto.csv, plots")
 
     data = load_data(f"imagefolder:{root}", (3, SIZE, SIZE), batch_size=BATCH)  # lists the files, reads none
