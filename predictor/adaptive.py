@@ -156,20 +156,8 @@ def sample(
     not yet measured rows, for benchmarks; it never steers sampling. Fits use one thread (faster
     than oversubscribed OpenMP on small tables).
     """
-    if strategy not in STRATEGIES:
-        raise UserError(f"unknown sampling strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
-    if kind not in MODELS:
-        raise UserError(f"unknown model kind '{kind}'; choose one of {', '.join(MODELS)}")
     pool = list({s.key(): s for s in pool}.values())
-    budget = min(budget, len(pool))
-    holdout = holdout if holdout is not None else max(5, budget // 5)
-    initial = initial if initial is not None else max(5, budget // 5)
-    step = step if step is not None else max(2, budget // 20)
-    if holdout < 5 or initial < 2 or step < 1 or holdout + initial > budget:
-        raise UserError(
-            f"adaptive sampling: need holdout >= 5, initial >= 2, step >= 1 and holdout + initial <= budget "
-            f"(= {budget}, the pool has {len(pool)} kernels); got holdout {holdout}, initial {initial}, step {step}"
-        )
+    budget, holdout, initial, step = _sizes(strategy, kind, len(pool), budget, holdout, initial, step)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(pool))
     remaining = list(order[holdout + initial :])
@@ -208,14 +196,8 @@ def sample(
         if reason:
             break
         n = min(step, budget - tried, len(remaining))
-        if strategy == "random":
-            picks = list(range(n))
-        else:
-            cands = pool_frame.iloc[remaining].reset_index(drop=True)
-            spread, oob = _ensemble(train, cands, kind, members, rng)
-            picks = _near_misses(train, oob, cands, n // 2)
-            spread[picks] = -np.inf
-            picks += [int(i) for i in np.argsort(-spread)[: n - len(picks)]]
+        picks = list(range(n)) if strategy == "random" else _next_picks(train, pool_frame.iloc[remaining], n, kind,
+                                                                         members, rng)
         chosen, picked = [remaining[i] for i in picks], set(picks)
         remaining = [r for i, r in enumerate(remaining) if i not in picked]
         tried += len(chosen)
@@ -225,6 +207,36 @@ def sample(
     data = pd.concat([train, test], ignore_index=True)
     log(f"stopped: {reason}")
     return AdaptiveResult(pd.DataFrame(rows), data, LatencyModel.fit(data, kind), reason, failed)
+
+
+def _sizes(strategy: str, kind: str, pool: int, budget: int, holdout: int | None, initial: int | None,
+           step: int | None) -> tuple[int, int, int, int]:
+    """The budget (at most the pool), held-out, initial and per-round counts with their defaults, checked."""
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown sampling strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    if kind not in MODELS:
+        raise UserError(f"unknown model kind '{kind}'; choose one of {', '.join(MODELS)}")
+    budget = min(budget, pool)
+    holdout = holdout if holdout is not None else max(5, budget // 5)
+    initial = initial if initial is not None else max(5, budget // 5)
+    step = step if step is not None else max(2, budget // 20)
+    if holdout < 5 or initial < 2 or step < 1 or holdout + initial > budget:
+        raise UserError(
+            f"adaptive sampling: need holdout >= 5, initial >= 2, step >= 1 and holdout + initial <= budget "
+            f"(= {budget}, the pool has {pool} kernels); got holdout {holdout}, initial {initial}, step {step}"
+        )
+    return budget, holdout, initial, step
+
+
+def _next_picks(train: pd.DataFrame, candidates: pd.DataFrame, n: int, kind: str, members: int,
+                rng: np.random.Generator) -> list[int]:
+    """`n` candidates (positions) to measure next: half near misses of the bootstrap fits, the rest where the
+    ensemble disagrees most."""
+    cands = candidates.reset_index(drop=True)
+    spread, oob = _ensemble(train, cands, kind, members, rng)
+    picks = _near_misses(train, oob, cands, n // 2)
+    spread[picks] = -np.inf
+    return picks + [int(i) for i in np.argsort(-spread)[: n - len(picks)]]
 
 
 def write_curve(curve: pd.DataFrame, target: float, stem: Path, title: str) -> tuple[Path, Path]:

@@ -119,22 +119,11 @@ def train(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected 'cosine' or 'constant'")
     device = place(model, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr or 2e-3, weight_decay=weight_decay)
-    elif optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr or 0.05, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'adam' or 'sgd'")
     loader = shard(train_loader)
     net = model
     if is_distributed():
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    steps = epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
-        if schedule == "cosine" else (lambda s: 1.0)
-    )
+    opt, scheduler = _optimizer(model, optimizer, lr, weight_decay, schedule, epochs * len(loader))
     history, best, best_state, stale = [], float("inf"), None, 0
     layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     model.to(memory_format=layout)
@@ -142,19 +131,9 @@ def train(
     start = state.load(model, opt, scheduler, history) if state is not None else 0
     for epoch in range(start, epochs):
         set_epoch(loader, epoch)
-        net.train()
-        running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False, unit="batch",
                    disable=not is_main_process())
-        for x, y in bar:
-            x, y = x.to(device, non_blocking=True, memory_format=layout), y.to(device, non_blocking=True)
-            loss = nn.functional.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            scheduler.step()
-            running, seen = running + loss.item() * len(y), seen + len(y)
-            bar.set_postfix(loss=f"{running / seen:.3f}")
+        running, seen = _one_epoch(net, bar, opt, scheduler, device, layout)
         if is_distributed():
             running, seen = _average_across_processes(running, seen, model, device)
         record = {"epoch": epoch + 1, "train_loss": running / max(seen, 1)}
@@ -174,6 +153,39 @@ def train(
         model.load_state_dict(best_state)
     model.to(memory_format=torch.contiguous_format)
     return history
+
+
+def _optimizer(model: nn.Module, name: str, lr: float | None, weight_decay: float, schedule: str, steps: int):
+    """Adam (default lr 2e-3) or Nesterov SGD (default lr 0.05) over the trainable parameters, and its per-step
+    schedule: cosine decay over `steps`, or constant."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "adam":
+        opt = torch.optim.Adam(params, lr=lr or 2e-3, weight_decay=weight_decay)
+    elif name == "sgd":
+        opt = torch.optim.SGD(params, lr=lr or 0.05, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; expected 'adam' or 'sgd'")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
+        if schedule == "cosine" else (lambda s: 1.0)
+    )
+    return opt, scheduler
+
+
+def _one_epoch(net: nn.Module, batches, opt, scheduler, device: torch.device, layout) -> tuple[float, int]:
+    """One pass of training steps over `batches` (a progress bar); the summed loss and the images seen."""
+    net.train()
+    running, seen = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True, memory_format=layout), y.to(device, non_blocking=True)
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        scheduler.step()
+        running, seen = running + loss.item() * len(y), seen + len(y)
+        batches.set_postfix(loss=f"{running / seen:.3f}")
+    return running, seen
 
 
 @dataclass(frozen=True)

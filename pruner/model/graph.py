@@ -345,86 +345,96 @@ def analyze(
     """
     check_unmasked(model)
     example = torch.zeros(*input_shape)
-    for name, module in model.named_modules():
-        _check_module(name, module)
-    trace = _trace(model, example)
+    trace, layer_calls = _checked_trace(model, example)
     calls = trace.calls
-    seen: set[str] = set()
-    for call in calls:
-        _check_call(call, seen)
-    layer_calls = [i for i, c in enumerate(calls) if isinstance(c.module, nn.Conv2d | nn.Linear)]
-    if not layer_calls:
-        raise AnalysisError("the model has no Conv2d or Linear layer to prune")
-
-    dg = dependency_graph(model, example)
-    every = _raw_groups(dg, model)
-    reads_a_layer = {name for g in every for name, out, _ in g["links"] if not out}
-    found = [g for g in every if not g["fixed"]]
     order = {calls[i].name: pos for pos, i in enumerate(layer_calls)}
-    found.sort(key=lambda g: min(order[n] for n, out, _ in g["links"] if out))
-    out_links: dict[str, list[tuple[int, int]]] = {}
-    in_links: dict[str, list[tuple[int, int]]] = {}
-    for index, g in enumerate(found):
-        for name, out, count in g["links"]:
-            (out_links if out else in_links).setdefault(name, []).append((index, count // g["channels"]))
-    for i in layer_calls:  # torch-pruning couples a depthwise conv's input to its output in one dependency
-        if _is_dw(calls[i].module):
-            in_links[calls[i].name] = out_links.get(calls[i].name, [])
-
+    links = _GroupLinks.of(dependency_graph(model, example), model, calls, layer_calls, order)
     last_conv = max(i for i in layer_calls if isinstance(calls[i].module, nn.Conv2d) and not _is_dw(calls[i].module))
-    producers = [sorted({n for n, out, _ in g["links"] if out}, key=order.get) for g in found]
-    dense_producers = [sum(not _is_dw(calls[layer_calls[order[n]]].module) for n in names) for names in producers]
+    dense_producers = [sum(not _is_dw(calls[layer_calls[order[n]]].module) for n in names)
+                       for names in links.producers]
     layers = []
     for i in layer_calls:
         call, m = calls[i], calls[i].module
         kinds = []
-        if call.name not in reads_a_layer and not _is_dw(m):
+        if call.name not in links.reads_a_layer and not _is_dw(m):
             kinds.append("first")
         if isinstance(m, nn.Conv2d) and m.stride[0] > 1:
             kinds.append("strided")
-        if any(dense_producers[g] > 1 for g, _ in out_links.get(call.name, [])):
+        if any(dense_producers[g] > 1 for g, _ in links.outputs.get(call.name, [])):
             kinds.append("residual")
         if i >= last_conv:
             kinds.append("last")
-        output_layer = call.name not in out_links
-        if isinstance(m, nn.Conv2d):
-            op = "dwconv" if _is_dw(m) else "conv"
-            h, w = call.input.shape[2:]
-            cin, cout, k, stride, groups = m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.groups
-        else:
-            op, h, w, cin, cout, k, stride, groups = "fc", 1, 1, m.in_features, m.out_features, 1, 1, 1
-        prunable = groups == 1 and not (dense_first and "first" in kinds) and not (dense_classifier and output_layer)
-        layers.append(
-            Layer(
-                name=call.name,
-                op=op,
-                h=int(h),
-                w=int(w),
-                cin=cin,
-                cout=cout,
-                k=k,
-                stride=stride,
-                groups=groups,
-                activation=_activation(trace, i),
-                kinds=(*kinds, "general"),
-                out_groups=tuple(out_links.get(call.name, [])),
-                in_groups=tuple(in_links.get(call.name, [])),
-                prunable=prunable,
-            )  # fmt: skip
-        )
+        output_layer = call.name not in links.outputs
+        prunable = not (dense_first and "first" in kinds) and not (dense_classifier and output_layer)
+        layers.append(_layer(call, (*kinds, "general"), links, _activation(trace, i), prunable))
     by_name = {layer.name: layer for layer in layers}
     groups = tuple(
-        ChannelGroup(
-            index,
-            g["channels"],
-            tuple(producers[index]),
-            tuple(k for k in KINDS if any(k in by_name[n].kinds for n in producers[index])),
-        )
-        for index, g in enumerate(found)
+        ChannelGroup(index, channels, tuple(names),
+                     tuple(k for k in KINDS if any(k in by_name[n].kinds for n in names)))
+        for index, (channels, names) in enumerate(zip(links.channels, links.producers, strict=True))
     )
     graph = ModelGraph(tuple(layers), groups, tuple(int(s) for s in input_shape))
     _validate(model, graph)
     return graph
+
+
+def _checked_trace(model: nn.Module, example: torch.Tensor) -> tuple:
+    """The model's traced calls, every module and call checked (AnalysisError naming it), and the indices of the
+    conv and linear layers' calls."""
+    for name, module in model.named_modules():
+        _check_module(name, module)
+    trace = _trace(model, example)
+    seen: set[str] = set()
+    for call in trace.calls:
+        _check_call(call, seen)
+    layer_calls = [i for i, c in enumerate(trace.calls) if isinstance(c.module, nn.Conv2d | nn.Linear)]
+    if not layer_calls:
+        raise AnalysisError("the model has no Conv2d or Linear layer to prune")
+    return trace, layer_calls
+
+
+@dataclass(frozen=True)
+class _GroupLinks:
+    """The prunable channel groups torch-pruning finds, in execution order: each group's channel count and producing
+    layers, and per layer the (group, channels per group channel) it writes and reads; `reads_a_layer` names the
+    layers whose input another layer produces."""
+
+    channels: tuple[int, ...]
+    producers: tuple[tuple[str, ...], ...]
+    outputs: dict[str, list[tuple[int, int]]]
+    inputs: dict[str, list[tuple[int, int]]]
+    reads_a_layer: frozenset[str]
+
+    @classmethod
+    def of(cls, dg, model: nn.Module, calls: list, layer_calls: list[int], order: dict[str, int]) -> _GroupLinks:
+        every = _raw_groups(dg, model)
+        reads_a_layer = frozenset(name for g in every for name, out, _ in g["links"] if not out)
+        found = sorted((g for g in every if not g["fixed"]),
+                       key=lambda g: min(order[n] for n, out, _ in g["links"] if out))
+        outputs: dict[str, list[tuple[int, int]]] = {}
+        inputs: dict[str, list[tuple[int, int]]] = {}
+        for index, g in enumerate(found):
+            for name, out, count in g["links"]:
+                (outputs if out else inputs).setdefault(name, []).append((index, count // g["channels"]))
+        for i in layer_calls:  # torch-pruning couples a depthwise conv's input to its output in one dependency
+            if _is_dw(calls[i].module):
+                inputs[calls[i].name] = outputs.get(calls[i].name, [])
+        producers = tuple(tuple(sorted({n for n, out, _ in g["links"] if out}, key=order.get)) for g in found)
+        return cls(tuple(g["channels"] for g in found), producers, outputs, inputs, reads_a_layer)
+
+
+def _layer(call, kinds: tuple[str, ...], links: _GroupLinks, activation: str, prunable: bool) -> Layer:
+    """The Layer of a conv or linear layer's call (grouped and depthwise convs are never weight-pruned)."""
+    m = call.module
+    if isinstance(m, nn.Conv2d):
+        op = "dwconv" if _is_dw(m) else "conv"
+        h, w = call.input.shape[2:]
+        cin, cout, k, stride, groups = m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.groups
+    else:
+        op, h, w, cin, cout, k, stride, groups = "fc", 1, 1, m.in_features, m.out_features, 1, 1, 1
+    return Layer(name=call.name, op=op, h=int(h), w=int(w), cin=cin, cout=cout, k=k, stride=stride, groups=groups,
+                 activation=activation, kinds=kinds, out_groups=tuple(links.outputs.get(call.name, [])),
+                 in_groups=tuple(links.inputs.get(call.name, [])), prunable=groups == 1 and prunable)
 
 
 def _filter_l1(dg: tp.DependencyGraph, group) -> torch.Tensor:

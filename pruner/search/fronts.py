@@ -102,7 +102,7 @@ def run_fronts(
     fronts.png, summary.json and budgets.csv to `out`.
 
     `repair` maps new candidates to ones at least as good before they are evaluated, for every method alike;
-    pass `CandidateLatency.densify` so no candidate zeroes weights in a layer the device runs dense.
+    pass `CandidateLatency.repair` so no candidate zeroes weights in a layer the device runs dense.
     `weight_stage` is the share of the joint method's evaluations spent adding sparse layers to the front of
     a widths-only search (pruner.search.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
     Every method gets the same budget of evaluations. `record` (JSON values: where the model, data, device and
@@ -111,8 +111,6 @@ def run_fronts(
     if not 0 <= weight_stage < 1:
         raise SearchError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
     out.mkdir(parents=True, exist_ok=True)
-    stage_repair = repair or (lambda X: X)  # the weight stage needs one: where none is given, keep every density
-
     archive: list[tuple[np.ndarray, np.ndarray]] = []  # every candidate the current method's search evaluates
 
     def objectives(X: np.ndarray) -> np.ndarray:
@@ -122,37 +120,9 @@ def run_fronts(
 
     problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names, repair=repair)
     distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
-    seeds = np.array(list(distinct))  # every method starts from the uniform candidates (where its genes allow)
-    fronts = {}
-    for method in methods:
-        saved = out / method / "archive.npz"  # what earlier (interrupted) runs of this search evaluated
-
-        def keep(X_pop: np.ndarray, saved: Path = saved) -> None:
-            """Save the archive every generation, so a resumed search's front is the uninterrupted one's."""
-            _save_archive(saved, archive)
-            if on_generation is not None:
-                on_generation(X_pop)
-
-        archive.clear()
-        if saved.exists():
-            with np.load(saved) as z:
-                archive.append((z["X"], z["F"]))
-        if method == "joint":
-            _check_weight_stage(out / method / "weight_stage.json", weight_stage)
-        widths_gens = (_widths_generations(space, config, weight_stage, stage_repair) if method == "joint"
-                       else config.n_gen)
-        staged = widths_gens < config.n_gen
-        result = search(problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
-                        run_dir=out / method, fixed=fixed_genes(space, "channel-only" if staged else method),
-                        progress=progress, seeds=seeds, on_generation=keep,
-                        desc=f"search {method}: widths" if staged else f"search {method}")
-        archive.append((result.X, result.F))
-        _save_archive(saved, archive)
-        if staged:
-            _weight_stage(space, objectives, archive, (config.n_gen - widths_gens) * config.pop_size, stage_repair,
-                          progress, f"search {method}: weight stage")
-            _save_archive(saved, archive)
-        fronts[method] = pareto_front(*_stacked(archive), space.gene_names)
+    run = _MethodRun(space, problem, config, out, np.array(list(distinct)), archive, weight_stage,
+                     repair or (lambda X: X), progress, on_generation)
+    fronts = {method: run(method) for method in methods}
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
     for table in fronts.values():
@@ -165,6 +135,56 @@ def run_fronts(
                     if "joint" in fronts else pd.DataFrame())
     _write(space, result, out, config, weight_stage, record or {})
     return result
+
+
+@dataclass
+class _MethodRun:
+    """One method's search within run_fronts: its NSGA-II (checkpointed under out/<method>, starting from the
+    uniform `seeds`), the joint method's weight stage, and the archive of everything it evaluated, saved every
+    generation so a resumed search's front is the uninterrupted one's. `stage_repair` is the weight stage's repair
+    (keep every density where the search has none)."""
+
+    space: SearchSpace
+    problem: SearchProblem
+    config: SearchConfig
+    out: Path
+    seeds: np.ndarray
+    archive: list[tuple[np.ndarray, np.ndarray]]
+    weight_stage: float
+    stage_repair: Callable[[np.ndarray], np.ndarray]
+    progress: bool
+    on_generation: Callable[[np.ndarray], None] | None
+
+    def __call__(self, method: str) -> pd.DataFrame:
+        """The method's front, searched (or resumed) now."""
+        saved = self.out / method / "archive.npz"  # what earlier (interrupted) runs of this search evaluated
+
+        def keep(X_pop: np.ndarray) -> None:
+            _save_archive(saved, self.archive)
+            if self.on_generation is not None:
+                self.on_generation(X_pop)
+
+        self.archive.clear()
+        if saved.exists():
+            with np.load(saved) as z:
+                self.archive.append((z["X"], z["F"]))
+        config = self.config
+        widths_gens = config.n_gen
+        if method == "joint":
+            _check_weight_stage(self.out / method / "weight_stage.json", self.weight_stage)
+            widths_gens = _widths_generations(self.space, config, self.weight_stage, self.stage_repair)
+        staged = widths_gens < config.n_gen
+        result = search(self.problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
+                        run_dir=self.out / method, fixed=fixed_genes(self.space, "channel-only" if staged else method),
+                        progress=self.progress, seeds=self.seeds, on_generation=keep,
+                        desc=f"search {method}: widths" if staged else f"search {method}")
+        self.archive.append((result.X, result.F))
+        _save_archive(saved, self.archive)
+        if staged:
+            _weight_stage(self.space, self.problem.evaluate, self.archive, (config.n_gen - widths_gens) *
+                          config.pop_size, self.stage_repair, self.progress, f"search {method}: weight stage")
+            _save_archive(saved, self.archive)
+        return pareto_front(*_stacked(self.archive), self.space.gene_names)
 
 
 def _check_weight_stage(path: Path, weight_stage: float) -> None:
