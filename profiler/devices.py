@@ -35,6 +35,7 @@ _COMMON = {
     "rounds": {"type": "integer", "minimum": 1},
     "max_cv": {"type": "number", "exclusiveMinimum": 0},
     "min_sample_ms": {"type": "number", "exclusiveMinimum": 0},
+    "clock": {"enum": ["wall", "instructions"]},
 }
 _BY_TRANSPORT = {
     "local": (
@@ -111,6 +112,7 @@ class Device:
     rounds: int = 3
     max_cv: float = 0.1
     min_sample_ms: float = 1.0  # each timed sample repeats the model until it lasts this long
+    clock: str = "wall"  # or "instructions": the emulated ARM device's executed instructions (profiler.runner)
     description: str = ""
     options: dict = field(default_factory=dict, compare=False)
 

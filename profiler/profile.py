@@ -44,7 +44,7 @@ def runner_settings(device: Device) -> dict:
     return {
         **device.runtime.runner_options(), "threads": device.threads, "cpus": list(device.cpus),
         "warmup": device.warmup, "repeats": device.repeats, "rounds": device.rounds, "max_cv": device.max_cv,
-        "min_sample_ms": device.min_sample_ms,
+        "min_sample_ms": device.min_sample_ms, "clock": device.clock,
     }
 
 

@@ -6,7 +6,12 @@
 Self-contained on purpose: it is copied to devices (SSH boards) and must not import the project.
 It needs the standard library, numpy and one of ai_edge_litert, tflite_runtime or onnxruntime.
 BATCH_DIR/job.json holds the settings (runtime, xnnpack, threads, cpus, warmup, repeats, rounds,
-max_cv, max_extra_rounds, min_sample_ms) and the models [{"id", "file"}].
+max_cv, max_extra_rounds, min_sample_ms, clock) and the models [{"id", "file"}].
+
+The clock is "wall" (time.perf_counter) or "instructions": on the emulated ARM device, the guest instructions the
+process executed, as counted by the qemu plugin scripts/qemu-insn-clock.c (which writes the count to the file named
+by JCW_INSN_FILE whenever this process seeks descriptor INSN_MARK), reported as milliseconds of a core that runs one
+instruction per nanosecond: the same on an idle or a busy machine.
 
 Protocol: load every model, warm each up, size an inner loop so one sample lasts min_sample_ms,
 then interleave the models over `rounds` rounds of `repeats` samples; models whose spread (CV) is
@@ -16,6 +21,7 @@ profiler keeps it open while it waits for the results, so a Ctrl-C'd or killed `
 channel) never leaves a runner holding the device.
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +32,8 @@ import time
 import traceback
 
 ABANDONED = 3  # exit status when stdin closed before the batch finished
+INSN_MARK = -4242  # the descriptor whose lseek asks the instruction-clock plugin for its count
+INSN_PER_MS = 1e6  # the instruction clock's milliseconds: one instruction per nanosecond
 
 
 def emit(record):
@@ -88,13 +96,38 @@ def onnx_session(module, path, job):
     return lambda: session.run(None, feeds)
 
 
-def take_samples(run, inner, count):
+def wall_ms():
+    return time.perf_counter_ns() / 1e6
+
+
+def instructions_ms():
+    """The guest instructions executed so far, in ms of the instruction clock (see the module's docstring)."""
+    path = os.environ.get("JCW_INSN_FILE")
+    if not path:
+        raise RuntimeError("the instruction clock needs the arm-emu python wrapper's plugin (JCW_INSN_FILE unset)")
+    with contextlib.suppress(OSError):  # fails (EBADF) after the plugin has written the count
+        os.lseek(INSN_MARK, 0, os.SEEK_CUR)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    if not text.strip():
+        raise RuntimeError(f"the instruction clock's plugin wrote no count to {path}: run this device's python "
+                           "through the arm-emu wrapper (make arm-emu), which loads it")
+    return int(text) / INSN_PER_MS
+
+
+CLOCKS = {"wall": wall_ms, "instructions": instructions_ms}
+
+
+def take_samples(run, inner, count, clock=wall_ms):
     samples = []
     for _ in range(count):
-        start = time.perf_counter_ns()
+        start = clock()
         for _ in range(inner):
             run()
-        samples.append((time.perf_counter_ns() - start) / inner / 1e6)
+        samples.append((clock() - start) / inner)
     return samples
 
 
@@ -112,6 +145,7 @@ def main(batch_dir):
     if job.get("cpus"):
         os.sched_setaffinity(0, job["cpus"])
     module, version = import_runtime(job["runtime"])
+    clock = CLOCKS[job.get("clock", "wall")]
     emit({"event": "start", "runtime": version, "python": platform.python_version(), "host": platform.node()})
     make_session = onnx_session if job["runtime"] == "onnxruntime" else tflite_session
 
@@ -121,9 +155,9 @@ def main(batch_dir):
             run = make_session(module, os.path.join(batch_dir, model["file"]), job)
             for _ in range(max(1, job.get("warmup", 3))):
                 run()
-            start = time.perf_counter_ns()
+            start = clock()
             run()
-            once_ms = (time.perf_counter_ns() - start) / 1e6
+            once_ms = clock() - start
             runs[model["id"]] = (run, max(1, int(job.get("min_sample_ms", 1.0) / max(once_ms, 1e-3))))
         except Exception as err:  # one bad model must not stop the batch
             emit({"id": model["id"], "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
@@ -135,7 +169,7 @@ def main(batch_dir):
         for mid in pending:  # interleave: every model once per round
             run, inner = runs[mid]
             try:
-                samples[mid] += take_samples(run, inner, job.get("repeats", 10))
+                samples[mid] += take_samples(run, inner, job.get("repeats", 10), clock)
             except Exception as err:
                 emit({"id": mid, "error": f"{type(err).__name__}: {err}", "trace": traceback.format_exc()})
                 del runs[mid]

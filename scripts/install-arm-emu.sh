@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # `make arm-emu`: the emulated ARM device. Installs into DEST (default .arm-emu/) an aarch64 sysroot with
-# Debian's arm64 Python 3.11, the aarch64 wheels of numpy and ai-edge-litert, and a `python` wrapper that
-# runs that Python under qemu-user. XNNPACK's ARM kernels and decisions then run for real on this x86
-# machine; the timings are emulated (about 100x slower than a phone). Idempotent: a finished install is kept.
+# Debian's arm64 Python 3.11, the aarch64 wheels of numpy and ai-edge-litert, the instruction-clock plugin
+# (scripts/qemu-insn-clock.c, built with gcc) and a `python` wrapper that runs that Python under Debian's qemu-user
+# (loading the plugin when JCW_INSN_FILE names where it writes its count). XNNPACK's ARM kernels and decisions then
+# run for real on this x86 machine; wall times are emulated (about 100x slower than a phone) and move with the
+# machine's load, instruction counts do not. Idempotent: a finished install is kept.
 # Needs root for apt-get (CI and these machines run as root).
 set -euo pipefail
 DEST=$(realpath -m "${1:-.arm-emu}")
 LITERT=${LITERT_VERSION:-1.4.0}  # the newest ai-edge-litert with aarch64 Linux wheels
-STAMP="$DEST/.installed-litert-$LITERT"
+STAMP="$DEST/.installed-litert-$LITERT-clock1"
 [ -f "$STAMP" ] && exit 0
 
 fail() { echo "make arm-emu: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v qemu-aarch64-static >/dev/null; then
+if ! command -v qemu-aarch64 >/dev/null || ! command -v gcc >/dev/null; then
     apt-get update -qq || fail "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends qemu-user-static >/dev/null || fail "cannot install qemu-user-static"
+    apt-get install -y -qq --no-install-recommends qemu-user gcc libc6-dev >/dev/null \
+        || fail "cannot install qemu-user and gcc"
 fi
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64
@@ -37,11 +40,15 @@ PIP=(python3 -m pip download --quiet --disable-pip-version-check --only-binary=:
 for whl in "$DEST.tmp"/wheels/*.whl; do
     python3 -m zipfile -e "$whl" "$DEST.tmp/site" || fail "cannot unpack $(basename "$whl")"
 done
+gcc -shared -fPIC -O2 -Wall -o "$DEST.tmp/insn-clock.so" "$(dirname "$0")/qemu-insn-clock.c" \
+    || fail "cannot build the instruction-clock plugin (scripts/qemu-insn-clock.c)"
 cat > "$DEST.tmp/python" <<'WRAP'
 #!/bin/sh
-# aarch64 Python 3.11 under qemu-user, with the aarch64 numpy and ai-edge-litert (see scripts/install-arm-emu.sh)
+# aarch64 Python 3.11 under qemu-user, with the aarch64 numpy and ai-edge-litert (see scripts/install-arm-emu.sh);
+# with JCW_INSN_FILE set, the instruction-clock plugin counts executed instructions into that file
 ROOT=$(dirname "$(readlink -f "$0")")
-PYTHONPATH="$ROOT/site" PYTHONHOME="$ROOT/sysroot/usr" exec qemu-aarch64-static -L "$ROOT/sysroot" \
+PLUGIN=${JCW_INSN_FILE:+-plugin $ROOT/insn-clock.so,out=$JCW_INSN_FILE}
+PYTHONPATH="$ROOT/site" PYTHONHOME="$ROOT/sysroot/usr" exec qemu-aarch64 $PLUGIN -L "$ROOT/sysroot" \
     "$ROOT/sysroot/usr/bin/python3.11" "$@"
 WRAP
 chmod +x "$DEST.tmp/python"

@@ -97,3 +97,35 @@ def test_a_device_asking_for_arm_emu_before_it_is_installed_says_how(tmp_path):
     store = ResultsStore(tmp_path / "t.csv")
     with pytest.raises(DeviceError, match=r"run `make arm-emu` first"):
         profile_device(get_device("arm-emu", devices), [KernelSpec("conv", 4, 4, 4, 4)], store)
+
+
+def test_the_instruction_clock_counts_the_same_on_a_busy_machine(device, tmp_path):
+    """arm-emu's clock counts the ARM instructions the emulated process executes (scripts/qemu-insn-clock.c, loaded
+    by the wrapper): a kernel profiled twice, the second time beside two busy processes, costs the same to a part in a
+    hundred, where emulated wall time moves by tens of percent."""
+    import subprocess
+    import sys
+
+    spec = KernelSpec("conv", 8, 8, 64, 64, density=0.3, layout="nchw")
+    quiet = ResultsStore(tmp_path / "quiet.csv")
+    assert not profile_device(device, [spec], quiet).failed
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        loaded = ResultsStore(tmp_path / "loaded.csv")
+        assert not profile_device(device, [spec], loaded).failed
+    finally:
+        for process in busy:
+            process.kill()
+    first, second = quiet.table["latency_ms"].iloc[0], loaded.table["latency_ms"].iloc[0]
+    assert first > 0 and abs(second - first) / first < 0.01
+
+
+def test_the_instruction_clock_without_its_plugin_says_so(tmp_path):
+    """A device asking for the instruction clock but running plain Python (no qemu wrapper): every kernel fails with
+    the reason, none is stored with a made-up count."""
+    devices = tmp_path / "devices.yaml"
+    devices.write_text("devices:\n  plain:\n    transport: local\n    runtime: xnnpack\n    clock: instructions\n")
+    store = ResultsStore(tmp_path / "plain.csv")
+    result = profile_device(get_device("plain", devices), [KernelSpec("conv", 8, 8, 16, 16)], store)
+    assert result.measured == 0 and len(result.failed) == 1 and "instruction clock" in result.failed[0][1]
+    assert store.table.empty

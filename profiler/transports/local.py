@@ -63,9 +63,12 @@ class LocalTransport:
         with self._lock:
             if self._aborted:
                 raise Interrupted(f"device '{self.device.name}': stopped")
+            env = dict(os.environ)
+            if self.device.clock == "instructions":  # where the wrapper's counting plugin writes (profiler.runner)
+                env["JCW_INSN_FILE"] = str(batch_dir / "instructions.count")
             self._proc = subprocess.Popen(
                 [self.python, str(RUNNER), "--watch-stdin", str(batch_dir)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             )
             return self._proc
 
