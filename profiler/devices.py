@@ -40,8 +40,8 @@ _COMMON = {
 _BY_TRANSPORT = {
     "local": (
         {
-            # another interpreter on this machine (e.g. the emulated ARM device's wrapper); relative to the
-            # working directory; `setup` is the command that installs it, named when it is missing
+            # another interpreter on this machine (e.g. the emulated ARM device's wrapper); a relative path is
+            # relative to the devices file's folder; `setup` is the command that installs it, named when missing
             "python": {"type": "string", "minLength": 1},
             "setup": {"type": "string"},
         },
@@ -168,6 +168,8 @@ def load_devices(path: str | Path | None = None) -> dict[str, Device]:
         name_of = LEGACY_RUNTIMES.get((entry["runtime"], entry.get("xnnpack", True)), entry["runtime"])
         common["runtime"] = get_runtime(name_of, entry.get("block", ""))
         options = {k: v for k, v in entry.items() if k not in _COMMON}
+        if transport == "local" and "/" in options.get("python", "") and not Path(options["python"]).is_absolute():
+            options["python"] = str(path.resolve().parent / options["python"])  # where the file says, from anywhere
         devices[name] = Device(name=name, options=options, **common)
     return devices
 

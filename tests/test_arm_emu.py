@@ -129,3 +129,15 @@ def test_the_instruction_clock_without_its_plugin_says_so(tmp_path):
     result = profile_device(get_device("plain", devices), [KernelSpec("conv", 8, 8, 16, 16)], store)
     assert result.measured == 0 and len(result.failed) == 1 and "instruction clock" in result.failed[0][1]
     assert store.table.empty
+
+
+def test_the_device_runs_from_another_working_directory(tmp_path, monkeypatch):
+    """`jcw measure --devices /path/to/devices.yaml` from elsewhere: the wrapper is found beside the devices file."""
+    root = os.getcwd()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    path = tmp_path / "net.tflite"
+    path.write_bytes(export(model, (1, 3, 16, 16), "xnnpack").model)
+    monkeypatch.chdir(tmp_path)
+    assert main(["measure", "--devices", f"{root}/devices.yaml", "--device", "arm-emu", "--passes", "1",
+                 str(path)]) == 0

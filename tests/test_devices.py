@@ -109,3 +109,16 @@ def test_an_alias_bomb_is_one_short_line(tmp_path, levels, message):
     with pytest.raises(UserError, match=message) as info:
         load_devices(write(tmp_path, laughs(levels)))
     assert len(str(info.value)) < 500 and "\n" not in str(info.value)
+
+
+def test_a_relative_interpreter_path_is_relative_to_the_devices_file(tmp_path, monkeypatch):
+    """`python: .arm-emu/python` names the wrapper beside the devices file, whatever the working directory."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "devices.yaml").write_text("devices:\n  emu:\n    transport: local\n    runtime: xnnpack\n"
+                                         "    python: .arm-emu/python\n  plain:\n    transport: local\n"
+                                         "    runtime: xnnpack\n    python: /usr/bin/python3\n")
+    monkeypatch.chdir(tmp_path)
+    devices = load_devices(folder / "devices.yaml")
+    assert devices["emu"].options["python"] == str(folder / ".arm-emu" / "python")
+    assert devices["plain"].options["python"] == "/usr/bin/python3"
