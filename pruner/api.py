@@ -28,7 +28,7 @@ from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
-from pruner.accuracy.estimate import first_images, proxy_data, proxy_estimator
+from pruner.accuracy.estimate import Estimator, ProxyData, first_images, proxy_data, proxy_estimator
 from pruner.accuracy.hardware import init_distributed, resolve_device
 from pruner.accuracy.supernet import SupernetEstimator, build_supernet
 from pruner.accuracy.train import Evaluation, evaluate, train
@@ -131,7 +131,7 @@ class JCW:
         methods: Sequence[str] = METHODS,
         val_images: int | None = None,
         bn_batches: int = 10,
-        estimator: str = "proxy",
+        estimator: str | Estimator = "proxy",
         supernet_steps: int = 300,
         retrain_steps: int = 0,
         survival: str = "jcw",
@@ -147,7 +147,8 @@ class JCW:
         Accuracy is estimated on the first `val_images` validation images (all when None), each candidate's
         BatchNorm recalibrated on `bn_batches` training batches: `estimator` "proxy" applies the candidate to the
         trained model; "supernet" trains JCW's weight-sharing supernet `supernet_steps` sandwich steps first (and
-        `retrain_steps` more per generation). Scores run on `workers` processes with `threads` torch threads.
+        `retrain_steps` more per generation); or any Estimator (e.g. `supernet()`'s, trained once for several
+        searches). Scores run on `workers` processes with `threads` torch threads.
         `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's)."""
         if self.latency is None or self.train_loader is None:
             raise UserError("the search needs an unpruned model, a predictor and data: JCW(..., predictor=..., "
@@ -157,13 +158,13 @@ class JCW:
         held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
         data = proxy_data(self.train_loader, held_out, bn_batches)
         retrain = None
-        if estimator == "proxy":
+        if not isinstance(estimator, str):
+            scores = estimator
+        elif estimator == "proxy":
             scores = proxy_estimator(self.model, self.space, data, self.runtime.block, threads, self.torch_device,
                                      workers)
         elif estimator == "supernet":
-            supernet = build_supernet(self.model, self.space, self.runtime.block, self.torch_device)
-            scores = SupernetEstimator(supernet, data, self.train_loader, seed=seed, threads=threads, workers=workers)
-            scores.train(supernet_steps)
+            scores = self.supernet(data, supernet_steps, seed, threads, workers)
             if retrain_steps:
                 def retrain(X: np.ndarray) -> None:
                     scores.retrain(X, retrain_steps)
@@ -175,7 +176,19 @@ class JCW:
             return run_fronts(self.space, self.latency, scores, out, config, budgets, methods, on_generation=retrain,
                               repair=self.latency.repair, weight_stage=stage, record=record)
         finally:
-            scores.close()  # the worker processes, if any
+            if isinstance(estimator, str):
+                scores.close()  # the worker processes, if any
+
+    def supernet(self, data: ProxyData, steps: int, seed: int = 0, threads: int | None = None,
+                 workers: int = 1) -> SupernetEstimator:
+        """JCW's weight-sharing supernet over the space, trained `steps` sandwich steps on the training loader, as an
+        estimator scoring on `data`. Its random sub-networks come from candidates the search's repair has seen to
+        (on XNNPACK: pushed over the sparse gate or made dense), so it learns the networks the search prices."""
+        supernet = build_supernet(self.model, self._space(), self.runtime.block, self.torch_device)
+        scores = SupernetEstimator(supernet, data, self.train_loader, seed=seed, threads=threads, workers=workers)
+        pool = self.latency.repair(self.space.sample(np.random.default_rng(seed), 1024)) if self.latency else None
+        scores.train(steps, pool=pool)
+        return scores
 
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
