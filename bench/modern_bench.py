@@ -37,8 +37,8 @@ from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
 from pruner.model.graph import analyze  # noqa: E402
 from pruner.search.latency import profiling_plan  # noqa: E402
 from pruner.search.space import SearchSpace  # noqa: E402
-from tests.test_export import randomise_bn  # noqa: E402
-from tests.test_modern_ops import MobileNetV3Small  # noqa: E402
+from tests.pruner.deploy.test_export import randomise_bn  # noqa: E402
+from tests.pruner.deploy.test_modern_ops import MobileNetV3Small  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, CACHE = ROOT / "bench" / "results", ROOT / "bench" / "cache" / "modern"

@@ -6,7 +6,7 @@ import torch
 from profiler.errors import UserError
 from pruner.accuracy.hardware import init_distributed, is_main_process, resolve_device, set_threads, shard
 from pruner.accuracy.train import evaluate, train
-from tests.test_train_data import small_net
+from tests.pruner.accuracy.test_train import small_net
 
 
 def test_auto_and_cpu_resolve_to_the_cpu_here():

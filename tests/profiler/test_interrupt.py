@@ -5,7 +5,7 @@ waits until its first batch is stored and a later batch is being measured, signa
 only, as `kill` does: the runner gets no signal of its own) and checks what is left: exit status, runner
 processes, temporary directories and the rows of the finished batches. Local devices run the real runner
 and LiteRT; the SSH board is this machine behind a real OpenSSH server (the `sshd` fixture); the phone is
-simulated (tests/fake_device: the `adb` stand-in and benchmark_model's real output text, each model made
+simulated (tests/profiler/fake_device: the `adb` stand-in and benchmark_model's real output text, each model made
 to take a second as on a real phone).
 """
 
@@ -27,7 +27,7 @@ from profiler.kernel import KernelSpec
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import open_transport
-from tests.test_adb import SERIAL, install_phone
+from tests.profiler.test_adb import SERIAL, install_phone
 
 JCW = Path(sys.executable).parent / "jcw"
 LOCAL = ("    transport: local\n    runtime: litert\n    xnnpack: false\n    warmup: 1\n    repeats: 300\n"

@@ -1,6 +1,6 @@
 """The joint search's weight stage on a real MobileNetV2's search space: the layer scan and the sparsified front.
 
-Latency is the formula of test_pruner_latency (sparse pays below 40% density) and the loss a known function
+Latency is the formula of test_latency (sparse pays below 40% density) and the loss a known function
 of the densities, so the ranking the scan must find can be computed by hand.
 """
 
@@ -12,8 +12,8 @@ import pytest
 from pruner.search.latency import CandidateLatency
 from pruner.search.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.search.space import SearchSpace
-from tests.test_fronts import latency_of
-from tests.test_pruner_latency import SPARSE_PAYS_BELOW
+from tests.pruner.search.test_fronts import latency_of
+from tests.pruner.search.test_latency import SPARSE_PAYS_BELOW
 
 
 @pytest.fixture(scope="module")

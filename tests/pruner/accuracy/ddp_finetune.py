@@ -1,8 +1,8 @@
 """Fine-tune a small block-masked CNN, then train a supernet of it, on real MNIST, data-parallel: run under
-`torchrun --nproc_per_node=2 tests/ddp_finetune.py OUT` (or plainly, as one process, for comparison).
+`torchrun --nproc_per_node=2 tests/pruner/accuracy/ddp_finetune.py OUT` (or plainly, as one process, for comparison).
 
 Each rank saves to OUT/rank{R}.pt its final weights, the dataset indices each phase read, its history and its
-masked conv's last gradient (a test harness: a real command lets only rank 0 write); tests/test_ddp.py
+masked conv's last gradient (a test harness: a real command lets only rank 0 write); tests/pruner/accuracy/test_ddp.py
 compares them.
 """
 

@@ -1,7 +1,7 @@
 """One search run over a real MobileNetV2's search space: every method's budget, the repair, resume, and the
 files written.
 
-Latency is a formula (sparse pays below 40% density, as in test_pruner_latency) and the estimator a smooth
+Latency is a formula (sparse pays below 40% density, as in test_latency) and the estimator a smooth
 function of the genes, so the run takes seconds; the search machinery, the space and the files are real.
 """
 
@@ -15,7 +15,7 @@ from pruner.search.engine import SearchConfig, SearchError
 from pruner.search.fronts import fixed_genes, run_fronts
 from pruner.search.latency import CandidateLatency
 from pruner.search.space import SearchSpace
-from tests.test_pruner_latency import predict
+from tests.pruner.search.test_latency import predict
 
 CONFIG = SearchConfig(n_gen=5, pop_size=16, seed=4)
 

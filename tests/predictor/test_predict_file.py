@@ -28,9 +28,9 @@ from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
 from pruner.model.reference import build_model
 from pruner.search.latency import device_latency, model_cluster, profiling_plan
-from tests.test_export import run
-from tests.test_modern_ops import NETS, built
-from tests.test_modern_ops import SHAPE as MODERN_SHAPE
+from tests.pruner.deploy.test_export import run
+from tests.pruner.deploy.test_modern_ops import NETS, built
+from tests.pruner.deploy.test_modern_ops import SHAPE as MODERN_SHAPE
 
 SETUPS = {"local-sparse": 1, "local": 3}  # device -> input channels (XNNPACK's sparse path needs 3)
 

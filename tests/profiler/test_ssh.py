@@ -22,7 +22,7 @@ from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import DeviceError, open_transport
 from tests.conftest import descendants, keygen
-from tests.test_interrupt import processes
+from tests.profiler.test_interrupt import processes
 
 SPECS = [KernelSpec("conv", 28, 28, 64, c, density=d, block="4x1") for c in (32, 64) for d in (0.2, 1.0)] + [
     KernelSpec("conv", 14, 14, 32, 32, k=3, activation="relu", block="4x1"),

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from jcw.cli import main
-from tests.test_predictor_model import PHONE
+from tests.predictor.test_latency_model import PHONE
 
 
 def test_fit_then_predict_keeps_row_order(tmp_path, capsys):

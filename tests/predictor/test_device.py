@@ -20,8 +20,8 @@ from pruner import JCW
 from pruner.deploy.export import ExportError
 from pruner.model.checkpoint import Checkpoint, format_genes, save_checkpoint
 from pruner.model.reference import build_model
-from tests.test_predict_file import device_table, sparse_candidate
-from tests.test_predictor_model import PHONE
+from tests.predictor.test_latency_model import PHONE
+from tests.predictor.test_predict_file import device_table, sparse_candidate
 
 REFUSAL = ("predictor {p} was fitted on device 'local-sparse' (builtin, 4x1), "
            "not 'local' (xnnpack, 1x4); pass --allow-other-device if you mean it")

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from tests.conftest import free_port
-from tests.ddp_finetune import BATCH, IMAGES, SUPERNET_STEPS, small_net
-from tests.ddp_finetune import main as run_script
+from tests.pruner.accuracy.ddp_finetune import BATCH, IMAGES, SUPERNET_STEPS, small_net
+from tests.pruner.accuracy.ddp_finetune import main as run_script
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 

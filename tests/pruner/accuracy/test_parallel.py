@@ -19,7 +19,7 @@ from pruner.model.reference import MobileNetV2
 from pruner.search.engine import SearchConfig
 from pruner.search.fronts import run_fronts
 from pruner.search.space import SearchSpace
-from tests.test_fronts import latency_of
+from tests.pruner.search.test_fronts import latency_of
 
 
 @pytest.fixture(scope="module")

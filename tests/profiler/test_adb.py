@@ -1,7 +1,7 @@
 """The adb transport against a SIMULATED phone: no Android device or emulator can run here.
 
-tests/fake_device/adb stands in for the adb client (push/shell/devices mapped onto a temp dir that
-plays the phone's filesystem, with the real client's error messages) and tests/fake_device/
+tests/profiler/fake_device/adb stands in for the adb client (push/shell/devices mapped onto a temp dir that
+plays the phone's filesystem, with the real client's error messages) and tests/profiler/fake_device/
 benchmark_model prints benchmark_model's real output text in its three generations (see their
 docstrings). The transport's own code, its shell script, the markers and the parser run for real.
 The parser is also tested on output texts written exactly in benchmark_model's documented formats.

@@ -10,7 +10,7 @@ from profiler.kernel import KernelSpec
 from profiler.runtimes import get_runtime
 from profiler.runtimes.tflite import runs_as_sparse_fc
 from profiler.tflite_writer import TFLiteModel
-from tests import reference
+from tests.profiler import reference
 
 SPECS = [
     KernelSpec("conv", 12, 12, 16, 24, density=0.3, block="4x1", activation="relu"),

@@ -10,7 +10,7 @@ import pytest
 
 from jcw.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BROKEN = "devices:\n  broken:\n    transport: local\n    runtime: litert\n    python: /nonexistent/python3\n"
 
 

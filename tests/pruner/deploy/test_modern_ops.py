@@ -26,7 +26,7 @@ from pruner.model.graph import analyze
 from pruner.search.engine import SearchConfig, SearchProblem, search
 from pruner.search.latency import CandidateLatency
 from pruner.search.space import SearchSpace
-from tests.test_export import randomise_bn, run
+from tests.pruner.deploy.test_export import randomise_bn, run
 
 XNNPACK = get_runtime("xnnpack")
 

@@ -16,7 +16,7 @@ from predictor import persist
 from predictor.latency import LatencyModel
 from predictor.network import Overhead
 from profiler.errors import UserError
-from tests.test_predictor_model import PHONE
+from tests.predictor.test_latency_model import PHONE
 
 
 @pytest.fixture(scope="module")

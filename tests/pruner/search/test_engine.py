@@ -17,7 +17,7 @@ from pruner.search.fronts import uniform_sweep
 from pruner.search.pareto import best_under_budgets, hypervolumes, pareto_front, plot_fronts, shared_ref_point
 from pruner.search.state import CHECKPOINT, OLD_CHECKPOINT, CheckpointError
 from pruner.search.survival import AnchorSurvival
-from tests.test_predictor_persist import Payload
+from tests.predictor.test_persist import Payload
 
 N_LAYERS = 6
 COST = np.array([3.0, 2.0, 2.5, 1.5, 2.0, 1.0])  # ms of each layer at full width and density

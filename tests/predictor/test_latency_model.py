@@ -15,7 +15,7 @@ from predictor.table import normalise
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 
-PHONE = Path(__file__).resolve().parents[1] / "data" / "resnet18_phone_layers_0-9.csv"
+PHONE = Path(__file__).resolve().parents[2] / "data" / "resnet18_phone_layers_0-9.csv"
 
 
 @pytest.fixture(scope="module")

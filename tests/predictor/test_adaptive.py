@@ -12,7 +12,7 @@ from predictor.adaptive import _near_misses, replay, sample
 from predictor.table import specs_frame
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
-from tests.test_predictor_model import PHONE
+from tests.predictor.test_latency_model import PHONE
 
 
 @pytest.fixture(scope="module")
