@@ -9,18 +9,13 @@ import torch
 from torch import nn
 
 import pruner.data.mnist
-from jcw.cli import main
 from pruner.deploy.export import ExportError, export
 from pruner.model.checkpoint import load_checkpoint
 from pruner.model.graph import analyze
 from pruner.search.space import SearchSpace, SpaceError
 
 
-def jcw(*args) -> int:
-    return main([str(a) for a in args])
-
-
-def test_a_huge_error_message_is_capped_to_one_short_line(tmp_path, capsys):
+def test_a_huge_error_message_is_capped_to_one_short_line(jcw, tmp_path, capsys):
     name = "d" * 100_000  # an unknown device: its name is echoed in the error
     assert jcw("plan", "--model", tmp_path / "none.pt", "--device", name, "--out", tmp_path / "plan.yaml") == 3
     err = capsys.readouterr().err
@@ -38,7 +33,7 @@ def no_data(monkeypatch):
     monkeypatch.setattr(pruner.data.mnist, "load_mnist_sized", load)
 
 
-def usage_error(capsys, *args) -> str:
+def usage_error(jcw, capsys, *args) -> str:
     """The stderr line of a usage error (exit code 2) from `jcw ARGS`."""
     with pytest.raises(SystemExit) as exit_:
         jcw(*args)
@@ -48,24 +43,24 @@ def usage_error(capsys, *args) -> str:
 
 @pytest.mark.parametrize(("flag", "value"), [("--epochs", "0"), ("--epochs", "-3"), ("--width", "0"),
                                              ("--width", "nan"), ("--input-size", "0"), ("--limit", "0")])
-def test_train_refuses_a_non_positive_flag_before_loading_data(tmp_path, capsys, no_data, flag, value):
-    line = usage_error(capsys, "train", flag, value, "--out", tmp_path / "ckpt.pt")
+def test_train_refuses_a_non_positive_flag_before_loading_data(jcw, tmp_path, capsys, no_data, flag, value):
+    line = usage_error(jcw, capsys, "train", flag, value, "--out", tmp_path / "ckpt.pt")
     assert line.startswith("jcw train: error: argument ") and flag in line and value in line
     assert not (tmp_path / "ckpt.pt").exists()
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--epochs", "0"), ("--limit", "-1")])
-def test_finetune_refuses_a_non_positive_flag_before_loading_data(tmp_path, capsys, no_data, flag, value):
-    line = usage_error(capsys, "finetune", "--model", tmp_path / "none.pt", "--candidate", "1,2",
+def test_finetune_refuses_a_non_positive_flag_before_loading_data(jcw, tmp_path, capsys, no_data, flag, value):
+    line = usage_error(jcw, capsys, "finetune", "--model", tmp_path / "none.pt", "--candidate", "1,2",
                        "--device", "local-sparse", flag, value, "--out", tmp_path / "tuned.pt")
     assert line.startswith("jcw finetune: error: argument ") and flag in line and value in line
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--budgets", "5ms"), ("--budgets", "0.5,-2"), ("--budgets", "1,inf"),
                                              ("--generations", "0"), ("--population", "1"), ("--val-size", "0")])
-def test_search_checks_its_flags_before_loading_anything(tmp_path, capsys, no_data, flag, value):
+def test_search_checks_its_flags_before_loading_anything(jcw, tmp_path, capsys, no_data, flag, value):
     """The checkpoint and predictor do not exist: the flag is refused before either is opened."""
-    line = usage_error(capsys, "search", "--model", tmp_path / "none.pt", "--device", "local-sparse",
+    line = usage_error(jcw, capsys, "search", "--model", tmp_path / "none.pt", "--device", "local-sparse",
                        "--predictor", tmp_path / "none.zip", "--out", tmp_path / "run", flag, value)
     assert line.startswith("jcw search: error: argument ") and flag in line
     assert value.split(",")[-1] in line
@@ -123,14 +118,14 @@ def test_space_check_names_the_gene_of_a_huge_or_non_finite_value(space, value, 
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(jcw, tmp_path_factory):
     """A tiny briefly trained MobileNetV2 checkpoint."""
     path = tmp_path_factory.mktemp("ckpt") / "ckpt.pt"
     assert jcw("train", "--limit", 256, "--width", 0.25, "--input-size", 28, "--out", path) == 0
     return path
 
 
-def export_error(checkpoint, candidate, tmp_path, capsys) -> str:
+def export_error(jcw, checkpoint, candidate, tmp_path, capsys) -> str:
     """The one stderr line of `jcw export --candidate CANDIDATE`, which must exit with code 3 (bad input)."""
     capsys.readouterr()
     out = tmp_path / "cand.tflite"
@@ -143,12 +138,12 @@ def export_error(checkpoint, candidate, tmp_path, capsys) -> str:
 
 
 @pytest.mark.parametrize("candidate", ["99999999999999999999999", "1,2,x"])
-def test_export_refuses_a_malformed_candidate_in_one_line(checkpoint, tmp_path, capsys, candidate):
-    export_error(checkpoint, candidate, tmp_path, capsys)
+def test_export_refuses_a_malformed_candidate_in_one_line(jcw, checkpoint, tmp_path, capsys, candidate):
+    export_error(jcw, checkpoint, candidate, tmp_path, capsys)
 
 
-def test_export_names_the_gene_of_a_huge_value_in_a_full_length_candidate(checkpoint, tmp_path, capsys):
+def test_export_names_the_gene_of_a_huge_value_in_a_full_length_candidate(jcw, checkpoint, tmp_path, capsys):
     full = load_checkpoint(checkpoint).space().full()
     genes = ",".join(["99999999999999999999999"] + [str(v) for v in full[1:]])
-    assert "gene 0 = 99999999999999999999999 is beyond any grid index" in export_error(checkpoint, genes, tmp_path,
+    assert "gene 0 = 99999999999999999999999 is beyond any grid index" in export_error(jcw, checkpoint, genes, tmp_path,
                                                                                          capsys)

@@ -7,23 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jcw.cli import main
 from pruner.model.checkpoint import format_genes, load_checkpoint
 
 
-def jcw(*args) -> int:
-    return main([str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(jcw, tmp_path_factory):
     """A directory holding a briefly trained checkpoint, ckpt.pt."""
     d = tmp_path_factory.mktemp("pipeline")
     assert jcw("train", "--epochs", 1, "--limit", 640, "--width", 0.35, "--out", d / "ckpt.pt") == 0
     return d
 
 
-def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
+def test_pipeline_from_training_to_measured_candidates(jcw, workdir, capsys):
     ckpt, plan, results, pred = (workdir / n for n in ("ckpt.pt", "plan.yaml", "results", "pred.zip"))
     assert jcw("plan", "--model", ckpt, "--device", "local-sparse", "--candidates", 2, "--out", plan) == 0
     assert jcw("profile", "--device", "local-sparse", "--plan", plan, "--out", results) == 0
@@ -82,7 +77,7 @@ def test_pipeline_from_training_to_measured_candidates(workdir, capsys):
     assert jcw("export", "--model", tuned, "--device", "local-onnx", "--out", workdir / "tuned.onnx") == 0
 
 
-def test_export_refuses_a_wrong_suffix_and_a_candidate_for_a_pruned_model(workdir, capsys):
+def test_export_refuses_a_wrong_suffix_and_a_candidate_for_a_pruned_model(jcw, workdir, capsys):
     ckpt = workdir / "ckpt.pt"
     assert jcw("export", "--model", ckpt, "--device", "local-onnx", "--out", workdir / "x.tflite") == 3
     assert "runs .onnx models" in capsys.readouterr().err

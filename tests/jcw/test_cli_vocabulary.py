@@ -8,17 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from jcw.cli import main
-
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = "devices:\n  broken:\n    transport: local\n    runtime: litert\n    python: /nonexistent/python3\n"
 
 
-def jcw(*args) -> int:
-    return main([str(a) for a in args])
-
-
-def test_version_is_printed(capsys):
+def test_version_is_printed(jcw, capsys):
     with pytest.raises(SystemExit) as exit_:
         jcw("--version")
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("jcw ")
@@ -35,13 +29,13 @@ def elsewhere(tmp_path, monkeypatch) -> Path:
     return tmp_path / "config" / "jcw" / "devices.yaml"
 
 
-def test_no_devices_file_names_the_places_tried(elsewhere, capsys):
+def test_no_devices_file_names_the_places_tried(jcw, elsewhere, capsys):
     assert jcw("measure", "--device", "local", "model.tflite") == 3
     err = capsys.readouterr().err
     assert f"no devices file: tried devices.yaml and {elsewhere}; pass --devices FILE" in err
 
 
-def test_the_devices_file_in_the_config_directory_is_used_and_a_failing_device_exits_4(elsewhere, capsys):
+def test_the_devices_file_in_the_config_directory_is_used_and_a_failing_device_exits_4(jcw, elsewhere, capsys):
     elsewhere.write_text(BROKEN)
     assert jcw("measure", "--device", "broken", "model.tflite") == 4
     assert "device 'broken': interpreter /nonexistent/python3 is not installed" in capsys.readouterr().err
@@ -51,7 +45,7 @@ def test_the_devices_file_in_the_config_directory_is_used_and_a_failing_device_e
     assert jcw("measure", "--devices", elsewhere, "--device", "broken", "model.tflite") == 4  # --devices wins
 
 
-def test_usage_errors_exit_2_and_bad_input_3(elsewhere, capsys):
+def test_usage_errors_exit_2_and_bad_input_3(jcw, elsewhere, capsys):
     with pytest.raises(SystemExit) as exit_:
         jcw("fit", "--data", "table.csv", "--out", "m.jcwm")  # a dataset is never a kernel table: --table
     assert exit_.value.code == 2

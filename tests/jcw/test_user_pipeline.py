@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-from jcw.cli import main
 from pruner.model.checkpoint import load_checkpoint
 
 MODEL_FILE = '''
@@ -69,10 +68,6 @@ def build_seven():
 CLASSES = ("circle", "cross", "dark", "light", "stripes")
 
 
-def jcw(*args) -> int:
-    return main([str(a) for a in args])
-
-
 def write_image_folder(root, per_class: dict[str, int], size: int = 32) -> None:
     """PNG images, one folder per class and split, each class its own colour plus noise."""
     rng = np.random.default_rng(0)
@@ -99,7 +94,7 @@ def user(tmp_path_factory):
     return d
 
 
-def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, capsys):
+def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, tmp_path, capsys):
     model = ["--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape", "3,32,32"]
     on_device = ["--device", "local-sparse", "--keep", "stem.*"]
     data = ["--data", f"imagefolder:{user / 'images'}", "--torch-device", "cpu", "--threads", 1]
@@ -161,7 +156,7 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, 
     assert row["predicted_ms"] == pytest.approx(sidecar["predicted_ms"])
 
 
-def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(user, tmp_path, capsys):
+def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(jcw, user, tmp_path, capsys):
     code = jcw("finetune", "--model", f"{user / 'net.py'}:build_seven", "--input-shape", "3,32,32", "--candidate",
                "0", "--device", "local-sparse", "--data", f"imagefolder:{user / 'images'}", "--out",
                tmp_path / "tuned.pt")
@@ -170,7 +165,7 @@ def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(user, tmp_
 
 
 
-def test_worker_processes_are_refused_for_a_model_class_they_cannot_import(user, tmp_path, capsys):
+def test_worker_processes_are_refused_for_a_model_class_they_cannot_import(jcw, user, tmp_path, capsys):
     code = jcw("search", "--model", f"{user / 'net.py'}:build", "--input-shape", "3,32,32", "--device", "local-sparse",
                "--predictor", tmp_path / "none.jcwm", "--data", f"imagefolder:{user / 'images'}", "--workers", 2,
                "--out", tmp_path / "search")

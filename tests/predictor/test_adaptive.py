@@ -12,13 +12,6 @@ from predictor.adaptive import _near_misses, replay, sample
 from predictor.table import specs_frame
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
-from tests.predictor.test_latency_model import PHONE
-
-
-@pytest.fixture(scope="module")
-def phone() -> pd.DataFrame:
-    raw = pd.read_csv(PHONE)
-    return raw[raw["layer"].isin([0, 1, 5, 7])].reset_index(drop=True)
 
 
 def recording(measure):

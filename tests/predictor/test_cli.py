@@ -6,15 +6,14 @@ import pandas as pd
 import pytest
 
 from jcw.cli import main
-from tests.predictor.test_latency_model import PHONE
 
 
-def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
-    raw = pd.read_csv(PHONE)
+def test_fit_then_predict_keeps_row_order(phone_table, tmp_path, capsys):
+    raw = pd.read_csv(phone_table)
     raw[raw["layer"].isin([1, 7])].to_parquet(tmp_path / "train.parquet")
     assert (
         main(
-            ["fit", "--table", str(PHONE), "--table", str(tmp_path / "train.parquet"), "--out",
+            ["fit", "--table", str(phone_table), "--table", str(tmp_path / "train.parquet"), "--out",
              str(tmp_path / "m.jcwm")]
         )
         == 0
@@ -45,21 +44,22 @@ def test_fit_then_predict_keeps_row_order(tmp_path, capsys):
     assert (abs(pred["predicted_ms"] / truth - 1) < 0.1).mean() > 0.95
 
 
-def test_fit_reports_a_missing_column(tmp_path, capsys):
-    pd.read_csv(PHONE).drop(columns="density").to_csv(tmp_path / "bad.csv", index=False)
+def test_fit_reports_a_missing_column(phone_table, tmp_path, capsys):
+    pd.read_csv(phone_table).drop(columns="density").to_csv(tmp_path / "bad.csv", index=False)
     assert main(["fit", "--table", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "m.jcwm")]) == 3
     err = capsys.readouterr().err
     assert "bad.csv" in err and "density" in err
 
 
 @pytest.mark.parametrize("holdout", ["20", "1", "-0.1", "nan"])
-def test_fit_refuses_a_holdout_that_is_no_share(tmp_path, capsys, holdout):
-    assert main(["fit", "--table", str(PHONE), "--out", str(tmp_path / "m.jcwm"), "--holdout-share", holdout]) == 3
-    assert "--holdout-share" in capsys.readouterr().err and not (tmp_path / "m.jcwm").exists()
+def test_fit_refuses_a_holdout_that_is_no_share(phone_table, tmp_path, capsys, holdout):
+    out = tmp_path / "m.jcwm"
+    assert main(["fit", "--table", str(phone_table), "--out", str(out), "--holdout-share", holdout]) == 3
+    assert "--holdout-share" in capsys.readouterr().err and not out.exists()
 
 
-def test_fit_reports_an_infinite_latency_with_its_row(tmp_path, capsys):
-    raw = pd.read_csv(PHONE)
+def test_fit_reports_an_infinite_latency_with_its_row(phone_table, tmp_path, capsys):
+    raw = pd.read_csv(phone_table)
     raw.loc[2, "latency_ms"] = float("inf")
     raw.to_csv(tmp_path / "inf.csv", index=False)
     assert main(["fit", "--table", str(tmp_path / "inf.csv"), "--out", str(tmp_path / "m.jcwm")]) == 3

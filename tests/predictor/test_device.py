@@ -20,15 +20,13 @@ from pruner import JCW
 from pruner.deploy.export import ExportError
 from pruner.model.checkpoint import Checkpoint, format_genes, save_checkpoint
 from pruner.model.reference import build_model
-from tests.predictor.test_latency_model import PHONE
-from tests.predictor.test_predict_file import device_table, sparse_candidate
 
 REFUSAL = ("predictor {p} was fitted on device 'local-sparse' (builtin, 4x1), "
            "not 'local' (xnnpack, 1x4); pass --allow-other-device if you mean it")
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
+def work(tmp_path_factory, device_table, sparse_candidate):
     """A directory with ckpt.pt (untrained MobileNetV2 x0.35, 1 channel, 32x32), p.jcwm (a local-sparse predictor)
     and two candidates exported for local-sparse, a.tflite and b.tflite."""
     d = tmp_path_factory.mktemp("device")
@@ -44,13 +42,13 @@ def work(tmp_path_factory):
     return d
 
 
-def test_the_model_file_records_the_device_it_was_fitted_on(work):
+def test_the_model_file_records_the_device_it_was_fitted_on(work, phone_table):
     manifest = json.loads(zipfile.ZipFile(work / "p.jcwm").read("manifest.json"))
     assert manifest["fitted_on"] == {"device": "local-sparse", "runtime": "builtin",
                                      "runtime_version": "ai_edge_litert.interpreter 2.3.0", "block": "4x1"}
     assert persist.load(work / "p.jcwm").fitted_on == Target("local-sparse", "builtin",
                                                              "ai_edge_litert.interpreter 2.3.0", "4x1")
-    assert LatencyModel.fit(pd.read_csv(PHONE)).fitted_on is None  # a table that names no device
+    assert LatencyModel.fit(pd.read_csv(phone_table)).fitted_on is None  # a table that names no device
 
 
 def test_a_manifest_naming_another_device_than_its_table_is_refused(work, tmp_path):

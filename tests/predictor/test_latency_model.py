@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 
 from predictor import metrics
@@ -14,14 +11,6 @@ from predictor.models import MODELS
 from predictor.table import normalise
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
-
-PHONE = Path(__file__).resolve().parents[2] / "data" / "resnet18_phone_layers_0-9.csv"
-
-
-@pytest.fixture(scope="module")
-def phone() -> pd.DataFrame:
-    raw = pd.read_csv(PHONE)
-    return raw[raw["layer"].isin([0, 1, 5, 7])].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,11 @@ from predictor import persist
 from predictor.latency import LatencyModel
 from predictor.network import Overhead
 from profiler.errors import UserError
-from tests.predictor.test_latency_model import PHONE
 
 
 @pytest.fixture(scope="module")
-def fitted():
-    raw = pd.read_csv(PHONE)
+def fitted(phone_table):
+    raw = pd.read_csv(phone_table)
     train = raw[raw["layer"].isin([5, 7])].reset_index(drop=True)
     model = LatencyModel.fit(train)
     model.overhead = Overhead(0.3, 0.02)
@@ -40,16 +39,6 @@ def test_round_trip_refits_the_same_predictions_and_keeps_the_overhead(fitted, s
     loaded = persist.load(saved)
     np.testing.assert_array_equal(loaded.predict(train), model.predict(train))
     assert loaded.overhead == model.overhead and loaded.contexts == model.contexts
-
-
-class Payload:
-    """A pickle that, when unpickled, creates `marker`: what a crafted model.pkl could do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
 
 
 def _rewrite(src, dst, manifest=None, files=None, table=None):
@@ -74,18 +63,18 @@ def format_1(manifest: dict) -> dict:
     return {**manifest, "format": 1, "versions": versions, "schema": {"version": 1}}
 
 
-def test_the_payload_is_live(tmp_path):
+def test_the_payload_is_live(planted_pickle, tmp_path):
     """The check the tests below rely on: unpickling the planted payload does create its marker."""
-    pickle.loads(pickle.dumps(Payload(tmp_path / "marker")))
+    pickle.loads(planted_pickle(tmp_path / "marker"))
     assert (tmp_path / "marker").exists()
 
 
 @pytest.mark.parametrize("old", [True, False], ids=["format_1", "format_2_with_a_planted_pickle"])
-def test_a_planted_pickle_is_never_unpickled(fitted, saved, tmp_path, capsys, old):
+def test_a_planted_pickle_is_never_unpickled(fitted, saved, planted_pickle, tmp_path, capsys, old):
     model, train = fitted
     marker = tmp_path / "marker"
     planted = _rewrite(saved, tmp_path / "planted.jcwm", format_1 if old else None,
-                       {"model.pkl": pickle.dumps(Payload(marker))})
+                       {"model.pkl": planted_pickle(marker)})
     loaded = persist.load(planted)
     np.testing.assert_array_equal(loaded.predict(train), model.predict(train))
     assert loaded.overhead == model.overhead
@@ -99,9 +88,9 @@ def test_a_planted_pickle_is_never_unpickled(fitted, saved, tmp_path, capsys, ol
     assert not marker.exists()
 
 
-def test_convert_rewrites_a_format_1_file_without_its_pickle(fitted, saved, tmp_path, capsys):
+def test_convert_rewrites_a_format_1_file_without_its_pickle(fitted, saved, planted_pickle, tmp_path, capsys):
     model, train = fitted
-    old = _rewrite(saved, tmp_path / "old.jcwm", format_1, {"model.pkl": pickle.dumps(Payload(tmp_path / "marker"))})
+    old = _rewrite(saved, tmp_path / "old.jcwm", format_1, {"model.pkl": planted_pickle(tmp_path / "marker")})
     persist.convert(old, tmp_path / "new.jcwm")
     assert capsys.readouterr().err.startswith("note: model")
     assert json.loads(zipfile.ZipFile(tmp_path / "new.jcwm").read("manifest.json"))["format"] == persist.FORMAT

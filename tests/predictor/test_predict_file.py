@@ -27,33 +27,14 @@ from pruner.deploy.export import export
 from pruner.model.apply import apply_candidate
 from pruner.model.checkpoint import Checkpoint, format_genes, load_checkpoint, save_checkpoint
 from pruner.model.reference import build_model
-from pruner.search.latency import device_latency, model_cluster, profiling_plan
-from tests.pruner.deploy.test_export import run
-from tests.pruner.deploy.test_modern_ops import NETS, built
-from tests.pruner.deploy.test_modern_ops import SHAPE as MODERN_SHAPE
+from pruner.search.latency import device_latency, model_cluster
 
 SETUPS = {"local-sparse": 1, "local": 3}  # device -> input channels (XNNPACK's sparse path needs 3)
-
-
-def latency(spec: KernelSpec) -> float:
-    """A made-up but plausible latency: MACs, cheaper when sparse (more so in the nchw layout)."""
-    factor = (0.3 + 0.8 * spec.density) * (0.5 if spec.layout == "nchw" else 1.0) if spec.is_sparse else 1.0
-    return 0.002 + spec.macs / 5e7 * factor
-
-
-def device_table(ckpt: Checkpoint, device_name: str) -> pd.DataFrame:
-    """The model's profiling plan as the device's results table would hold it."""
-    device = get_device(device_name)
-    space = ckpt.space(device.runtime)
-    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
-    specs = profiling_plan(space, device.runtime, candidates=12, cluster=cluster)
-    return pd.DataFrame([{"device": device.name, "runtime": device.runtime.name,
-                          "runtime_version": "ai_edge_litert.interpreter 2.3.0", **s.to_row(), "latency_ms": latency(s)}
-                         for s in specs])
+MODERN_SHAPE = (1, 3, 32, 32)
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))
-def setup(request, tmp_path_factory):
+def setup(request, tmp_path_factory, device_table):
     """(device name, checkpoint path, predictor path) for an untrained MobileNetV2 x0.35 on 32x32 inputs."""
     device, d = request.param, tmp_path_factory.mktemp(request.param)
     torch.manual_seed(0)
@@ -66,15 +47,7 @@ def setup(request, tmp_path_factory):
     return device, d / "ckpt.pt", d / "p.jcwm"
 
 
-def sparse_candidate(ckpt: Checkpoint, runtime: str) -> np.ndarray:
-    """A candidate with narrowed layers and every density at its floor (an XNNPACK cluster passes the gate)."""
-    space = ckpt.space(runtime)
-    x = space.sample(np.random.default_rng(1), 1)[0]
-    x[space.n_width:] = space.lower[space.n_width:]
-    return x
-
-
-def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(setup, tmp_path, capsys):
+def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(setup, sparse_candidate, tmp_path, capsys):
     device_name, ckpt_path, predictor_path = setup
     device, ckpt = get_device(device_name), load_checkpoint(ckpt_path)
     genes = sparse_candidate(ckpt, device.runtime.name)
@@ -101,7 +74,7 @@ def test_predicting_an_exported_file_gives_the_search_price_of_its_candidate(set
         result["predicted_ms"])
 
 
-def test_the_reader_rebuilds_the_written_model_and_its_xnnpack_clusters():
+def test_the_reader_rebuilds_the_written_model_and_its_xnnpack_clusters(sparse_candidate, run_exported):
     torch.manual_seed(0)
     kwargs = {"num_classes": 10, "in_channels": 3, "width_mult": 0.35}
     ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, 3, 32, 32))
@@ -111,12 +84,13 @@ def test_the_reader_rebuilds_the_written_model_and_its_xnnpack_clusters():
     assert xnnpack.analyse(m) == list(exported.analysis) and exported.analysis[0].sparse
     rewritten = dataclasses.replace(exported, model=m.to_bytes())  # every tensor, buffer, sparse index, option
     x = torch.randn(ckpt.input_shape)
-    np.testing.assert_array_equal(run(rewritten, x), run(exported, x))
+    np.testing.assert_array_equal(run_exported(rewritten, x), run_exported(exported, x))
     xnn = get_runtime("xnnpack", "1x4")
     assert xnn.in_layouts(layer_specs(m, "1x4"), xnn.analyse_model(m)) == {e.name: e.spec for e in exported.layers}
 
 
-def test_onnx_files_and_checkpoints_are_predicted_through_the_same_specs(tmp_path, capsys):
+def test_onnx_files_and_checkpoints_are_predicted_through_the_same_specs(device_table, sparse_candidate, tmp_path,
+                                                                         capsys):
     torch.manual_seed(0)
     kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": 0.35}
     ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, 1, 32, 32))
@@ -164,11 +138,10 @@ def test_unreadable_files_and_wrong_inputs_are_one_line_errors(setup, tmp_path, 
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("net", list(NETS))
-def test_modern_networks_read_back_as_the_exporter_wrote_their_layers(net):
+def test_modern_networks_read_back_as_the_exporter_wrote_their_layers(modern_net):
     """Squeeze-and-excite, hardswish, hardsigmoid, SiLU, 5x5 depthwise and concat networks, every runtime: the
     activation written as ops of its own is read as the layer's, as the exporter's KernelSpecs have it."""
-    model = built(net)
+    net, model = modern_net
     for name in ("builtin", "xnnpack", "onnx"):
         runtime = get_runtime(name, "4x1")
         exported = export(model, MODERN_SHAPE, runtime)

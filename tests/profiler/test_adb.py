@@ -9,11 +9,7 @@ The parser is also tested on output texts written exactly in benchmark_model's d
 
 import json
 import math
-import os
-import shutil
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -26,8 +22,6 @@ from profiler.store import COLUMNS, OPTIONAL, ResultsStore
 from profiler.transports import DeviceError, open_transport
 from profiler.transports.adb import cpus_of_mask, parse_batch, parse_benchmark_output
 
-FAKE = Path(__file__).parent / "fake_device"
-SERIAL = "R58M12ABCDE"
 SPECS = [KernelSpec("conv", 14, 14, 32, c, density=d) for c in (16, 32) for d in (0.5, 1.0)] + [
     KernelSpec("dwconv", 14, 14, 32, 32, k=3, groups=32),
 ]
@@ -110,60 +104,20 @@ def test_cpu_mask_bits():
     assert cpus_of_mask("f0") == [4, 5, 6, 7] and cpus_of_mask("3") == [0, 1] and cpus_of_mask("80") == [7]
 
 
-def install_phone(tmp_path: Path) -> tuple[Path, dict]:
-    """A simulated phone in tmp_path: its filesystem root, with benchmark_model installed and a 4-core cpufreq
-    sysfs, and the environment variables that put the `adb` stand-in on PATH."""
-    root, bin_dir = tmp_path / "phone", tmp_path / "bin"
-    (root / "data/local/tmp").mkdir(parents=True)
-    bin_dir.mkdir()
-    for name in ("adb", "benchmark_model", "getprop"):  # installed with this Python (-S: quick, stdlib only)
-        text = (FAKE / name).read_text()
-        if text.startswith("#!/usr/bin/env python3"):
-            text = text.replace("#!/usr/bin/env python3", f"#!{sys.executable} -S", 1)
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
-    shutil.copy(bin_dir / "benchmark_model", root / "data/local/tmp/benchmark_model")
-    (root / "serial").write_text(SERIAL)
-    (root / "state").write_text("device")
-    for cpu in range(4):
-        freq = root / f"sys/devices/system/cpu/cpu{cpu}/cpufreq"
-        freq.mkdir(parents=True)
-        for name, value in [("scaling_governor", "schedutil"), ("scaling_cur_freq", "1800000"),
-                            ("scaling_max_freq", "2400000"), ("cpuinfo_max_freq", "2400000")]:
-            (freq / name).write_text(value + "\n")
-    (root / "sys/class/power_supply/battery").mkdir(parents=True)
-    (root / "sys/class/power_supply/battery/temp").write_text("312\n")
-    return root, {"FAKE_ADB_ROOT": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-
-
-@pytest.fixture
-def phone(tmp_path, monkeypatch):
-    """A simulated phone (install_phone), reached by this process's `adb`."""
-    root, env = install_phone(tmp_path)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return root
-
-
-def pixel(tmp_path, **extra):
-    fields = {"transport": "adb", "runtime": "litert", "serial": SERIAL,
-              "benchmark_model": "/data/local/tmp/benchmark_model", "cpu_mask": "'1'", "cooldown_s": 0,
-              "warmup": 2, "repeats": 10, "rounds": 1, **extra}
+def pixel(phone, tmp_path, **extra):
+    """The phone as the device 'pixel' of a devices.yaml in tmp_path: core 0, no cooldown, few samples."""
+    fields = {"cpu_mask": "'1'", "cooldown_s": 0, "warmup": 2, "repeats": 10, "rounds": 1, **extra}
     path = tmp_path / "devices.yaml"
-    path.write_text("devices:\n  pixel:\n" + "".join(f"    {k}: {v}\n" for k, v in fields.items()))
+    path.write_text("devices:\n" + phone.device_yaml("pixel", **fields))
     return load_devices(path)["pixel"]
-
-
-def configure(phone: Path, **config) -> None:
-    (phone / "fake_config.json").write_text(json.dumps(config))
 
 
 @pytest.mark.parametrize("fmt", ["new", "mid", "old"])
 def test_profile_a_phone_one_push_and_one_shell_per_batch(tmp_path, phone, fmt):
-    configure(phone, format=fmt)
+    phone.configure(format=fmt)
     store = ResultsStore(tmp_path / "pixel.csv")
     start = time.monotonic()
-    result = profile_device(pixel(tmp_path, cooldown_s=0.3), SPECS, store, batch_size=3)
+    result = profile_device(pixel(phone, tmp_path, cooldown_s=0.3), SPECS, store, batch_size=3)
     assert time.monotonic() - start >= 0.3  # cooled down between the two batches
     assert (result.measured, result.failed) == (len(SPECS), [])
     table = store.table
@@ -171,17 +125,17 @@ def test_profile_a_phone_one_push_and_one_shell_per_batch(tmp_path, phone, fmt):
     assert (table.latency_ms > 0).all() and (table.model_ms > table.baseline_ms).all()
     assert (table.governor == "schedutil").all() and (table.freq_mhz == 1800).all() and (table.temp_c == 31.2).all()
     assert not table.throttled.any()
-    log = (phone / "adb.log").read_text().splitlines()
+    log = (phone.root / "adb.log").read_text().splitlines()
     assert [line.split()[2] for line in log if line.startswith("-s")].count("push") == 2
     assert [line.split()[2] for line in log if line.startswith("-s")].count("shell") == 3  # check + 2 batches
-    assert list((phone / "data/local/tmp/jcw").iterdir()) == []  # every batch dir removed on the phone
+    assert list((phone.root / "data/local/tmp/jcw").iterdir()) == []  # every batch dir removed on the phone
     reread = pd.read_csv(tmp_path / "pixel.csv")
     assert list(reread.columns) == COLUMNS
 
 
 def test_latency_is_parsed_to_the_digit(tmp_path, phone):
-    configure(phone, format="old")
-    device = pixel(tmp_path)
+    phone.configure(format="old")
+    device = pixel(phone, tmp_path)
     batch = tmp_path / "batch"
     batch.mkdir()
     (batch / "m.tflite").write_bytes(b"\0" * 20000)
@@ -191,9 +145,9 @@ def test_latency_is_parsed_to_the_digit(tmp_path, phone):
 
 
 def test_a_crashing_or_silent_model_fails_alone_with_the_tool_output(tmp_path, phone):
-    configure(phone, crash=["conv_14x14_32-16_k1s1_d0.5"], garbage=["conv_14x14_32-32_k1s1_d1"])
+    phone.configure(crash=["conv_14x14_32-16_k1s1_d0.5"], garbage=["conv_14x14_32-32_k1s1_d1"])
     store = ResultsStore(tmp_path / "pixel.csv")
-    result = profile_device(pixel(tmp_path), SPECS, store, batch_size=8)
+    result = profile_device(pixel(phone, tmp_path), SPECS, store, batch_size=8)
     assert result.measured == len(SPECS) - 2
     errors = {spec.cout: error for spec, error in result.failed}
     assert "Initialized session" in errors[16] and "exit 139" in errors[16].splitlines()[-1]
@@ -201,42 +155,42 @@ def test_a_crashing_or_silent_model_fails_alone_with_the_tool_output(tmp_path, p
 
 
 def test_throttled_rows_are_flagged(tmp_path, phone):
-    (phone / "sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq").write_text("1200000\n")
+    (phone.root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq").write_text("1200000\n")
     store = ResultsStore(tmp_path / "pixel.csv")
-    profile_device(pixel(tmp_path), SPECS[:1], store)
+    profile_device(pixel(phone, tmp_path), SPECS[:1], store)
     assert store.table.throttled.all()
-    (phone / "sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq").write_text("2400000\n")
+    (phone.root / "sys/devices/system/cpu/cpu0/cpufreq/scaling_max_freq").write_text("2400000\n")
     store = ResultsStore(tmp_path / "hot.csv")
-    profile_device(pixel(tmp_path, max_temp_c=30), SPECS[:1], store)
+    profile_device(pixel(phone, tmp_path, max_temp_c=30), SPECS[:1], store)
     assert store.table.throttled.all()
 
 
 def test_phone_offline_mid_batch_keeps_rows_names_the_device_and_resume_completes(tmp_path, phone):
-    configure(phone, offline_after=5)  # batch 1 = 3 kernels + 1 baseline; dies in batch 2
+    phone.configure(offline_after=5)  # batch 1 = 3 kernels + 1 baseline; dies in batch 2
     store = ResultsStore(tmp_path / "pixel.csv")
     with pytest.raises(DeviceError, match=r"device 'pixel' \(adb serial R58M12ABCDE\): phone went away.*offline.*"
                                           r"re-run to resume") as info:
-        profile_device(pixel(tmp_path), SPECS, store, batch_size=3)
+        profile_device(pixel(phone, tmp_path), SPECS, store, batch_size=3)
     assert "\n" not in str(info.value)
     assert len(ResultsStore(tmp_path / "pixel.csv").table) == 3
-    (phone / "state").write_text("device")
-    configure(phone)
-    result = profile_device(pixel(tmp_path), SPECS, ResultsStore(tmp_path / "pixel.csv"), batch_size=3)
+    (phone.root / "state").write_text("device")
+    phone.configure()
+    result = profile_device(pixel(phone, tmp_path), SPECS, ResultsStore(tmp_path / "pixel.csv"), batch_size=3)
     assert (result.skipped, result.measured) == (3, len(SPECS) - 3)
 
 
 def test_unknown_serial_unauthorized_missing_tool_and_missing_adb_are_clear(tmp_path, phone):
     with pytest.raises(DeviceError, match=r"device 'pixel'.*no phone with this serial is attached.*"
-                                          rf"lists: {SERIAL} \(device\)"):
-        open_transport(pixel(tmp_path, serial="0123456789"))
-    (phone / "state").write_text("unauthorized")
+                                          rf"lists: {phone.serial} \(device\)"):
+        open_transport(pixel(phone, tmp_path, serial="0123456789"))
+    (phone.root / "state").write_text("unauthorized")
     with pytest.raises(DeviceError, match="USB debugging is not authorized"):
-        open_transport(pixel(tmp_path))
-    (phone / "state").write_text("device")
+        open_transport(pixel(phone, tmp_path))
+    (phone.root / "state").write_text("device")
     with pytest.raises(DeviceError, match=r"benchmark_model not found .* at /data/local/tmp/bm on the phone"):
-        open_transport(pixel(tmp_path, benchmark_model="/data/local/tmp/bm"))
+        open_transport(pixel(phone, tmp_path, benchmark_model="/data/local/tmp/bm"))
     with pytest.raises(DeviceError, match=r"cannot run the adb client '/no/adb' \(No such file or directory\)"):
-        open_transport(pixel(tmp_path, adb="/no/adb"))
+        open_transport(pixel(phone, tmp_path, adb="/no/adb"))
 
 
 @pytest.mark.parametrize("field, value", [
@@ -244,15 +198,15 @@ def test_unknown_serial_unauthorized_missing_tool_and_missing_adb_are_clear(tmp_
     ("benchmark_model", "'/data/local/tmp/bm; reboot'"), ("benchmark_model", "bm"),
     ("work_dir", "'/data/local/tmp/`reboot`'"), ("work_dir", "'~/jcw'"), ("cpu_mask", "'f0; reboot'"),
 ])
-def test_hostile_fields_are_refused_by_the_schema(tmp_path, field, value):
+def test_hostile_fields_are_refused_by_the_schema(fake_phone, tmp_path, field, value):
     with pytest.raises(UserError, match=f"device 'pixel': field '{field}'"):
-        pixel(tmp_path, **{field: value})
+        pixel(fake_phone, tmp_path, **{field: value})
 
 
 def test_odd_but_valid_work_dir_is_quoted(tmp_path, phone):
     store = ResultsStore(tmp_path / "pixel.csv")
-    profile_device(pixel(tmp_path, work_dir="/data/local/tmp/j+c.w-1"), SPECS[:1], store)
-    assert len(store.table) == 1 and list((phone / "data/local/tmp/j+c.w-1").iterdir()) == []
+    profile_device(pixel(phone, tmp_path, work_dir="/data/local/tmp/j+c.w-1"), SPECS[:1], store)
+    assert len(store.table) == 1 and list((phone.root / "data/local/tmp/j+c.w-1").iterdir()) == []
 
 
 def test_tables_written_before_the_device_state_columns_still_load(tmp_path):
@@ -272,8 +226,8 @@ def test_a_phone_dropping_mid_run_stops_only_itself_in_a_farm(tmp_path, phone, c
     """`jcw profile --device pixel --device here`, the phone offline in its 2nd batch: only it stops; re-run resumes."""
     from jcw.cli import main
 
-    configure(phone, offline_after=5)
-    pixel(tmp_path)
+    phone.configure(offline_after=5)
+    pixel(phone, tmp_path)
     devices = tmp_path / "devices.yaml"
     devices.write_text(devices.read_text() + "  here:\n    transport: local\n    runtime: litert\n    warmup: 1\n"
                        "    repeats: 5\n    rounds: 1\n")
@@ -285,7 +239,7 @@ def test_a_phone_dropping_mid_run_stops_only_itself_in_a_farm(tmp_path, phone, c
     assert main(args) == 1
     assert "pixel: stopped: device 'pixel'" in capsys.readouterr().err
     assert len(pd.read_csv(out / "here.csv")) == 8 and len(pd.read_csv(out / "pixel.csv")) == 3
-    (phone / "state").write_text("device")
-    configure(phone)
+    (phone.root / "state").write_text("device")
+    phone.configure()
     assert main(args) == 0
     assert len(pd.read_csv(out / "pixel.csv")) == 8

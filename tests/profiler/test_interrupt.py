@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,33 +26,12 @@ from profiler.kernel import KernelSpec
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import open_transport
-from tests.profiler.test_adb import SERIAL, install_phone
 
 JCW = Path(sys.executable).parent / "jcw"
 LOCAL = ("    transport: local\n    runtime: litert\n    xnnpack: false\n    warmup: 1\n    repeats: 300\n"
          "    rounds: 1\n")
 PLAN = "kernels:\n  - {op: conv, hw: 28, cin: 64, cout: {from: 8, to: 192, step: 8}, density: [0.5, 1.0]}\n"
 KERNELS = 48
-
-
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def processes(*texts: str) -> list[int]:
-    """Pids of the live processes whose command line holds every one of `texts`."""
-    found = []
-    for pid in [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if all(text in cmdline for text in texts):
-            found.append(pid)
-    return found
 
 
 def dead_pid() -> int:
@@ -104,7 +82,7 @@ class Profile:
         assert list(self.tmp.iterdir()) == []  # every local batch dir removed
 
 
-def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches(tmp_path):
+def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches(tmp_path, wait_for, processes):
     """Real runner and LiteRT on this machine: SIGINT during the second batch kills the runner at once."""
     run = Profile(tmp_path, "  here:\n" + LOCAL, ["here"])
     wait_for(lambda: run.stored("here"), "the first batch's rows")
@@ -120,7 +98,7 @@ def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches
     assert after.iloc[:len(before)].equals(before)
 
 
-def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_path, sshd):
+def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_path, sshd, wait_for, processes):
     """A real sshd board and a local device, two workers: SIGTERM kills both runners (the board's over SSH,
     which must die on the server, not just lose its channel) and removes the remote batch dir."""
     work = tmp_path / "remote"
@@ -144,15 +122,14 @@ def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_pat
         assert len(rows) <= len(after) < KERNELS and after.iloc[:len(rows)].equals(rows)
 
 
-def test_sigint_stops_the_phone_mid_batch_and_keeps_the_kernels_it_finished(tmp_path):
+def test_sigint_stops_the_phone_mid_batch_and_keeps_the_kernels_it_finished(tmp_path, fake_phone, wait_for,
+                                                                            processes):
     """Simulated phone, one model per second: SIGINT while the second batch's second kernel runs stops
     benchmark_model and the batch shell on the phone, removes the phone's batch dir, and keeps the rows of
     the first batch and of the second batch's first kernel (the phone reports kernels one by one)."""
-    root, env = install_phone(tmp_path / "device")
-    (root / "fake_config.json").write_text('{"seconds": 1}')
-    pixel = (f"  pixel:\n    transport: adb\n    runtime: litert\n    serial: {SERIAL}\n"
-             "    benchmark_model: /data/local/tmp/benchmark_model\n    cooldown_s: 0\n")
-    run = Profile(tmp_path, pixel, ["pixel"], env=env, batch_size=3)
+    root = fake_phone.root
+    fake_phone.configure(seconds=1)
+    run = Profile(tmp_path, fake_phone.device_yaml("pixel", cooldown_s=0), ["pixel"], env=fake_phone.env, batch_size=3)
     calls = root / "benchmark_calls"
     # batch 1: a baseline and 3 kernels (calls 1-4); batch 2: baseline (5), kernel (6), kernel (7) ...
     wait_for(lambda: run.stored("pixel") and calls.exists() and int(calls.read_text() or 0) >= 7,
@@ -194,18 +171,13 @@ def test_a_killed_runs_remote_dir_is_removed_at_connect_and_a_live_runs_dir_is_k
     assert sorted(p.name for p in work.iterdir()) == sorted([live.name, "notes.txt"])
 
 
-def test_a_killed_runs_phone_dir_is_removed_at_connect_and_a_live_runs_dir_is_kept(tmp_path, monkeypatch):
+def test_a_killed_runs_phone_dir_is_removed_at_connect_and_a_live_runs_dir_is_kept(tmp_path, phone):
     """Simulated phone: a jcw-<pid>-* dir whose profiler (a pid on this machine) is gone goes; a live one stays."""
-    root, env = install_phone(tmp_path)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    work = root / "data/local/tmp/jcw"
+    work = phone.root / "data/local/tmp/jcw"
     stale, live = work / f"jcw-{dead_pid()}-0123abcd", work / f"jcw-{os.getpid()}-89abcdef"
     for path in (stale, live):
         path.mkdir(parents=True)
         (path / "job.json").write_text("{}")
-    (tmp_path / "devices.yaml").write_text(
-        f"devices:\n  pixel:\n    transport: adb\n    runtime: litert\n    serial: {SERIAL}\n"
-        "    benchmark_model: /data/local/tmp/benchmark_model\n")
+    (tmp_path / "devices.yaml").write_text("devices:\n" + phone.device_yaml("pixel"))
     open_transport(load_devices(tmp_path / "devices.yaml")["pixel"]).close()
     assert [p.name for p in work.iterdir()] == [live.name]

@@ -21,8 +21,6 @@ from profiler.kernel import KernelSpec
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
 from profiler.transports import DeviceError, open_transport
-from tests.conftest import descendants, keygen
-from tests.profiler.test_interrupt import processes
 
 SPECS = [KernelSpec("conv", 28, 28, 64, c, density=d, block="4x1") for c in (32, 64) for d in (0.2, 1.0)] + [
     KernelSpec("conv", 14, 14, 32, 32, k=3, activation="relu", block="4x1"),
@@ -80,7 +78,7 @@ def test_sshd_killed_mid_batch_keeps_rows_names_the_device_and_resume_completes(
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if any(b"runner.py" in Path(f"/proc/{p}/cmdline").read_bytes()
-                   for p in descendants(sshd.proc.pid) if os.path.exists(f"/proc/{p}/cmdline")):
+                   for p in sshd.sessions() if os.path.exists(f"/proc/{p}/cmdline")):
                 break
             time.sleep(0.01)
         sshd.kill()
@@ -155,9 +153,10 @@ def test_missing_runtime_and_missing_python_say_so(tmp_path, sshd):
         profile_device(device, SPECS[:1], ResultsStore(tmp_path / "t.csv"))
 
 
-def test_passphrase_comes_only_from_the_named_env_var_and_never_shows(tmp_path, sshd, monkeypatch, caplog):
+def test_passphrase_comes_only_from_the_named_env_var_and_never_shows(tmp_path, sshd, ssh_keygen, monkeypatch,
+                                                                       caplog):
     secret = "s3cret-Pass phrase"
-    key = keygen(tmp_path / "locked_key", passphrase=secret)
+    key = ssh_keygen(tmp_path / "locked_key", passphrase=secret)
     with open(sshd.directory / "authorized_keys", "a") as f:
         f.write((tmp_path / "locked_key.pub").read_text())
     monkeypatch.delenv("JCW_TEST_PASSPHRASE", raising=False)
@@ -200,7 +199,8 @@ def test_odd_but_valid_remote_paths_are_quoted_and_home_relative(tmp_path, sshd)
         remote.rmdir()
 
 
-def test_ctrl_c_in_the_profiling_thread_stops_the_runner_on_the_board_and_removes_its_dir(tmp_path, sshd):
+def test_ctrl_c_in_the_profiling_thread_stops_the_runner_on_the_board_and_removes_its_dir(tmp_path, sshd,
+                                                                                          processes):
     """`jcw demo` and `jcw profile --adaptive` profile in the main thread: a real SIGINT, sent to this process while
     the runner runs under the real sshd, closes the channel there; the runner exits and its dir goes."""
     device = board(tmp_path, sshd, repeats=1500)  # the batch takes 9 s or more: 6 kernels x 1500 samples of >= 1 ms

@@ -9,16 +9,10 @@ import pruner.accuracy.estimate
 from pruner.accuracy.estimate import as_loss_fn, mnist_proxy_data, proxy_estimator, user_estimator
 from pruner.accuracy.supernet import SupernetEstimator, build_supernet, sandwich, train_step
 from pruner.accuracy.train import evaluate, recalibrate_bn
-from pruner.data.mnist import load_mnist
 from pruner.model.apply import apply_candidate, layer_densities
 from pruner.model.graph import KINDS, analyze, measured_channels
 from pruner.model.reference import MobileNetV2, build_model
 from pruner.search.space import SearchSpace
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")

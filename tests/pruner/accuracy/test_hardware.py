@@ -6,7 +6,6 @@ import torch
 from profiler.errors import UserError
 from pruner.accuracy.hardware import init_distributed, is_main_process, resolve_device, set_threads, shard
 from pruner.accuracy.train import evaluate, train
-from tests.pruner.accuracy.test_train import small_net
 
 
 def test_auto_and_cpu_resolve_to_the_cpu_here():
@@ -49,7 +48,7 @@ def test_outside_torchrun_nothing_is_distributed(monkeypatch):
     assert shard(loader) is loader
 
 
-def test_training_on_an_explicit_cpu_device_matches_the_default():
+def test_training_on_an_explicit_cpu_device_matches_the_default(small_net):
     images, labels = torch.rand(64, 1, 28, 28), torch.arange(64) % 10
     batches = [(images[i:i + 16], labels[i:i + 16]) for i in range(0, 64, 16)]
     default, placed = small_net(), small_net()

@@ -19,7 +19,6 @@ from pruner.model.reference import MobileNetV2
 from pruner.search.engine import SearchConfig
 from pruner.search.fronts import run_fronts
 from pruner.search.space import SearchSpace
-from tests.pruner.search.test_fronts import latency_of
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def test_a_local_function_cannot_go_to_workers_and_says_so(trained):
         estimator(space.lower[None])
 
 
-def test_the_same_seed_gives_the_same_fronts_with_one_or_two_workers(trained, tmp_path):
+def test_the_same_seed_gives_the_same_fronts_with_one_or_two_workers(trained, latency_of, tmp_path):
     model, space, data = trained
     fronts = {}
     for workers in (1, 2):

@@ -13,19 +13,6 @@ from pruner.data.mnist import load_mnist
 from pruner.model.apply import mask_weights
 
 
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
-
-
-def small_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32),
-        nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
-    )
-
-
 def test_mnist_splits_are_real_digits(mnist):
     assert {k: len(v.y) for k, v in mnist.items()} == {"train": 50000, "val": 10000, "test": 10000}
     assert mnist["train"].x.shape[1:] == (1, 28, 28) and 0 <= mnist["train"].x.min() < mnist["train"].x.max() <= 1
@@ -44,7 +31,7 @@ def test_the_unpickler_refuses_anything_but_arrays(tmp_path):
         load_mnist(path)
 
 
-def test_training_learns_and_masked_zeros_stay_zero(mnist):
+def test_training_learns_and_masked_zeros_stay_zero(mnist, small_net):
     model = small_net()
     conv = model[3]
     mask_weights(model, {"3": 0.3}, block="1x4")
@@ -58,7 +45,7 @@ def test_training_learns_and_masked_zeros_stay_zero(mnist):
     assert torch.equal(conv.weight == 0, zeros) and zeros.float().mean() == pytest.approx(0.7, abs=0.02)
 
 
-def test_bn_recalibration_recovers_a_model_with_stale_statistics(mnist):
+def test_bn_recalibration_recovers_a_model_with_stale_statistics(mnist, small_net):
     model = small_net()
     train(model, mnist["train"].loader(32, shuffle=True, limit=4000), epochs=1)
     val = mnist["val"].loader(500, limit=1000)
@@ -90,7 +77,7 @@ class Interrupting:
             yield batch
 
 
-def test_an_interrupted_training_resumes_from_its_last_epoch_to_the_same_weights(mnist, tmp_path):
+def test_an_interrupted_training_resumes_from_its_last_epoch_to_the_same_weights(mnist, small_net, tmp_path):
     batches = list(mnist["train"].loader(64, limit=256))
     whole = small_net()
     train(whole, Interrupting(batches), 3, optimizer="sgd", weight_decay=1e-4)

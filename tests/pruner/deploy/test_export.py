@@ -1,10 +1,8 @@
 """Pruned candidates exported to TFLite (XNNPACK and built-in kernels) and ONNX equal PyTorch's outputs."""
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
 from profiler.runtimes import get_runtime
@@ -14,34 +12,11 @@ from pruner.model.graph import analyze
 from pruner.model.reference import build_model
 from pruner.search.space import SearchSpace
 
-RESOLVER = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
 SHAPE = (1, 3, 32, 32)
 
 
-def run(exported, x: torch.Tensor) -> np.ndarray:
-    if exported.runtime.name == "onnx":
-        session = ort.InferenceSession(exported.model, providers=["CPUExecutionProvider"])
-        return session.run(None, {"input": x.numpy()})[0]
-    resolver = RESOLVER[exported.runtime.name]
-    interpreter = Interpreter(model_content=exported.model, experimental_op_resolver_type=resolver)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-
-def randomise_bn(model: nn.Module, gen: torch.Generator) -> None:
-    """Non-trivial BatchNorm statistics, so folding is really tested."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(0.2 * torch.randn(m.num_features, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-
-
 @pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "mobilenet_v1"])
-def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name):
+def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name, randomise_bn, run_exported):
     gen = torch.Generator().manual_seed(0)
     model = build_model(name, num_classes=10, width_mult=0.5).eval()
     randomise_bn(model, gen)
@@ -55,7 +30,7 @@ def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name):
             want = pruned(x).numpy()
         for runtime in ("xnnpack", "builtin", "onnx"):
             exported = export(pruned, SHAPE, get_runtime(runtime, block))
-            got = run(exported, x)
+            got = run_exported(exported, x)
             assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), (name, runtime, x_genes)
             expected = {n: round(d, 1) for n, d in space.densities(x_genes).items()}
             for layer in exported.layers:
@@ -63,7 +38,7 @@ def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name):
                     assert layer.pruned_density == pytest.approx(expected[layer.name], abs=0.06)
 
 
-def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so():
+def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so(run_exported):
     model = build_model("mobilenet_v2", num_classes=10, width_mult=0.5).eval()
     space = SearchSpace(analyze(model, SHAPE))
     x_genes = space.lower  # the sparsest candidate
@@ -73,7 +48,7 @@ def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so():
     assert sparse_1x1 and all(layer.storage == "dense" and layer.spec.density == 1.0 for layer in sparse_1x1)
     x = torch.randn(SHAPE)
     with torch.no_grad():
-        np.testing.assert_allclose(run(chosen, x), pruned(x).numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(run_exported(chosen, x), pruned(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_sparse_storage_is_smaller_on_disk():

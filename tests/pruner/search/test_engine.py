@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,6 @@ from pruner.search.fronts import uniform_sweep
 from pruner.search.pareto import best_under_budgets, hypervolumes, pareto_front, plot_fronts, shared_ref_point
 from pruner.search.state import CHECKPOINT, OLD_CHECKPOINT, CheckpointError
 from pruner.search.survival import AnchorSurvival
-from tests.predictor.test_persist import Payload
 
 N_LAYERS = 6
 COST = np.array([3.0, 2.0, 2.5, 1.5, 2.0, 1.0])  # ms of each layer at full width and density
@@ -307,8 +305,8 @@ def one_line_search_error(run_dir, match: str) -> None:
     assert "\n" not in str(err.value) and "use another run directory" in str(err.value)
 
 
-def test_a_planted_pickle_in_a_run_directory_is_never_unpickled(tmp_path):
-    marker, payload = tmp_path / "marker", pickle.dumps(Payload(tmp_path / "marker"))
+def test_a_planted_pickle_in_a_run_directory_is_never_unpickled(planted_pickle, tmp_path):
+    marker, payload = tmp_path / "marker", planted_pickle(tmp_path / "marker")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / OLD_CHECKPOINT).write_bytes(payload)  # an older jcw's checkpoint name
     one_line_search_error(tmp_path / "old", f"{tmp_path / 'old' / OLD_CHECKPOINT}: a pickled checkpoint")

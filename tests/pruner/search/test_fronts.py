@@ -1,7 +1,7 @@
 """One search run over a real MobileNetV2's search space: every method's budget, the repair, resume, and the
 files written.
 
-Latency is a formula (sparse pays below 40% density, as in test_latency) and the estimator a smooth
+Latency is the conftest's formula (sparse pays below 40% density) and the estimator a smooth
 function of the genes, so the run takes seconds; the search machinery, the space and the files are real.
 """
 
@@ -13,9 +13,7 @@ import pytest
 
 from pruner.search.engine import SearchConfig, SearchError
 from pruner.search.fronts import fixed_genes, run_fronts
-from pruner.search.latency import CandidateLatency
 from pruner.search.space import SearchSpace
-from tests.pruner.search.test_latency import predict
 
 CONFIG = SearchConfig(n_gen=5, pop_size=16, seed=4)
 
@@ -33,16 +31,15 @@ class Recorder:
         return np.column_stack([loss, np.exp(-loss)])
 
 
-def run(space, out):
-    latency = latency_of(space)
+def run(space, latency, out):
     estimator = Recorder(space)
     fronts = run_fronts(space, latency, estimator, out, CONFIG, budgets=(1.0,), progress=False,
                         repair=latency.repair)
     return fronts, estimator
 
 
-def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space, tmp_path):
-    run(space, tmp_path)
+def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space, latency_of, tmp_path):
+    run(space, latency_of(space), tmp_path)
     n_width = space.n_width
     archives = {m: np.load(tmp_path / m / "archive.npz") for m in ("joint", "channel-only", "weight-only")}
     counts = {m: len(z["X"]) for m, z in archives.items()}
@@ -64,11 +61,7 @@ def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space
     assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").stat().st_size > 0
 
 
-def latency_of(space: SearchSpace) -> CandidateLatency:
-    return CandidateLatency(space, predict, "1x4", overhead_ms=0.1)
-
-
-def test_fixed_genes_of_the_baselines(space):
+def test_fixed_genes_of_the_baselines(space, latency_of):
     n_width = space.n_width
     channel_only, weight_only = fixed_genes(space, "channel-only"), fixed_genes(space, "weight-only")
     assert channel_only.mask[n_width:].all() and not channel_only.mask[:n_width].any()
@@ -80,9 +73,9 @@ def test_fixed_genes_of_the_baselines(space):
         run_fronts(space, latency_of(space), Recorder(space), "unused", CONFIG, weight_stage=1.5)
 
 
-def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space, tmp_path):
-    first, _ = run(space, tmp_path)
-    again, estimator = run(space, tmp_path)
+def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space, latency_of, tmp_path):
+    first, _ = run(space, latency_of(space), tmp_path)
+    again, estimator = run(space, latency_of(space), tmp_path)
     for method, table in first.fronts.items():
         pd.testing.assert_frame_equal(table, again.fronts[method])
     assert first.hypervolume == again.hypervolume
@@ -100,7 +93,8 @@ def test_a_repeated_run_resumes_to_the_same_fronts_without_new_evaluations(space
 
 
 @pytest.mark.parametrize("weight_stage", [0.3, 0.0], ids=["staged", "one_stage"])
-def test_joint_is_a_widths_search_then_the_weight_stage_unless_asked_for_one_stage(space, tmp_path, weight_stage):
+def test_joint_is_a_widths_search_then_the_weight_stage_unless_asked_for_one_stage(space, latency_of, tmp_path,
+                                                                                   weight_stage):
     latency = latency_of(space)
     run_fronts(space, latency, Recorder(space), tmp_path, CONFIG, methods=("joint",), progress=False,
                repair=latency.repair, weight_stage=weight_stage)

@@ -1,7 +1,7 @@
 """Pricing candidates with a kernel predictor, on a real MobileNetV2's search space.
 
-The predictor here is a formula (not a fitted model) whose sparse kernels pay only below 40% density, like
-TFLite's built-in sparse kernels on x86, so the expected prices and repairs can be computed by hand.
+The predictor here is the conftest's formula (not a fitted model) whose sparse kernels pay only below 40% density,
+like TFLite's built-in sparse kernels on x86, so the expected prices and repairs can be computed by hand.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ from profiler.runtimes import get_runtime
 from pruner.search.latency import CandidateLatency, profiling_plan
 from pruner.search.space import SearchSpace
 
-SPARSE_PAYS_BELOW = 0.4
-
-
-def predict(specs: list[KernelSpec]) -> np.ndarray:
-    """ms per kernel: MACs / 1e6 stored dense, times density / 0.4 stored sparse (faster only below 0.4)."""
-    return np.array([s.macs / 1e6 * (s.density / SPARSE_PAYS_BELOW if s.is_sparse else 1.0) for s in specs])
-
 
 @pytest.fixture(scope="module")
-def priced(space) -> CandidateLatency:
+def priced(space, predict) -> CandidateLatency:
     return CandidateLatency(space, predict, "1x4", overhead_ms=0.5)
 
 
-def test_latency_is_the_sum_of_each_layers_faster_form_plus_overhead(space, priced):
+def test_latency_is_the_sum_of_each_layers_faster_form_plus_overhead(space, priced, predict):
     x = space.sample(np.random.default_rng(0), 1)[0]
     specs = list(space.kernel_specs(x, "1x4").values())
     faster = [min(predict([s])[0], predict([s.replace(density=1.0)])[0]) for s in specs]
@@ -62,7 +55,7 @@ def test_the_repair_leaves_dense_candidates_alone(space, priced):
     np.testing.assert_array_equal(priced.repair(space.full()[None]), space.full()[None])
 
 
-def test_prefer_dense_agrees_with_the_search_price(space, priced):
+def test_prefer_dense_agrees_with_the_search_price(space, priced, predict):
     x = space.lower
     specs = [s for s in specs_at(space, x) if s.is_sparse]
     chosen = get_runtime("builtin").storage_chooser(predict)(specs)

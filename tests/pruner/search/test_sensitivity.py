@@ -1,6 +1,6 @@
 """The joint search's weight stage on a real MobileNetV2's search space: the layer scan and the sparsified front.
 
-Latency is the formula of test_latency (sparse pays below 40% density) and the loss a known function
+Latency is the conftest's formula (sparse pays below 40% density) and the loss a known function
 of the densities, so the ranking the scan must find can be computed by hand.
 """
 
@@ -12,12 +12,10 @@ import pytest
 from pruner.search.latency import CandidateLatency
 from pruner.search.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.search.space import SearchSpace
-from tests.pruner.search.test_fronts import latency_of
-from tests.pruner.search.test_latency import SPARSE_PAYS_BELOW
 
 
 @pytest.fixture(scope="module")
-def latency(space) -> CandidateLatency:
+def latency(space, latency_of) -> CandidateLatency:
     return latency_of(space)
 
 
@@ -35,12 +33,12 @@ def objectives_of(space: SearchSpace, latency: CandidateLatency, calls: list):
     return objectives
 
 
-def test_scan_ranks_the_layers_that_pay_by_loss_added_per_ms_saved(space, latency):
+def test_scan_ranks_the_layers_that_pay_by_loss_added_per_ms_saved(space, latency, sparse_pays_below):
     calls: list = []
     scan = scan_layers(space, objectives_of(space, latency, calls), latency.repair)
     # exactly the layers whose lowest allowed density is below where sparse pays
     lowest = np.asarray(space.density_grid)[space.lower[space.n_width:]]
-    expected = np.flatnonzero(lowest < SPARSE_PAYS_BELOW) + space.n_width
+    expected = np.flatnonzero(lowest < sparse_pays_below) + space.n_width
     assert sorted(scan.genes.tolist()) == expected.tolist() and len(expected) >= 5
     assert len(scan_candidates(space, latency.repair)) == len(expected)
     # the ranking, by hand
