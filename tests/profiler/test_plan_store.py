@@ -1,6 +1,8 @@
+"""Plans of kernels (YAML grids, counted before expanded, refused naming the entry and field) and the results
+tables they fill: atomic appends that concurrent writers share, refusals naming the row."""
+
 import multiprocessing
 import textwrap
-import time
 from collections.abc import Iterator
 
 import pandas as pd
@@ -11,6 +13,8 @@ from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.plan import expand, load_plan
 from profiler.store import COLUMNS, ResultsStore
+
+HANG = 600  # s: only a hung writer takes this long, however busy the machine
 
 
 def plan_file(tmp_path, text):
@@ -169,9 +173,10 @@ def test_a_second_writer_sees_and_keeps_the_first_ones_rows(tmp_path):
 
 
 def _append_one_by_one(path: str, couts: list[int], start) -> None:
-    """A writer process: waits for the start signal, then appends its kernels one row at a time."""
+    """A writer process: once every writer is ready (pandas imported, the store open), appends its kernels one row
+    at a time."""
     store = ResultsStore(path)
-    start.wait()
+    start.wait(HANG)
     for cout in couts:
         store.append([row(KernelSpec("conv", 8, 8, 8, cout))])
 
@@ -179,15 +184,13 @@ def _append_one_by_one(path: str, couts: list[int], start) -> None:
 def test_concurrent_writers_lose_no_row(tmp_path):
     path = tmp_path / "d.csv"
     context = multiprocessing.get_context("spawn")
-    start = context.Event()
+    start = context.Barrier(2)  # the writers start appending together, whenever both are ready
     writers = [context.Process(target=_append_one_by_one, args=(str(path), couts, start))
                for couts in (range(1, 21), range(21, 41))]
     for writer in writers:
         writer.start()
-    time.sleep(2)  # both have imported pandas and are waiting
-    start.set()
     for writer in writers:
-        writer.join(60)
+        writer.join(HANG)
         assert writer.exitcode == 0
     assert sorted(ResultsStore(path).table.cout) == list(range(1, 41))
 
