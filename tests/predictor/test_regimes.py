@@ -1,7 +1,13 @@
-"""Dense and sparse kernels as separate regimes: a model fitted on real local-sparse measurements
-predicts the dense CONV_2D path faster than the sparse FULLY_CONNECTED path where it was measured so."""
+"""Dense and sparse kernels as separate regimes: a model fitted on real local-sparse measurements predicts the dense
+CONV_2D path faster than the sparse FULLY_CONNECTED path where it was measured so.
+
+The measurements are recorded (local_sparse_regimes.csv: the 24 kernels below, `profile_device` on local-sparse on
+the 2-core x86 machine this project is developed on, 2026-12-04), so that what the model is fitted on does not
+move with the machine's load: how the device behaves is the profiler tests' and benchmarks' to check."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,27 +16,24 @@ import pytest
 from predictor import features as F
 from predictor.latency import LatencyModel
 from predictor.table import specs_frame
-from profiler.devices import get_device
 from profiler.kernel import KernelSpec, runs_chw
-from profiler.profile import profile_device
 from profiler.runtimes.tflite import runs_as_sparse_fc
 from profiler.store import ResultsStore
 
 ONE_BY_ONE = [(32, 64), (32, 192), (96, 64), (96, 192)]
 DENSITIES = (0.3, 0.6, 0.9, 1.0)
+RECORDED = Path(__file__).with_name("local_sparse_regimes.csv")
 
 
 @pytest.fixture(scope="module")
-def measured(tmp_path_factory) -> pd.DataFrame:
+def measured() -> pd.DataFrame:
     """24 kernels measured on local-sparse: 1x1 convs (sparse FC vs dense conv) and 3x3 convs (densified)."""
+    store = ResultsStore(RECORDED)
     specs = [
         KernelSpec("conv", 28, 28, cin, cout, density=d, block="4x1") for cin, cout in ONE_BY_ONE for d in DENSITIES
-    ] + [
-        KernelSpec("conv", 14, 14, c, c, k=3, density=d, block="4x1") for c in (32, 64) for d in (0.3, 0.6, 0.9, 1.0)
-    ]
-    store = ResultsStore(tmp_path_factory.mktemp("regimes") / "local-sparse.csv")
-    result = profile_device(get_device("local-sparse", "devices.yaml"), specs, store)
-    assert not result.failed
+    ] + [KernelSpec("conv", 14, 14, c, c, k=3, density=d, block="4x1") for c in (32, 64) for d in DENSITIES]
+    assert store.measured() == {s.key() for s in specs}
+    assert set(store.table.device) == {"local-sparse"} and set(store.table.runtime) == {"builtin"}
     return store.table
 
 
@@ -46,16 +49,13 @@ def _latency(table: pd.DataFrame, cin: int, cout: int, density: float) -> float:
 
 @pytest.mark.parametrize(("cin", "cout"), ONE_BY_ONE)
 def test_dense_path_is_predicted_faster_where_measured_faster(measured, model, cin, cout):
-    if not _latency(measured, cin, cout, 1.0) < _latency(measured, cin, cout, 0.9):
-        pytest.skip(f"this machine measured {cin}->{cout} dense no faster than sparse at 0.9")
+    assert _latency(measured, cin, cout, 1.0) < _latency(measured, cin, cout, 0.9)  # what the device measured
     sparse, dense = model.predict([KernelSpec("conv", 28, 28, cin, cout, density=d, block="4x1") for d in (0.9, 1.0)])
     assert dense < sparse
 
 
 def test_unmeasured_1x1_keeps_both_regimes(measured, model):
     """Between the measured shapes: monotone in density below 1.0, and the dense path faster than at 0.9."""
-    if not all(_latency(measured, a, b, 1.0) < _latency(measured, a, b, 0.9) for a, b in ONE_BY_ONE):
-        pytest.skip("this machine measured the dense path no faster than sparse at 0.9")
     densities = [*np.linspace(0.0, 0.99, 34).tolist(), 1.0]
     pred = model.predict([KernelSpec("conv", 28, 28, 64, 128, density=d, block="4x1") for d in densities])
     assert np.all(np.diff(pred[:-1]) >= -1e-12 * pred[:-2])
