@@ -88,7 +88,7 @@ class SshServer:
         with open(self.directory / "sshd.log", "ab") as log:
             self.proc = subprocess.Popen([SSHD, "-f", str(self.directory / "sshd_config"), "-D", "-e"],
                                          stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # only a hung sshd takes this long, however busy the machine
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sshd exited: {(self.directory / 'sshd.log').read_text()}")

@@ -96,7 +96,28 @@ def processes() -> Callable[..., list[int]]:
     return live_processes
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+def models_mapped(pid: int) -> bool:
+    """Whether the runner `pid` has loaded every model of its batch (LiteRT memory-maps each file it loads): from
+    then on it only measures, printing nothing until the batch ends."""
+    try:
+        batch = Path(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2].decode())
+        maps = Path(f"/proc/{pid}/maps").read_text()
+    except (OSError, IndexError):
+        return False
+    models = {str(path) for path in batch.glob("*.tflite")}
+    return bool(models) and models <= {line.split()[-1] for line in maps.splitlines() if line.endswith(".tflite")}
+
+
+@pytest.fixture(scope="session")
+def models_loaded() -> Callable[[int], bool]:
+    """models_loaded(pid): whether the runner `pid` has loaded every model of its batch and now measures."""
+    return models_mapped
+
+
+HANG_S = 600  # what only a hung process takes, however busy the machine
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -105,5 +126,5 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) 
 
 @pytest.fixture(scope="session")
 def wait_for() -> Callable[..., None]:
-    """wait_for(condition, what, timeout=60): poll `condition` until it holds; fail naming `what` after `timeout` s."""
+    """wait_for(condition, what): poll `condition` until it holds; a deadline of 10 minutes only catches hangs."""
     return wait_until

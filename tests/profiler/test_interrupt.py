@@ -1,12 +1,13 @@
 """Ctrl-C (SIGINT) and SIGTERM stop `jcw profile` at once on every transport, and leave nothing behind.
 
-Each test runs the real `jcw profile` as a subprocess on a plan that would take far longer than the test,
-waits until its first batch is stored and a later batch is being measured, signals the process (its pid
-only, as `kill` does: the runner gets no signal of its own) and checks what is left: exit status, runner
-processes, temporary directories and the rows of the finished batches. Local devices run the real runner
-and LiteRT; the SSH board is this machine behind a real OpenSSH server (the `sshd` fixture); the phone is
-simulated (tests/profiler/fake_device: the `adb` stand-in and benchmark_model's real output text, each model made
-to take a second as on a real phone).
+Each test runs the real `jcw profile` as a subprocess on a plan whose first batch is quick and whose next batch
+takes minutes, waits until the first batch is stored and the next one is being measured, signals the process (its
+pid only, as `kill` does: the runner gets no signal of its own) and checks what is left: exit status, runner
+processes, temporary directories and the rows of the finished batches. That the batch being measured left no row
+shows the run stopped within it, not at its end, however long a busy machine makes either take. Local devices run
+the real runner and LiteRT; the SSH board is this machine behind a real OpenSSH server (the `sshd` fixture); the
+phone is simulated (tests/profiler/fake_device: the `adb` stand-in and benchmark_model's real output text, the
+models of the second batch after its first kernel made to run for ten minutes).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -30,8 +30,9 @@ from profiler.transports import open_transport
 JCW = Path(sys.executable).parent / "jcw"
 LOCAL = ("    transport: local\n    runtime: litert\n    xnnpack: false\n    warmup: 1\n    repeats: 300\n"
          "    rounds: 1\n")
-PLAN = "kernels:\n  - {op: conv, hw: 28, cin: 64, cout: {from: 8, to: 192, step: 8}, density: [0.5, 1.0]}\n"
-KERNELS = 48
+PLAN = ("kernels:\n"
+        "  - {op: conv, hw: 8, cin: 16, cout: 16, density: [0.5, 1.0]}\n"  # the first batch: about a second
+        "  - {op: conv, hw: 112, cin: 256, cout: [256, 128], k: 3, density: [0.5, 1.0]}\n")  # 300 samples of ~1 s each
 
 
 def dead_pid() -> int:
@@ -65,16 +66,14 @@ class Profile:
         assert self.proc.poll() is None, self.stderr.read_text()
         return (self.out / f"{device}.csv").exists()
 
-    def stop(self, signum: int) -> float:
-        """Send `signum`; seconds until the process exited."""
-        start = time.monotonic()
+    def stop(self, signum: int, wait_for) -> None:
+        """Send `signum` and wait until the process has exited."""
         self.proc.send_signal(signum)
         try:
-            self.proc.wait(timeout=15)
+            wait_for(lambda: self.proc.poll() is not None, f"jcw profile to exit after signal {signum}")
         finally:
             if self.proc.poll() is None:
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        return time.monotonic() - start
 
     def assert_interrupted(self, code: int) -> None:
         assert self.proc.returncode == code, self.stderr.read_text()
@@ -82,23 +81,22 @@ class Profile:
         assert list(self.tmp.iterdir()) == []  # every local batch dir removed
 
 
-def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches(tmp_path, wait_for, processes):
+def test_sigint_stops_a_local_run_within_a_kernel_and_keeps_the_finished_batches(tmp_path, wait_for, processes,
+                                                                                  models_loaded):
     """Real runner and LiteRT on this machine: SIGINT during the second batch kills the runner at once."""
     run = Profile(tmp_path, "  here:\n" + LOCAL, ["here"])
     wait_for(lambda: run.stored("here"), "the first batch's rows")
     before = run.table("here")
-    wait_for(lambda: processes("runner.py", str(run.tmp)), "a runner measuring the next batch")
+    wait_for(lambda: any(map(models_loaded, processes("runner.py", str(run.tmp)))), "a runner measuring the next batch")
 
-    seconds = run.stop(signal.SIGINT)
+    run.stop(signal.SIGINT, wait_for)
     run.assert_interrupted(130)
-    assert seconds < 5
     assert processes("runner.py", str(run.tmp)) == []
-    after = run.table("here")
-    assert len(before) <= len(after) < KERNELS and len(after) % 2 == 0  # whole batches only
-    assert after.iloc[:len(before)].equals(before)
+    assert len(before) == 2 and run.table("here").equals(before)  # the first batch kept, nothing of the second
 
 
-def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_path, sshd, wait_for, processes):
+def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_path, sshd, wait_for, processes,
+                                                                          models_loaded):
     """A real sshd board and a local device, two workers: SIGTERM kills both runners (the board's over SSH,
     which must die on the server, not just lose its channel) and removes the remote batch dir."""
     work = tmp_path / "remote"
@@ -106,38 +104,34 @@ def test_sigterm_stops_every_worker_of_a_farm_ssh_board_and_local_device(tmp_pat
     run = Profile(tmp_path, devices, ["board", "here"])
     wait_for(lambda: run.stored("board") and run.stored("here"), "the first batch of both devices")
     before = {name: run.table(name) for name in ("board", "here")}
-    wait_for(lambda: processes("runner.py", str(work)) and processes("runner.py", str(run.tmp)),
+    wait_for(lambda: all(any(map(models_loaded, processes("runner.py", str(where)))) for where in (work, run.tmp)),
              "both runners measuring their next batch")
-    time.sleep(1)  # their models loaded: they measure, printing nothing until the batch ends
 
-    seconds = run.stop(signal.SIGTERM)
+    run.stop(signal.SIGTERM, wait_for)
     run.assert_interrupted(143)
-    assert seconds < 5
     assert processes("runner.py", str(run.tmp)) == []
     # searched everywhere: a runner outliving its sshd session is reparented away from sshd's descendants
-    wait_for(lambda: not processes("runner.py", str(work)), "the board's runner to exit", 5)
-    wait_for(lambda: list(work.iterdir()) == [], "the remote batch dir to go", 5)
+    wait_for(lambda: not processes("runner.py", str(work)), "the board's runner to exit")
+    wait_for(lambda: list(work.iterdir()) == [], "the remote batch dir to go")
     for name, rows in before.items():
-        after = run.table(name)
-        assert len(rows) <= len(after) < KERNELS and after.iloc[:len(rows)].equals(rows)
+        assert len(rows) == 2 and run.table(name).equals(rows), name
 
 
 def test_sigint_stops_the_phone_mid_batch_and_keeps_the_kernels_it_finished(tmp_path, fake_phone, wait_for,
                                                                             processes):
-    """Simulated phone, one model per second: SIGINT while the second batch's second kernel runs stops
-    benchmark_model and the batch shell on the phone, removes the phone's batch dir, and keeps the rows of
-    the first batch and of the second batch's first kernel (the phone reports kernels one by one)."""
+    """Simulated phone: SIGINT while the second batch's second kernel runs (for ten minutes, unless stopped) stops
+    benchmark_model and the batch shell on the phone, removes the phone's batch dir, and keeps the rows of the first
+    batch and of the second batch's first kernel (the phone reports kernels one by one)."""
     root = fake_phone.root
-    fake_phone.configure(seconds=1)
+    fake_phone.configure(seconds=600, seconds_from=7)
     run = Profile(tmp_path, fake_phone.device_yaml("pixel", cooldown_s=0), ["pixel"], env=fake_phone.env, batch_size=3)
     calls = root / "benchmark_calls"
     # batch 1: a baseline and 3 kernels (calls 1-4); batch 2: baseline (5), kernel (6), kernel (7) ...
     wait_for(lambda: run.stored("pixel") and calls.exists() and int(calls.read_text() or 0) >= 7,
              "the second kernel of the second batch")
 
-    seconds = run.stop(signal.SIGINT)
+    run.stop(signal.SIGINT, wait_for)
     run.assert_interrupted(130)
-    assert seconds < 5
     assert processes(str(root)) == []  # neither the batch shell nor benchmark_model is left on the phone
     assert list((root / "data/local/tmp/jcw").iterdir()) == []
     assert len(run.table("pixel")) == 4
