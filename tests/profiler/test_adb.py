@@ -9,7 +9,7 @@ The parser is also tested on output texts written exactly in benchmark_model's d
 
 import json
 import math
-import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,7 +19,7 @@ from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.profile import profile_device
 from profiler.store import COLUMNS, OPTIONAL, ResultsStore
-from profiler.transports import DeviceError, open_transport
+from profiler.transports import DeviceError, adb, open_transport
 from profiler.transports.adb import cpus_of_mask, parse_batch, parse_benchmark_output
 
 SPECS = [KernelSpec("conv", 14, 14, 32, c, density=d) for c in (16, 32) for d in (0.5, 1.0)] + [
@@ -113,12 +113,13 @@ def pixel(phone, tmp_path, **extra):
 
 
 @pytest.mark.parametrize("fmt", ["new", "mid", "old"])
-def test_profile_a_phone_one_push_and_one_shell_per_batch(tmp_path, phone, fmt):
+def test_profile_a_phone_one_push_and_one_shell_per_batch(tmp_path, phone, fmt, monkeypatch):
     phone.configure(format=fmt)
     store = ResultsStore(tmp_path / "pixel.csv")
-    start = time.monotonic()
+    sleeps: list[float] = []  # the transport's clock: what it slept, without sleeping
+    monkeypatch.setattr(adb, "time", SimpleNamespace(sleep=sleeps.append))
     result = profile_device(pixel(phone, tmp_path, cooldown_s=0.3), SPECS, store, batch_size=3)
-    assert time.monotonic() - start >= 0.3  # cooled down between the two batches
+    assert sleeps == [0.3]  # cooled down between the two batches, not before the first
     assert (result.measured, result.failed) == (len(SPECS), [])
     table = store.table
     assert (table.runtime_version == "benchmark_model (Simulated Pixel 14)").all()

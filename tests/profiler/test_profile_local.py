@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 import pytest
@@ -80,7 +79,7 @@ def test_corrupt_table_stops_only_that_device_and_is_kept(tmp_path, plan, capsys
     assert len(pd.read_csv(tmp_path / "local-onnx.csv")) == 6
 
 
-def test_killed_run_keeps_finished_rows_and_resume_completes(tmp_path):
+def test_killed_run_keeps_finished_rows_and_resume_completes(tmp_path, wait_for):
     """Kill `jcw profile` after its first batch lands; the rows stay and a re-run measures only the rest."""
     plan = tmp_path / "plan.yaml"
     plan.write_text(textwrap.dedent("""
@@ -93,9 +92,7 @@ def test_killed_run_keeps_finished_rows_and_resume_completes(tmp_path):
     args = ["profile", "--device", "local-sparse", "--plan", str(plan), "--out", str(out), "--batch-size", "4"]
     cmd = [sys.executable, "-m", "jcw.cli", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not table.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    wait_for(lambda: table.exists() or proc.poll() is not None, "the first batch's rows")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = pd.read_csv(table)

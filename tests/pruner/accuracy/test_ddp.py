@@ -11,13 +11,14 @@ from tests.pruner.accuracy.ddp_finetune import BATCH, IMAGES, SUPERNET_STEPS
 from tests.pruner.accuracy.ddp_finetune import main as run_script
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
+HANG_S = 1200  # what only a hung run takes (about 20 s on an idle machine, minutes beside other jobs)
 
 
 def test_two_processes_read_half_the_data_each_and_end_with_the_same_weights(tmp_path, free_tcp_port, small_net):
     logs = tmp_path / "logs"
     subprocess.run([str(TORCHRUN), "--nproc_per_node=2", f"--master_port={free_tcp_port}", "--log-dir", str(logs),
                     "--redirects", "3", str(Path(__file__).with_name("ddp_finetune.py")), str(tmp_path)],
-                   check=True, timeout=120, capture_output=True)
+                   check=True, timeout=HANG_S, capture_output=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     (tmp_path / "single").mkdir()
     run_script(tmp_path / "single")  # the same script in this process: no process group, the whole loader
