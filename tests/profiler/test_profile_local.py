@@ -53,8 +53,10 @@ def test_profile_cli_measures_every_kernel_then_resumes(tmp_path, plan, device, 
 
 
 def test_sparse_fully_connected_gets_faster_with_density_on_local_sparse(tmp_path):
+    """A 56x56, 128->128 1x1 conv at density 0.1 and 1.0, profiled in one batch (interleaved): 2.9-3.8x apart here
+    beside other jobs (load average 7 on 2 cores), so 1.5x leaves a busy machine a margin."""
     device = get_device("local-sparse", "devices.yaml")
-    specs = [KernelSpec("conv", 28, 28, 128, 128, density=d, block="4x1") for d in (0.1, 1.0)]
+    specs = [KernelSpec("conv", 56, 56, 128, 128, density=d, block="4x1") for d in (0.1, 1.0)]
     store = ResultsStore(tmp_path / "t.csv")
     profile_device(device, specs, store)
     lat = store.table.set_index("density").latency_ms
