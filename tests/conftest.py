@@ -1,6 +1,7 @@
 """Fixtures every package's tests share: one torch thread for every test; a real OpenSSH server on 127.0.0.1 with its
 own host key and a client key made for the test; a free TCP port; a small MobileNetV2's search space; the modern
-networks of tests/modern_nets.py; running an exported model in its runtime; a planted pickle."""
+networks of tests/modern_nets.py; running an exported model in its runtime; a planted pickle; the figures a
+plotting function returns."""
 
 from __future__ import annotations
 
@@ -244,3 +245,21 @@ class Payload:
 def planted_pickle() -> Callable[[Path], bytes]:
     """planted_pickle(marker): pickle bytes that create the file `marker` if anything ever unpickles them."""
     return lambda marker: pickle.dumps(Payload(marker))
+
+
+@pytest.fixture(scope="session")
+def record_figures() -> Callable[[pytest.MonkeyPatch, object, str], list]:
+    """record_figures(monkeypatch, module, name): the list of Figures that `module.name`, a plotting function, returns
+    from now on (its PNG is still written), so that a test reads back what was plotted."""
+
+    def spy(monkeypatch: pytest.MonkeyPatch, module, name: str) -> list:
+        figures, plot = [], getattr(module, name)
+
+        def recording(*args, **kwargs):
+            figures.append(plot(*args, **kwargs))
+            return figures[-1]
+
+        monkeypatch.setattr(module, name, recording)
+        return figures
+
+    return spy

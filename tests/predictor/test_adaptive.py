@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from jcw.cli import main
-from predictor import persist
+from predictor import adaptive, persist
 from predictor.adaptive import _near_misses, replay, sample
 from predictor.table import specs_frame
 from profiler.errors import UserError
@@ -113,7 +113,8 @@ kernels:
 """
 
 
-def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys):
+def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys, record_figures, monkeypatch):
+    figures = record_figures(monkeypatch, adaptive, "plot_curve")
     (tmp_path / "plan.yaml").write_text(TINY_PLAN)
     out = tmp_path / "results"
     argv = ["profile", "--device", "local-sparse", "--adaptive", "--target", "1.01", "--budget", "14",
@@ -128,7 +129,11 @@ def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys):
     curve = pd.read_csv(out / "local-sparse.adaptive.csv")
     assert curve["measurements"].tolist() == [10, 12, 14]
     assert curve["within10"].between(0, 1).all()
-    assert (out / "local-sparse.adaptive.png").stat().st_size > 1000
+    assert (out / "local-sparse.adaptive.png").is_file()
+    (ax,) = figures[0].axes  # the PNG shows the curve's held-out share (%) per measurement count, and the target
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(lines["held-out"].get_xydata(), curve[["measurements", "within10"]] * [1, 100])
+    np.testing.assert_allclose(lines["target 101%"].get_ydata(), [101, 101])
     model = persist.load(out / "local-sparse.jcwm")
     assert len(model.training) == 14
     assert model.contexts == [("local-sparse", "builtin", table["runtime_version"].iloc[0])]

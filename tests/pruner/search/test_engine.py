@@ -267,9 +267,18 @@ def test_budget_picks_are_feasible_and_lowest_loss(joint):
     assert not empty.loc[0, "found"] and "empty" in empty.loc[0, "note"]
 
 
-def test_plot_of_fronts_is_a_png(joint, tmp_path):
-    path = plot_fronts({"joint": joint.front, "half": joint.front.iloc[::2]}, tmp_path / "fronts.png", budgets=[4, 8])
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_the_fronts_plot_draws_each_front_along_latency_and_each_budget(joint, tmp_path):
+    fronts = {"joint": joint.front, "half": joint.front.iloc[::2].sample(frac=1, random_state=0)}  # any row order
+    figure = plot_fronts(fronts, tmp_path / "fronts.png", budgets=[4, 8])
+    assert (tmp_path / "fronts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (ax,) = figure.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for name, front in fronts.items():
+        line, ordered = lines.pop(f"{name} ({len(front)})"), front.sort_values("latency_ms")
+        np.testing.assert_array_equal(line.get_xdata(), ordered["latency_ms"])
+        np.testing.assert_array_equal(line.get_ydata(), ordered["loss"])
+    assert sorted(line.get_xdata()[0] for line in lines.values()) == [4, 8]  # the rest: one vertical line a budget
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("latency (ms)", "loss")
 
 
 def test_bad_evaluator_output_is_a_clear_error():

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import pruner.search.fronts
 from pruner.search.engine import SearchConfig, SearchError
 from pruner.search.fronts import fixed_genes, run_fronts
 from pruner.search.space import SearchSpace
@@ -38,7 +39,9 @@ def run(space, latency, out):
     return fronts, estimator
 
 
-def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space, latency_of, tmp_path):
+def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space, latency_of, tmp_path,
+                                                                           record_figures, monkeypatch):
+    figures = record_figures(monkeypatch, pruner.search.fronts, "plot_fronts")
     run(space, latency_of(space), tmp_path)
     n_width = space.n_width
     archives = {m: np.load(tmp_path / m / "archive.npz") for m in ("joint", "channel-only", "weight-only")}
@@ -58,7 +61,14 @@ def test_every_method_gets_the_same_budget_and_every_candidate_is_repaired(space
         run_fronts(space, latency_of(space), Recorder(space), tmp_path, CONFIG, progress=False)
     for z in archives.values():  # no zeros in a layer the device runs dense, in any method
         np.testing.assert_array_equal(latency_of(space).repair(z["X"]), z["X"])
-    assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").stat().st_size > 0
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "fronts.png").is_file()
+    # fronts.png shows pareto.csv: each method's top-1 along latency, and the budget
+    (ax,) = figures[0].axes
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    for method, front in pd.read_csv(tmp_path / "pareto.csv").groupby("method"):
+        front = front.sort_values("latency_ms")
+        np.testing.assert_allclose(lines.pop(method).get_xydata(), front[["latency_ms", "top1"]], rtol=1e-12)
+    assert [line.get_xdata()[0] for line in lines.values()] == [1.0]
 
 
 def test_fixed_genes_of_the_baselines(space, latency_of):
