@@ -118,6 +118,7 @@ HANG_S = 600  # what only a hung process takes, however busy the machine
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = HANG_S) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
