@@ -43,7 +43,7 @@ def test_pipeline_from_training_to_measured_candidates(jcw, workdir, capsys):
                cand) == 0
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(cand))][0].split()
     measured, predicted = float(row[1]), float(row[2])
-    assert measured > 0 and predicted == pytest.approx(sidecar["predicted_ms"], abs=1e-4)
+    assert measured > 0 and predicted == pytest.approx(sidecar["predicted_ms"], abs=5e-4)  # printed to 3 decimals
     # how close: the benchmarks' to say; here the machine's load may change between profiling and measuring
     print(f"predicted / measured: {predicted / measured:.2f}")
     written = pd.read_csv(workdir / "measured.csv")
