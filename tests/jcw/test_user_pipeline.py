@@ -1,0 +1,173 @@
+"""A user's own model and images through the whole command line, on this machine as the device:
+plan -> profile -> fit -> search -> finetune -> export -> measure.
+
+The model is not built in: a MobileNetV3-style net (hardswish, a 5x5 depthwise conv, squeeze-and-excite, a residual
+add; 3 input channels, 5 classes) in a Python file of its own, its weights in a state_dict file. The data is an
+ImageFolder of PNG files written here. Every step's files must say where the model, the data, the search space and
+the latency model came from."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pruner.model.checkpoint import load_checkpoint
+
+MODEL_FILE = '''
+import torch
+from torch import nn
+
+
+def conv_bn(cin, cout, k=1, stride=1, groups=1, act=None):
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    return nn.Sequential(*layers, *([act] if act is not None else []))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels, squeeze):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(s))))
+
+
+class TinyV3(nn.Module):
+    def __init__(self, classes):
+        super().__init__()
+        self.stem = conv_bn(3, 16, 3, 2, act=nn.Hardswish())
+        self.expand = conv_bn(16, 48, act=nn.Hardswish())
+        self.dw = conv_bn(48, 48, 5, 1, groups=48, act=nn.Hardswish())
+        self.se = SqueezeExcite(48, 12)
+        self.project = conv_bn(48, 16)
+        self.head = conv_bn(16, 64, act=nn.Hardswish())
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(self.se(self.dw(self.expand(x))))
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+def build():
+    return TinyV3(5)
+
+
+def build_seven():
+    return TinyV3(7)
+'''
+
+CLASSES = ("circle", "cross", "dark", "light", "stripes")
+
+
+def write_image_folder(root, per_class: dict[str, int], size: int = 32) -> None:
+    """PNG images, one folder per class and split, each class its own colour plus noise."""
+    rng = np.random.default_rng(0)
+    for split, count in per_class.items():
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                base = np.full((size, size, 3), 40 + 45 * label, dtype=float)
+                pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory):
+    """The user's files: net.py (the factory), weights.pt (its state_dict) and images/ (an ImageFolder)."""
+    d = tmp_path_factory.mktemp("user")
+    (d / "net.py").write_text(textwrap.dedent(MODEL_FILE))
+    namespace: dict = {}
+    exec(compile(MODEL_FILE, "net.py", "exec"), namespace)
+    torch.manual_seed(0)
+    torch.save(namespace["build"]().state_dict(), d / "weights.pt")
+    write_image_folder(d / "images", {"train": 6, "val": 2})
+    return d
+
+
+def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, tmp_path, capsys):
+    model = ["--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape", "3,32,32"]
+    on_device = ["--device", "local-sparse", "--keep", "stem.*"]
+    data = ["--data", f"imagefolder:{user / 'images'}", "--torch-device", "cpu", "--threads", 1]
+    plan, results, pred = tmp_path / "plan.yaml", tmp_path / "results", tmp_path / "pred.jcwm"
+
+    assert jcw("plan", *model, *on_device, "--candidates", 2, "--out", plan) == 0
+    assert str(user / "net.py") in plan.read_text().splitlines()[0]
+    assert jcw("profile", "--device", "local-sparse", "--plan", plan, "--out", results) == 0
+    assert jcw("fit", "--table", results / "local-sparse.csv", "--out", pred) == 0
+
+    search = tmp_path / "search"
+    assert jcw("search", *model, *on_device, *data, "--predictor", pred, "--out", search, "--generations", 1,
+               "--population", 6, "--val-size", 8, "--budgets", 100) == 0
+    summary = json.loads((search / "summary.json").read_text())
+    assert summary["device"] == "local-sparse"
+    assert summary["predictor"] == {"path": str(pred.resolve()), "fitted_on": {
+        "device": "local-sparse", "runtime": "builtin",
+        "runtime_version": summary["predictor"]["fitted_on"]["runtime_version"], "block": "4x1"}}
+    assert summary["model"]["model"]["kind"] == "file" and summary["model"]["model"]["factory"] == "build"
+    assert summary["model"]["model"]["weights"] == str((user / "weights.pt").resolve())
+    assert summary["data"]["kind"] == "imagefolder" and summary["data"]["classes"] == list(CLASSES)
+    assert summary["space"]["keep"] == ["stem.*"]
+    assert json.loads((search / "run.json").read_text())["space"] == summary["space"]
+    pareto = pd.read_csv(search / "pareto.csv")
+    assert {"joint", "channel-only", "weight-only", "uniform"} == set(pareto.method)
+
+    capsys.readouterr()  # resuming with other layers kept is refused, naming the file that records the first run
+    assert jcw("search", *model, "--device", "local-sparse", *data, "--predictor", pred, "--out", search,
+               "--generations", 1, "--population", 6, "--val-size", 8) == 3
+    assert f"{search / 'run.json'}: this run directory holds a search of another space" in capsys.readouterr().err
+
+    joint = pareto[pareto.method == "joint"].sort_values("latency_ms").iloc[0]
+    tuned = tmp_path / "tuned.pt"
+    assert jcw("finetune", *model, *on_device, *data, "--candidate", joint.genes, "--out", tuned) == 0
+    pruned = load_checkpoint(tuned, factory=f"{user / 'net.py'}:build")
+    assert pruned.genes == tuple(int(g) for g in joint.genes.split(","))
+    assert pruned.source["path"] == str(user / "net.py") and pruned.space_settings["keep"] == ["stem.*"]
+    record = json.loads((tmp_path / "tuned.pt.json").read_text())
+    assert record["data"] == summary["data"] and record["model"] == summary["model"]
+    assert set(record["validation"]) == {"before", "after"}
+
+    exported = tmp_path / "tuned.tflite"
+    assert jcw("export", "--model", tuned, "--device", "local-sparse", "--out", exported) == 3  # names code: refused
+    assert "name it yourself" in capsys.readouterr().err
+    assert jcw("export", "--model", f"{user / 'net.py'}:build", "--weights", tuned, "--device", "local-sparse",
+               "--predictor", pred, "--out", exported) == 0
+    sidecar = json.loads((tmp_path / "tuned.tflite.json").read_text())
+    assert sidecar["model"]["model"] == summary["model"]["model"] and sidecar["model"]["checkpoint"]["path"] == str(
+        tuned)
+    assert sidecar["genes"] == list(pruned.genes) and sidecar["space"]["keep"] == ["stem.*"]
+    assert sidecar["data"] == summary["data"] and sidecar["predictor"] == summary["predictor"]
+    assert sidecar["predicted_ms"] > 0
+
+    measured = tmp_path / "measured.json"
+    assert jcw("measure", "--device", "local-sparse", "--predictor", pred, "--passes", 1, "--out", measured,
+               exported) == 0
+    (row,) = json.loads(measured.read_text())["results"]
+    assert row["file"] == str(exported) and row["latency_ms"] > 0
+    assert row["predicted_ms"] == pytest.approx(sidecar["predicted_ms"])
+
+
+def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(jcw, user, tmp_path, capsys):
+    code = jcw("finetune", "--model", f"{user / 'net.py'}:build_seven", "--input-shape", "3,32,32", "--candidate",
+               "0", "--device", "local-sparse", "--data", f"imagefolder:{user / 'images'}", "--out",
+               tmp_path / "tuned.pt")
+    assert code == 3 and not (tmp_path / "tuned.pt").exists()
+    assert "the model's head gives 7 classes but the data has 5" in capsys.readouterr().err
+
+
+
+def test_worker_processes_are_refused_for_a_model_class_they_cannot_import(jcw, user, tmp_path, capsys):
+    code = jcw("search", "--model", f"{user / 'net.py'}:build", "--input-shape", "3,32,32", "--device", "local-sparse",
+               "--predictor", tmp_path / "none.jcwm", "--data", f"imagefolder:{user / 'images'}", "--workers", 2,
+               "--out", tmp_path / "search")
+    assert code == 3 and not (tmp_path / "search").exists()
+    assert "--workers 2: worker processes cannot import a model class from a file" in capsys.readouterr().err
