@@ -215,13 +215,13 @@ def test_an_exit_less_run_of_compatible_nodes_passes_and_computes_wrong_results(
     """stem -> 1x1 -> MAX_POOL -> sigmoid -> MEAN: the MEAN's compatible producer starts the pass, and {stem, 1x1},
     whose last value only MAX_POOL reads, is never checked (subgraph.c L834): the 1x1 conv dangles. A RELU instead of
     the sigmoid fuses into the pool's clamp (subgraph.c L1507), no exit has a compatible producer: all dense."""
-    (broken,) = xnnpack.analyse(_pool_then("sigmoid"))
+    (broken,) = xnnpack.analyse(pool_then("sigmoid"))
     assert broken.broken and not broken.sparse and broken.dangling == ("pw",) and "BROKEN" in broken.reason()
-    (dense,) = xnnpack.analyse(_pool_then("relu"))
+    (dense,) = xnnpack.analyse(pool_then("relu"))
     assert not dense.broken and not dense.sparse and "MAX_POOL_2D" in dense.blocked
 
 
-def _pool_then(activation: str) -> TFLiteModel:
+def pool_then(activation: str) -> TFLiteModel:
     m = TFLiteModel()
     y = pointwise(m, stem(m, m.input("input", (1, 16, 16, 3))), 240)
     y = m.activation(m.max_pool2d(y, 2, 2, (1, 4, 4, 15), "pool"), activation, "act")
