@@ -60,7 +60,7 @@ _DELEGATED = _UNARY | _CLAMPS | _BINARY | {
     OP.VAR_HANDLE}
 """The builtin ops `VisitNode` has a case for (delegate.cc L2821-L3120); any other op stays with the built-in kernels
 (PADV2 and RESIZE_NEAREST_NEIGHBOR among the ones the toolkit writes)."""
-_FLOAT32 = 0  # TensorType.FLOAT32
+_FLOATS = {0: np.float32, 1: np.float16}  # TensorType FLOAT32, FLOAT16: the values all_values_fp accepts
 
 
 def passes_gate(zeros: float, params: float) -> bool:
@@ -194,6 +194,7 @@ class _Graph:
     shapes: dict[int, tuple[int, ...]]
     names: dict[int, str]
     zeros: dict[int, int]
+    fp: set[int]
     external_in: set[int] = field(default_factory=set)
     external_out: set[int] = field(default_factory=set)
     hint: bool = False
@@ -202,9 +203,12 @@ class _Graph:
     def static(self, v: int) -> bool:
         return v in self.zeros
 
-    def new_value(self, shape: tuple[int, ...], name: str) -> int:
+    def new_value(self, like: int, shape: tuple[int, ...], name: str) -> int:
+        """A value the delegate adds, of `like`'s type."""
         v = max(self.shapes) + 1
         self.shapes[v], self.names[v] = shape, name
+        if like in self.fp:
+            self.fp.add(v)
         return v
 
     def index(self) -> tuple[dict[int, _Node], dict[int, int]]:
@@ -224,8 +228,9 @@ def _values(m: TFLiteModel) -> tuple[dict[int, int], set[int]]:
     zeros, sparse = {}, set()
     for i, t in enumerate(m.tensors):
         if t.buffer and m.buffers[t.buffer]:
-            values = np.frombuffer(m.buffers[t.buffer], dtype=np.float32) if t.dtype == _FLOAT32 else ()
-            zeros[i] = int(np.prod(t.shape)) - int(np.count_nonzero(values)) if t.dtype == _FLOAT32 else 0
+            dtype = _FLOATS.get(t.dtype)
+            values = np.frombuffer(m.buffers[t.buffer], dtype=dtype) if dtype else ()
+            zeros[i] = int(np.prod(t.shape)) - int(np.count_nonzero(values)) if dtype else 0
     for op in m.ops:
         if _unpacks(op, zeros):
             zeros[op.outputs[0]] = zeros[op.inputs[0]]
@@ -278,7 +283,8 @@ def _partitions(m: TFLiteModel, zeros: dict[int, int]) -> list[list[int]]:
 
 def _subgraph(m: TFLiteModel, ops: list[int], zeros: dict[int, int], sparse: set[int]) -> _Graph:
     """The XNNPACK subgraph of one delegated partition, its ops lowered as the delegate defines them."""
-    g = _Graph([], {i: t.shape for i, t in enumerate(m.tensors)}, {i: t.name for i, t in enumerate(m.tensors)}, zeros)
+    g = _Graph([], {i: t.shape for i, t in enumerate(m.tensors)}, {i: t.name for i, t in enumerate(m.tensors)}, zeros,
+               {i for i, t in enumerate(m.tensors) if t.dtype in _FLOATS})
     inside = {t for i in ops for t in m.ops[i].outputs}
     read_outside = {t for i, op in enumerate(m.ops) if i not in ops for t in op.inputs}
     for i in ops:
@@ -316,14 +322,14 @@ def _lower(m: TFLiteModel, op, g: _Graph) -> list[_Node]:
     if op.code == OP.FULLY_CONNECTED:
         if fields.get("KeepNumDims", False):
             return [_Node(name, op.code, "fc", list(op.inputs), [out])]
-        flat = g.new_value((-1, m.tensors[op.inputs[1]].shape[1]), f"{name}/reshape")  # delegate.cc L4570
+        flat = g.new_value(op.inputs[0], (-1, m.tensors[op.inputs[1]].shape[1]), f"{name}/reshape")  # L4570
         return [_Node(name, op.code, "reshape", [op.inputs[0]], [flat], {"fc": True}),
                 _Node(name, op.code, "fc", [flat, *op.inputs[1:]], [out])]
     if op.code in _BINARY:
         node = _Node(name, op.code, "binary", list(op.inputs), [out])
         if fields.get("FusedActivationFunction", ACTIVATION["none"]) == ACTIVATION["none"]:
             return [node]
-        node.outputs = [g.new_value(g.shapes[out], f"{name}/unclamped")]  # xnn_insert_clamp_node, subgraph.c L36
+        node.outputs = [g.new_value(out, g.shapes[out], f"{name}/unclamped")]  # xnn_insert_clamp_node (L36)
         return [node, _Node(name, op.code, "clamp", list(node.outputs), [out])]
     if op.code in _CLAMPS or op.code in _UNARY:
         return [_Node(name, op.code, "clamp" if op.code in _CLAMPS else "unary", [op.inputs[0]], [out])]
@@ -359,6 +365,8 @@ def _fuse(g: _Graph) -> None:
 def _compatibility(g: _Graph, n: _Node) -> tuple[int, str, bool]:
     """`xnn_check_nchw_compatibility` (subgraph.c L367-L663): (layout flags, why 0, whether `why` is the form)."""
     p, dims = n.p, [len(g.shapes[v]) for v in n.inputs]
+    if not set(n.inputs + n.outputs) <= g.fp:
+        return 0, "has a value that is neither fp32 nor fp16 (all_values_fp, subgraph.c L369)", False
     if n.kind == "fc":
         return _NCHW, "", False  # L378
     if n.kind == "conv":
@@ -529,8 +537,10 @@ def _clusters(g: _Graph) -> list[Cluster]:
                                     Block(near[0].name, near[0].why, near[0].form)))
             continue
         block = g.nodes[leader].block if g.nodes[leader].flags & _INCOMPATIBLE else None
-        if not exits:  # what kept each exit from a compatible producer, else that there is none
-            block = next((n.block for n in g.nodes if n.flags & _NCHW2NHWC and n.block), None) or Block(
+        if not exits:  # what kept an exit from a compatible producer, or from being one, else that there is none
+            block = next((n.block for n in g.nodes if n.flags & _NCHW2NHWC and n.block), None) or next(
+                (Block(n.name, n.why, n.form) for n in g.nodes if n.kind in ("mean", "sum", "d2s") and n.why),
+                None) or Block(
                 entries[0], "reaches no exit: XNNPACK rewrites a partition only when a MEAN or SUM of a 4-D input "
                             "(or a DEPTH_TO_SPACE) reads a compatible node (subgraph.c L729)"
                             + (f"; the partition ends at {g.cut}" if g.cut else ""))

@@ -122,6 +122,14 @@ def test_a_value_read_outside_the_cluster_blocks_it():
     assert not no_exit.sparse and "reaches no exit" in no_exit.blocked and "L729" in no_exit.blocked
 
 
+def test_every_value_of_a_cluster_node_must_be_fp32_or_fp16():
+    m = graph()
+    m.tensors[next(op for op in m.ops if op.code == OP.CONV_2D and m.tensors[op.outputs[0]].name == "pw").outputs[0]
+              ].dtype = 9  # INT8, as a quantized model would have it
+    (cluster,) = xnnpack.analyse(m)
+    assert not cluster.sparse and "neither fp32 nor fp16" in cluster.blocked and "L369" in cluster.blocked
+
+
 @pytest.mark.parametrize("end", ["mean3", "sum"])
 def test_any_mean_or_sum_of_a_4d_value_is_an_exit(end):
     (cluster,) = xnnpack.analyse(graph(end=end))
