@@ -15,7 +15,7 @@ the output checked against the built-in kernels'); the gate-aware price against 
 per-layer price (each layer at its faster form, no gate). Then the MobileNetV2 fronts of joint, channel-only,
 weight-only and uniform widths, same budget, against arm-emu's predictor.
 
-    .venv/bin/python bench/xnnpack_bench.py      (about 2 h the first time on a busy 2-core machine; `make arm-emu`)
+    .venv/bin/python bench/xnnpack_bench.py      (about 20 min the first time on a busy 2-core machine; `make arm-emu`)
 
 Writes bench/results/xnnpack.md, xnnpack.png and xnnpack_fronts.png.
 """
