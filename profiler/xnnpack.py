@@ -8,7 +8,7 @@ commits the binary allows):
   `src/subgraph/depthwise-convolution-2d.c`.
 
 The steps, each a function below, in the order LiteRT and XNNPACK take them:
-1. `_delegated`: the ops the delegate takes (`VisitNode`, delegate.cc L2821); `_partitions`: TFLite cuts the graph
+1. `_delegated`: the ops the delegate takes (`VisitNode`, delegate.cc L2821-L3129); `_partitions`: TFLite cuts the graph
    into partitions of delegated and other ops (graph_info.cc L135-L230, greedy); each partition is one XNNPACK
    subgraph whose inputs and outputs are "external".
 2. The sparse hint, per partition: XNN_FLAG_HINT_SPARSE_INFERENCE is set only when some node of the partition reads
@@ -58,7 +58,7 @@ _DELEGATED = _UNARY | _CLAMPS | _BINARY | {
     OP.READ_VARIABLE, OP.REDUCE_MAX, OP.REDUCE_MIN, OP.RESHAPE, OP.RESIZE_BILINEAR, OP.SLICE, OP.SOFTMAX,
     OP.SPACE_TO_DEPTH, OP.SPLIT, OP.STABLEHLO_COMPOSITE, OP.STRIDED_SLICE, OP.SUM, OP.TRANSPOSE, OP.TRANSPOSE_CONV,
     OP.VAR_HANDLE}
-"""The builtin ops `VisitNode` has a case for (delegate.cc L2821-L3120); any other op stays with the built-in kernels
+"""The builtin ops `VisitNode` has a case for (delegate.cc L2821-L3129); any other op stays with the built-in kernels
 (PADV2 and RESIZE_NEAREST_NEIGHBOR among the ones the toolkit writes)."""
 _FLOATS = {0: np.float32, 1: np.float16}  # TensorType FLOAT32, FLOAT16: the values all_values_fp accepts
 
@@ -382,7 +382,7 @@ def _compatibility(g: _Graph, n: _Node) -> tuple[int, str, bool]:
                 return 0, f"is a 1x1 conv with stride {stride[0]} (subgraph.c L420)", False
             return _NCHW, "", False
         if k != (3, 3):
-            return 0, f"is a {k[0]}x{k[1]} conv (only 1x1 convs and the 3x3 entry run NCHW, subgraph.c L469)", False
+            return 0, f"is a {k[0]}x{k[1]} conv (only 1x1 convs and the 3x3 entry run NCHW, subgraph.c L470)", False
         if padding != (1, 1, 1, 1):
             if p["same"]:
                 return 0, ("is a 3x3 conv with TFLite SAME padding at stride 2, which XNNPACK keeps as padding 0 "
@@ -404,7 +404,7 @@ def _compatibility(g: _Graph, n: _Node) -> tuple[int, str, bool]:
         if p["multiplier"] != 1:
             return 0, f"is a depthwise conv with channel multiplier {p['multiplier']} (subgraph.c L493)", False
         if stride[0] != stride[1] or stride[0] not in (1, 2):
-            return 0, f"is a depthwise conv with strides {stride} (subgraph.c L500-L517)", False
+            return 0, f"is a depthwise conv with strides {stride} (subgraph.c L500-L518)", False
         if k[0] != k[1] or k[0] not in (3, 5):
             return 0, f"is a {k[0]}x{k[1]} depthwise conv (only 3x3 and 5x5, subgraph.c L523-L575)", False
         if padding != (k[0] // 2,) * 4:
@@ -448,7 +448,7 @@ def _compatibility(g: _Graph, n: _Node) -> tuple[int, str, bool]:
 
 
 def _union(g: _Graph, n: _Node, producer: dict[int, _Node]) -> bool:
-    """One node's pass over its inputs in `xnn_subgraph_rewrite_for_nchw` (L690-L723, L745-L774): an external or
+    """One node's pass over its inputs in `xnn_subgraph_rewrite_for_nchw` (L689-L724, L736-L778): an external or
     incompatible producer spoils it; a compatible one joins its cluster (leader: the larger index). True on a change."""
     update = False
     for v in n.inputs:
@@ -481,27 +481,27 @@ def _rewrite(g: _Graph) -> bool:
         n.leader, n.block = i, None
     producer, consumers = g.index()
     update = False
-    for n in g.nodes:  # exits first (L683-L725)
+    for n in g.nodes:  # exits first (L688-L725)
         if n.flags & _NCHW2NHWC:
             update = _union(g, n, producer) or update
     if not update:
         return False
-    while update:  # L733-L775
+    while update:  # L734-L779
         update = False
         for n in g.nodes:
             if not n.flags & _INCOMPATIBLE and n.flags & (_NCHW | _NCHW2NHWC):
                 update = _union(g, n, producer) or update
-    for n in g.nodes:  # L777-L782
+    for n in g.nodes:  # L781-L787
         leader = g.nodes[n.leader]
         leader.flags |= n.flags & _INCOMPATIBLE
         leader.block = leader.block or n.block
     members = [n for n in g.nodes if not g.nodes[n.leader].flags & _INCOMPATIBLE and n.flags & (_NCHW2NHWC | _NCHW)]
     nchw_consumers: dict[int, int] = {}
-    for n in members:  # L785-L809
+    for n in members:  # L788-L811
         for v in n.inputs:
             if not g.static(v):
                 nchw_consumers[v] = nchw_consumers.get(v, 0) + 1
-    for n in members:  # L810-L838
+    for n in members:  # L813-L838
         for v in n.inputs:
             if g.static(v) or nchw_consumers[v] == consumers[v]:
                 continue
@@ -520,7 +520,7 @@ def _rewrite(g: _Graph) -> bool:
 
 def _clusters(g: _Graph) -> list[Cluster]:
     """The clusters of one subgraph that hold an entry (or a conv that would be one but for its padding), each with
-    its gate (subgraph.c L839-L906) and the values it would set NCHW (L907-L925)."""
+    its gate (subgraph.c L840-L888, L902) and the values it would set NCHW (L889-L931)."""
     exits = _rewrite(g)
     groups: dict[int, list[_Node]] = {}
     for n in g.nodes:
