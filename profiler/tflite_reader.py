@@ -38,7 +38,7 @@ def read_model(data: bytes, source: str = "model") -> TFLiteModel:
     if model.SubgraphsLength() != 1:
         raise UserError(f"{source}: {model.SubgraphsLength()} subgraphs; only single-subgraph models are read")
     graph = model.Subgraphs(0)
-    codes = [max(c.BuiltinCode(), c.DeprecatedBuiltinCode())
+    codes = [(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), c.Version())
              for c in map(model.OperatorCodes, range(model.OperatorCodesLength()))]
     buffers = [b"" if b.DataIsNone() else b.DataAsNumpy().tobytes()
                for b in map(model.Buffers, range(model.BuffersLength()))]
@@ -72,7 +72,7 @@ def _index_vector(kind: int, table) -> np.ndarray:
     return vector.ValuesAsNumpy()
 
 
-def _op(op, codes: list[int]) -> _Op:
+def _op(op, codes: list[tuple[int, int]]) -> _Op:
     kind = op.BuiltinOptionsType()
     options = (None, {})
     if kind:  # every scalar field of the op's options table, keyed as the writer's Add{Field} functions are
@@ -83,7 +83,8 @@ def _op(op, codes: list[int]) -> _Op:
         scalar = [f[3:] for f in dir(module) if f.startswith("Add") and hasattr(cls, f[3:])
                   and len(inspect.signature(getattr(cls, f[3:])).parameters) == 1]
         options = (module, {f: getattr(fields, f)() for f in scalar})
-    return _Op(codes[op.OpcodeIndex()], op.InputsAsNumpy().tolist(), op.OutputsAsNumpy().tolist(), kind, options)
+    code, version = codes[op.OpcodeIndex()]
+    return _Op(code, op.InputsAsNumpy().tolist(), op.OutputsAsNumpy().tolist(), kind, options, version)
 
 
 def layer_specs(m: TFLiteModel, block: str, dense_storage_runs_dense: bool = False) -> dict[str, KernelSpec]:
@@ -181,11 +182,12 @@ def _activation(g: _Graph, op: _Op, out: int) -> str:
 
 
 def _is_hardsigmoid(g: _Graph, add: _Op) -> bool:
-    """Whether `add` starts relu6(x + 3) * (1 / 6), PyTorch's hardsigmoid as TFLiteModel.activation writes it."""
+    """Whether `add` starts (1 / 6) * relu6(3 + x), PyTorch's hardsigmoid as TFLiteModel.activation writes it (the
+    constants on either side: older files put them second)."""
     mul = g.only_reader(add.outputs[0])
     return (add.code == OP.ADD and add.options[1].get("FusedActivationFunction") == ACTIVATION["relu6"]
-            and _constant(g.m, add.inputs[1]) == 3.0 and mul is not None and mul.code == OP.MUL
-            and _constant(g.m, mul.inputs[1]) == np.float32(1 / 6))
+            and 3.0 in (_constant(g.m, t) for t in add.inputs) and mul is not None and mul.code == OP.MUL
+            and np.float32(1 / 6) in (_constant(g.m, t) for t in mul.inputs))
 
 
 def _constant(m: TFLiteModel, tensor: int) -> float | None:

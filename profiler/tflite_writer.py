@@ -93,6 +93,7 @@ class _Op:
     outputs: list[int]
     options_type: int
     options: tuple  # (module, {Field: value})
+    version: int = 1
 
 
 @dataclass
@@ -154,9 +155,16 @@ class TFLiteModel:
                         (DepthwiseConv2DOptions, opts), name)
 
     def fully_connected(self, x, w, b, activation, out_shape, name="") -> int:
+        """FULLY_CONNECTED; reading a sparse weight directly it is op version 8, as TensorFlow's converter writes it
+        (tflite/tools/versioning/op_version.cc: "FullyConnected with sparse weight is supported at version 8"), the
+        version the XNNPACK delegate refuses (xnnpack_delegate.cc L2935 at LiteRT v1.4.0), so the built-in kernels run
+        it under the default settings too instead of XNNPACK reading the compressed values as dense ones."""
         opts = {"FusedActivationFunction": ACTIVATION[activation], "KeepNumDims": False}
-        return self._op(OP.FULLY_CONNECTED, [x, w, b], out_shape, _OPT.FullyConnectedOptions,
-                        (FullyConnectedOptions, opts), name)
+        out = self._op(OP.FULLY_CONNECTED, [x, w, b], out_shape, _OPT.FullyConnectedOptions,
+                       (FullyConnectedOptions, opts), name)
+        if self.tensors[w].sparsity is not None:
+            self.ops[-1].version = 8
+        return out
 
     def densify(self, sparse, name="") -> int:
         return self._op(OP.DENSIFY, [sparse], self.shape(sparse), _OPT.DensifyOptions,
@@ -195,26 +203,32 @@ class TFLiteModel:
                         (ReducerOptions, {"KeepDims": keep_dims}), name)
 
     def add(self, a, b, activation="none", name="") -> int:
-        return self._op(OP.ADD, [a, b], self.shape(a), _OPT.AddOptions,
+        """Elementwise sum; either input may broadcast."""
+        return self._op(OP.ADD, [a, b], np.broadcast_shapes(self.shape(a), self.shape(b)), _OPT.AddOptions,
                         (AddOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
 
     def mul(self, a, b, activation="none", name="") -> int:
-        """Elementwise product; `b` may broadcast (a squeeze-and-excite scale of shape (N, 1, 1, C))."""
-        return self._op(OP.MUL, [a, b], self.shape(a), _OPT.MulOptions,
+        """Elementwise product; either input may broadcast (a squeeze-and-excite scale of shape (N, 1, 1, C))."""
+        return self._op(OP.MUL, [a, b], np.broadcast_shapes(self.shape(a), self.shape(b)), _OPT.MulOptions,
                         (MulOptions, {"FusedActivationFunction": ACTIVATION[activation]}), name)
 
     def activation(self, x, activation: str, name="") -> int:
         """A standalone activation, the op(s) computing it exactly as PyTorch does:
-        hardswish HARD_SWISH, sigmoid LOGISTIC, silu x * LOGISTIC(x), hardsigmoid relu6(x + 3) * (1 / 6)."""
+        hardswish HARD_SWISH, sigmoid LOGISTIC, silu x * LOGISTIC(x), hardsigmoid (1 / 6) * relu6(3 + x).
+
+        hardsigmoid's constants have x's rank, all dims 1, and come first: XNNPACK's NCHW check takes a static first
+        input of at most one non-unit dim but, for a static second input, counts the first input's dims
+        (src/subgraph.c L618 at XNNPACK 8b3d5687eb), so `x + 3` would keep a whole cluster dense on ARM."""
         if activation in ("relu", "relu6", "hardswish", "sigmoid"):
             code = {"relu": OP.RELU, "relu6": OP.RELU6, "hardswish": OP.HARD_SWISH, "sigmoid": OP.LOGISTIC}
             return self._op(code[activation], [x], self.shape(x), name=name)
         if activation == "silu":
             return self.mul(x, self.activation(x, "sigmoid", f"{name}/sigmoid"), name=name)
         if activation == "hardsigmoid":
-            three = self.constant(f"{name}/three", np.array(3.0, np.float32))
-            sixth = self.constant(f"{name}/sixth", np.array(1 / 6, np.float32))
-            return self.mul(self.add(x, three, "relu6", f"{name}/relu6"), sixth, name=name)
+            ones = (1,) * len(self.shape(x))
+            three = self.constant(f"{name}/three", np.full(ones, 3.0, np.float32))
+            sixth = self.constant(f"{name}/sixth", np.full(ones, 1 / 6, np.float32))
+            return self.mul(sixth, self.add(three, x, "relu6", f"{name}/relu6"), name=name)
         raise ValueError(f"no standalone op for activation {activation!r}")
 
     def concatenation(self, xs: list[int], axis: int, name="") -> int:
@@ -328,7 +342,7 @@ def _sparsity(b: flatbuffers.Builder, sp: Sparsity) -> int:
 
 def _serialise(model: TFLiteModel, description: str) -> bytes:
     b = flatbuffers.Builder(1024)
-    codes = sorted({op.code for op in model.ops})
+    codes = sorted({(op.code, op.version) for op in model.ops})
     code_index = {c: i for i, c in enumerate(codes)}
 
     buffer_offsets = []
@@ -365,7 +379,7 @@ def _serialise(model: TFLiteModel, description: str) -> bytes:
         inputs = _int_vector(b, op.inputs)
         outputs = _int_vector(b, op.outputs)
         Operator.Start(b)
-        Operator.AddOpcodeIndex(b, code_index[op.code])
+        Operator.AddOpcodeIndex(b, code_index[op.code, op.version])
         Operator.AddInputs(b, inputs)
         Operator.AddOutputs(b, outputs)
         if options is not None:
@@ -387,11 +401,11 @@ def _serialise(model: TFLiteModel, description: str) -> bytes:
     subgraph = SubGraph.End(b)
 
     code_offsets = []
-    for code in codes:
+    for code, version in codes:
         OperatorCode.Start(b)
         OperatorCode.AddDeprecatedBuiltinCode(b, min(code, OP.PLACEHOLDER_FOR_GREATER_OP_CODES))
         OperatorCode.AddBuiltinCode(b, code)
-        OperatorCode.AddVersion(b, 1)
+        OperatorCode.AddVersion(b, version)
         code_offsets.append(OperatorCode.End(b))
 
     opcodes = _table_vector(b, Model.StartOperatorCodesVector, code_offsets)

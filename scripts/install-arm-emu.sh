@@ -2,22 +2,23 @@
 # `make arm-emu`: the emulated ARM device. Installs into DEST (default .arm-emu/) an aarch64 sysroot with
 # Debian's arm64 Python 3.11, the aarch64 wheels of numpy and ai-edge-litert, the instruction-clock plugin
 # (scripts/qemu-insn-clock.c, built with gcc) and a `python` wrapper that runs that Python under Debian's qemu-user
-# (loading the plugin when JCW_INSN_FILE names where it writes its count). XNNPACK's ARM kernels and decisions then
+# (loading the plugin when JCW_INSN_FILE names where it writes its count); and gdb-multiarch, with which
+# profiler/observe_xnnpack.py counts what XNNPACK executes. XNNPACK's ARM kernels and decisions then
 # run for real on this x86 machine; wall times are emulated (about 100x slower than a phone) and move with the
 # machine's load, instruction counts do not. Idempotent: a finished install is kept.
 # Needs root for apt-get (CI and these machines run as root).
 set -euo pipefail
 DEST=$(realpath -m "${1:-.arm-emu}")
 LITERT=${LITERT_VERSION:-1.4.0}  # the newest ai-edge-litert with aarch64 Linux wheels
-STAMP="$DEST/.installed-litert-$LITERT-clock1"
+STAMP="$DEST/.installed-litert-$LITERT-clock1-gdb1"
 [ -f "$STAMP" ] && exit 0
 
 fail() { echo "make arm-emu: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v qemu-aarch64 >/dev/null || ! command -v gcc >/dev/null; then
+if ! command -v qemu-aarch64 >/dev/null || ! command -v gcc >/dev/null || ! command -v gdb-multiarch >/dev/null; then
     apt-get update -qq || fail "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends qemu-user gcc libc6-dev >/dev/null \
-        || fail "cannot install qemu-user and gcc"
+    apt-get install -y -qq --no-install-recommends qemu-user gcc libc6-dev gdb-multiarch >/dev/null \
+        || fail "cannot install qemu-user, gcc and gdb-multiarch"
 fi
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64

@@ -135,6 +135,11 @@ class Runtime:
         a model file read back is priced as)."""
         return self.in_layouts(specs, analysis)
 
+    def stored_dense(self, analysis: tuple, kept: set[str], sparse: set[str]) -> set[str] | None:
+        """The sparse layers (of `sparse`, by name) a written network must store dense instead of `kept`, when its
+        storage would make the runtime run it wrong or not as priced (`analyse`'s result); None to keep it."""
+        return None
+
     def verdict(self, analysis: tuple) -> dict | None:
         """Whether the runtime runs a written network in its sparse regime, and why: the export sidecar's record
         (None for a runtime without one)."""

@@ -2,7 +2,9 @@
 
 A sparse stride-1 1x1 conv runs as RESHAPE -> FULLY_CONNECTED on sparse weights -> RESHAPE (1x4 blocks along cin
 when the block is "4x1", CSR otherwise) and gets faster with sparsity; every other sparse weight is densified at
-load and runs dense, as does a weight stored dense. Sparse kernels are slower than dense ones at high density, so a
+load and runs dense, as does a weight stored dense. That FULLY_CONNECTED is written at op version 8 (a sparse
+weight), which the XNNPACK delegate leaves to the built-in kernels: loaded with the default settings (XNNPACK on) the
+file computes the same. Sparse kernels are slower than dense ones at high density, so a
 sparse layer is priced, and exported, in whichever form is predicted faster.
 """
 

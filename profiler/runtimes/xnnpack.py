@@ -1,12 +1,12 @@
 """LiteRT with the XNNPACK delegate: the default CPU path of TFLite on phones.
 
-XNNPACK does not decide sparse-or-dense per layer: it runs a whole cluster of the graph (entry conv ... global
-mean) in NCHW, every node on a CHW kernel and the 1x1 convs as SpMM, only when the cluster's structure allows it
-and its 1x1 convs hold more than 2/3 zeros; otherwise everything runs dense NHWC (the rules: profiler.xnnpack).
-So sparse weights are stored sparse behind DENSIFY and k > 1 convs padded explicitly (the subgraph XNNPACK needs),
-kernels are profiled in both regimes (`layout` "nhwc" and, inside a wrapper cluster that passes the gate, "nchw"),
-and a candidate is priced in the regime its densities put the whole cluster in (`SparseCluster`). On x86 with AVX
-XNNPACK never runs the sparse path.
+XNNPACK does not decide sparse-or-dense per layer: it runs a whole cluster of the graph (entry conv ... exit) in
+NCHW, every node on a CHW kernel and the 1x1 convs as SpMM, only when the cluster's structure allows it, its 1x1 convs
+hold more than 2/3 zeros and its partition carries a DENSIFY (the sparse hint); otherwise everything runs dense NHWC
+(the rules: profiler.xnnpack). So sparse weights are stored sparse behind DENSIFY and k > 1 convs padded explicitly
+(the subgraph XNNPACK needs), kernels are profiled in both regimes (`layout` "nhwc" and, inside a wrapper cluster that
+passes the gate, "nchw"), and a candidate is priced in the regime its densities put the whole cluster in
+(`SparseCluster`). On x86 with AVX XNNPACK never runs the sparse path.
 """
 
 from __future__ import annotations
@@ -115,9 +115,19 @@ class XnnpackRuntime(TFLiteRuntime):
     def analyse_model(self, m: TFLiteModel) -> tuple[xnnpack.Cluster, ...]:
         return tuple(xnnpack.analyse(m))
 
+    def stored_dense(self, analysis: tuple, kept: set[str], sparse: set[str]) -> set[str] | None:
+        """The sparse layers to store dense instead of `kept`, where storage changes what XNNPACK runs (only the hint
+        does: dense-stored zeros count and run SpMM too): a cluster that would run with wrong results (a dangling
+        node) gets no DENSIFY at all, so it runs dense; a cluster over the gate whose partition lacks a DENSIFY gets
+        its kept-dense 1x1 convs stored sparse again, so the hint is on. None when nothing changes."""
+        if any(cluster.broken for cluster in analysis):
+            return set(sparse)
+        restore = {n for c in analysis if c.passes and not c.hint and not c.dangling for n in c.gated} & kept
+        return kept - restore if restore else None
+
     def in_layouts(self, specs: dict[str, KernelSpec], analysis: tuple) -> dict[str, KernelSpec]:
-        """Layers of a sparse cluster that run CHW kernels in the nchw layout."""
-        nchw = {n for cluster in analysis if cluster.sparse for n in cluster.nodes}
+        """Layers a sparse cluster runs on CHW kernels, in the nchw layout."""
+        nchw = {n for cluster in analysis if cluster.sparse for n in cluster.nchw}
         return {n: s.replace(layout="nchw") if n in nchw and runs_chw(s.op, s.k, s.stride) else s
                 for n, s in specs.items()}
 
@@ -143,13 +153,16 @@ class XnnpackRuntime(TFLiteRuntime):
         return forms
 
     def cluster(self, layers: Sequence[str], analysis: tuple) -> SparseCluster:
-        """The model's main cluster (the largest that can run sparse) restricted to its priced `layers`."""
+        """The model's main cluster (the largest that can run sparse) restricted to its priced `layers`; one with a
+        dangling node is blocked (the exporter stores it without DENSIFY: `stored_dense`)."""
         if not analysis:
             return SparseCluster(frozenset(), (), xnnpack.verdict_of(analysis)["reason"])
-        main = max(analysis, key=lambda c: (not c.blocked, c.params))
+        main = max(analysis, key=lambda c: (c.block is None and not c.dangling, c.params))
+        blocked = main.blocked or (f"'{main.dangling[0]}' would read NCHW data and write NHWC (an XNNPACK bug): the "
+                                   "exporter stores the cluster without DENSIFY" if main.dangling else "")
         names = set(layers)
         return SparseCluster(frozenset(n for n in main.nodes if n in names),
-                             tuple(n for n in main.gated if n in names), main.blocked)
+                             tuple(n for n in main.gated if n in names), blocked)
 
 
 def _ballast_channels(spec: KernelSpec) -> int:

@@ -247,7 +247,8 @@ def _chain(gm: fx.GraphModule, node: fx.Node, block: str) -> _Chain:
 @dataclass
 class _Walk:
     """One export in progress: the traced module, the network being written, each node's output tensor (`env`),
-    the layers' chains and which of them to store dense, the layers written and the nodes already lowered."""
+    the layers' chains and which of them to store dense, the layers written, the nodes already lowered and, once
+    finished, the serialised model."""
 
     gm: fx.GraphModule
     net: Network
@@ -257,6 +258,7 @@ class _Walk:
     layers: list[ExportedLayer] = dataclasses.field(default_factory=list)
     done: set[fx.Node] = dataclasses.field(default_factory=set)
     outputs: list = dataclasses.field(default_factory=list)
+    model: bytes = b""
 
     def input_of(self, node: fx.Node):
         return self.env[node.args[0]]
@@ -380,13 +382,22 @@ def export(
     if prefer_dense is not None and sparse:
         choices = prefer_dense([chains[n].spec for n in sparse])
         keep_dense = {n for n, dense in zip(sparse, choices, strict=True) if dense}
+    walk, analysis = _write(gm, runtime, chains, keep_dense)
+    restored = runtime.stored_dense(analysis, {n.target for n in keep_dense}, {n.target for n in sparse})
+    if restored is not None:  # storage that would make the runtime run the file wrong or not as priced
+        walk, analysis = _write(gm, runtime, chains, {n for n in sparse if n.target in restored})
+    as_run = runtime.in_layouts({layer.name: layer.spec for layer in walk.layers}, analysis)
+    layers = [dataclasses.replace(layer, spec=as_run[layer.name]) for layer in walk.layers]
+    return Exported(walk.model, runtime, tuple(layers), analysis)
+
+
+def _write(gm: fx.GraphModule, runtime: Runtime, chains: dict[fx.Node, _Chain], keep_dense: set[fx.Node]
+           ) -> tuple[_Walk, tuple]:
+    """The traced model written for the runtime, `keep_dense` layers stored dense, and the runtime's analysis."""
     walk = _Walk(gm, runtime.network(), chains, keep_dense)
     with torch.no_grad():
         for node in gm.graph.nodes:
             if node not in walk.done:
                 _write_node(walk, node)
-    model_bytes = walk.net.finish(walk.outputs)
-    analysis = runtime.analyse(walk.net)
-    as_run = runtime.in_layouts({layer.name: layer.spec for layer in walk.layers}, analysis)
-    layers = [dataclasses.replace(layer, spec=as_run[layer.name]) for layer in walk.layers]
-    return Exported(model_bytes, runtime, tuple(layers), analysis)
+    walk.model = walk.net.finish(walk.outputs)
+    return walk, runtime.analyse(walk.net)

@@ -1,8 +1,10 @@
 """Pruned candidates exported to TFLite (XNNPACK and built-in kernels) and ONNX equal PyTorch's outputs."""
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
 from profiler.runtimes import get_runtime
@@ -36,6 +38,40 @@ def test_random_candidates_export_equal_to_pytorch_in_every_runtime(name, random
             for layer in exported.layers:
                 if layer.name in expected:
                     assert layer.pruned_density == pytest.approx(expected[layer.name], abs=0.06)
+
+
+@pytest.mark.parametrize("block", ["1x4", "4x1"])
+def test_every_runtimes_export_of_a_sparse_model_equals_torch_under_the_default_settings(tmp_path, block, randomise_bn):
+    """Each file as a user loads it, `Interpreter(model_path=...)` (OpResolverType.AUTO, the XNNPACK delegate on) or
+    a default onnxruntime session, and under its device's setting: equal to torch. The built-in kernels' sparse
+    FULLY_CONNECTED is written at op version 8, which the XNNPACK delegate leaves to them (it used to take it and
+    read the compressed weights as dense ones: NaN)."""
+    gen = torch.Generator().manual_seed(0)
+    model = build_model("mobilenet_v2", num_classes=10, width_mult=0.5).eval()
+    randomise_bn(model, gen)
+    space = SearchSpace(analyze(model, SHAPE))
+    pruned = apply_candidate(model, space, space.lower, block=block).eval()
+    x = torch.randn(SHAPE, generator=gen)
+    with torch.no_grad():
+        want = pruned(x).numpy()
+    for runtime in ("xnnpack", "builtin", "onnx"):
+        exported = export(pruned, SHAPE, get_runtime(runtime, block))
+        path = tmp_path / f"{runtime}{exported.suffix}"
+        path.write_bytes(exported.model)
+        if runtime == "onnx":
+            got = [ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]]
+        else:
+            settings = [{}, {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}]
+            got = [invoke(Interpreter(model_path=str(path), **kwargs), x) for kwargs in settings]
+        for out in got:
+            assert np.abs(out - want).max() <= 1e-4 * np.abs(want).max(), runtime
+
+
+def invoke(interpreter: Interpreter, x: torch.Tensor) -> np.ndarray:
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x.permute(0, 2, 3, 1).contiguous().numpy())
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
 
 def test_prefer_dense_keeps_a_sparse_layer_dense_and_says_so(run_exported):

@@ -138,7 +138,8 @@ def test_measured_on_local_sparse_beside_the_prediction(modern_nets, tmp_path):
 
 def test_xnnpack_rules_for_the_new_ops(modern_nets):
     """A grouped 1x1 conv blocks XNNPACK's sparse cluster, a squeeze-and-excite gate (1x1 convs, hardsigmoid,
-    multiply) does not; the inception net (padded average pool, concatenation) never runs sparse."""
+    multiply) does not: MobileNetV3's whole body is one cluster, its squeezes inside; the inception net (padded
+    average pool, concatenation, a nearest resize the built-in kernels run) never runs sparse."""
     def cluster(middle: KernelSpec) -> xnnpack.Cluster:
         rng = np.random.default_rng(0)
         m = TFLiteModel()
@@ -148,8 +149,11 @@ def test_xnnpack_rules_for_the_new_ops(modern_nets):
         m.outputs = [m.mean(x, [1, 2], name="pool")]
         return xnnpack.analyse(m)[0]
 
-    assert "grouped conv 'middle'" in cluster(KernelSpec("conv", 8, 8, 16, 16, groups=4)).blocked
+    assert "'middle' is a grouped conv" in cluster(KernelSpec("conv", 8, 8, 16, 16, groups=4)).blocked
     assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardswish")).blocked
-    assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardsigmoid")).blocked  # ADD, RELU6 fused, MUL
+    assert not cluster(KernelSpec("conv", 8, 8, 16, 16, activation="hardsigmoid")).blocked  # (1/6) * relu6(3 + x)
     inception = export(modern_nets["inception"](), SHAPE, get_runtime("xnnpack", BLOCK))
-    assert not inception.verdict["sparse"] and "is not NCHW-compatible" in inception.verdict["reason"]
+    assert not inception.verdict["sparse"] and inception.verdict["clusters"][0]["cause"] == "network"
+    # SE inside the cluster
+    v3 = export(modern_nets["mobilenet_v3_small"](), SHAPE, get_runtime("xnnpack", BLOCK)).verdict
+    assert v3["clusters"][0]["exits"] == ["mean_3"] and "needs more than 2/3" in v3["reason"]

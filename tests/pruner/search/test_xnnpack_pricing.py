@@ -24,6 +24,7 @@ from pruner.model.graph import analyze
 from pruner.model.reference import MobileNetV2
 from pruner.search.latency import CandidateLatency, model_cluster, profiling_plan
 from pruner.search.space import SearchSpace, density_bounds
+from tests.modern_nets import MobileNetV3Small
 
 SHAPE = (1, 3, 32, 32)
 
@@ -151,3 +152,23 @@ def test_the_predictor_fits_and_keeps_an_overhead_per_regime(tmp_path):
     loaded = load(tmp_path / "m.jcwm")
     assert loaded.predict_network(sparse_net) == pytest.approx(model.predict_network(sparse_net), rel=1e-6)
     assert loaded.sparse_overhead == model.sparse_overhead
+
+
+@pytest.mark.parametrize("level", [0, 6])
+def test_squeeze_and_excite_convs_are_in_the_cluster_and_priced_in_its_regime(level):
+    """MobileNetV3's SE blocks run inside XNNPACK's cluster (the squeeze MEAN is not an exit): their 1x1 convs count
+    in the gate, and a candidate over it is priced, exported and run with them on the SpMM path."""
+    torch.manual_seed(0)
+    model = MobileNetV3Small().eval()
+    space = SearchSpace(analyze(model, SHAPE), density_bounds=density_bounds(get_runtime("xnnpack")))
+    cluster = model_cluster(model, SHAPE, XNNPACK)
+    se = {n for n in cluster.gated if ".se." in n}
+    assert not cluster.blocked and se == {f"blocks.{i}.se.{c}" for i in (0, 3, 4) for c in ("reduce", "expand")}
+    priced = CandidateLatency(space, predict, "1x4", 0.5, cluster)
+    x = with_densities(space, level)
+    exported = export(make_permanent(apply_candidate(model, space, x)), SHAPE, "xnnpack")
+    assert exported.verdict["sparse"] is (level == 0) is cluster.sparse(space.kernel_specs(x, "1x4"))
+    nchw = {layer.name for layer in exported.layers if layer.spec.layout == "nchw"}
+    assert (se <= nchw) is (level == 0)
+    specs = space.kernel_specs(x, "1x4")
+    assert priced(x[None])[0] == pytest.approx(predict(list(cluster.priced_specs(specs).values())).sum() + 0.5)
