@@ -28,7 +28,7 @@ from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
-from pruner.accuracy.estimate import Estimator, ProxyData, first_images, proxy_data, proxy_estimator
+from pruner.accuracy.estimate import Estimator, ProxyData, ProxyScore, first_images, proxy_data, proxy_estimator
 from pruner.accuracy.hardware import init_distributed, resolve_device
 from pruner.accuracy.supernet import SupernetEstimator, build_supernet
 from pruner.accuracy.train import Evaluation, evaluate, train
@@ -89,6 +89,7 @@ class JCW:
         self.predictor = predictor if self.predictor_path is None else load(predictor, self.device,
                                                                               allow_other_device)
         self.train_loader, self.val_loader, self.data_source = _loaders(data, self.model, self.input_shape)
+        self._proxy_data: dict[tuple, ProxyData] = {}  # proxy_data's batches, per setting
         self.torch_device = init_distributed(resolve_device(torch_device))
         try:  # unexportable: refused now, before any work
             exported = export(self.model, self.input_shape, self.runtime)
@@ -155,8 +156,7 @@ class JCW:
                             "data=...)")
         record = self.provenance()
         check_run(Path(out) / "run.json", record)
-        held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
-        data = proxy_data(self.train_loader, held_out, bn_batches)
+        data = self.proxy_data(val_images, bn_batches, seed)
         retrain = None
         if not isinstance(estimator, str):
             scores = estimator
@@ -189,6 +189,26 @@ class JCW:
         pool = self.latency.repair(self.space.sample(np.random.default_rng(seed), 1024)) if self.latency else None
         scores.train(steps, pool=pool)
         return scores
+
+    def proxy_data(self, val_images: int | None = None, bn_batches: int = 10, seed: int = 0) -> ProxyData:
+        """The batches the search's estimates use: the first `bn_batches` training batches, their shuffle's and
+        augmentation's random draws seeded by `seed` (torch's generator, restored after), and the first `val_images`
+        validation images (all when None). Drawn once per setting, so every estimate of this facade sees the same."""
+        if self.train_loader is None:
+            raise UserError("accuracy estimates need data: JCW(..., data=...)")
+        key = (val_images, bn_batches, seed)
+        if key not in self._proxy_data:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
+                self._proxy_data[key] = proxy_data(self.train_loader, held_out, bn_batches)
+        return self._proxy_data[key]
+
+    def estimate(self, genes: Genes, val_images: int | None = None, bn_batches: int = 10, seed: int = 0) -> Evaluation:
+        """One candidate's accuracy as the search's proxy estimator scores it: the trained weights pruned to it (l1
+        block masks), BatchNorm recalibrated on `proxy_data`'s training batches, scored on its validation images."""
+        score = ProxyScore(self.model, self._space(), self.proxy_data(val_images, bn_batches, seed), self.runtime.block)
+        return score.on(self.torch_device)(self.genes(genes))
 
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
