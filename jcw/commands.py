@@ -231,15 +231,11 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
-    from profiler.errors import UserError
     from pruner.data.loading import load_data
 
     torch_device = torch_device_arg(args)
     device = get_device(args.device, args.devices)
     ckpt = unpruned(load_model_arg(args))
-    if args.workers > 1 and (ckpt.source or {}).get("kind") == "file":
-        raise UserError(f"--workers {args.workers}: worker processes cannot import a model class from a file "
-                        f"({ckpt.source['path']}); make it importable (package.module:factory) or use --workers 1")
     data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
     jcw = facade(args, device, ckpt, data, torch_device)
     fronts = jcw.search(args.budgets, args.out, args.generations, args.population, val_images=args.val_size,

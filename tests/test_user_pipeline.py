@@ -169,10 +169,29 @@ def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(user, tmp_
     assert "the model's head gives 7 classes but the data has 5" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def formula_predictor(user, tmp_path_factory):
+    """A local-sparse predictor of the user's model, fitted on its plan's kernels with made-up latencies (the workers
+    test needs a predictor, not a profile)."""
+    from predictor import persist
+    from predictor.latency import LatencyModel
+    from pruner.model.checkpoint import load_model
+    from tests.test_predict_file import device_table
 
-def test_worker_processes_are_refused_for_a_model_class_they_cannot_import(user, tmp_path, capsys):
-    code = jcw("search", "--model", f"{user / 'net.py'}:build", "--input-shape", "3,32,32", "--device", "local-sparse",
-               "--predictor", tmp_path / "none.jcwm", "--data", f"imagefolder:{user / 'images'}", "--workers", 2,
-               "--out", tmp_path / "search")
-    assert code == 3 and not (tmp_path / "search").exists()
-    assert "--workers 2: worker processes cannot import a model class from a file" in capsys.readouterr().err
+    ckpt = load_model(f"{user / 'net.py'}:build", user / "weights.pt", "3,32,32")
+    path = tmp_path_factory.mktemp("predictor") / "formula.jcwm"
+    persist.save(LatencyModel.fit(device_table(ckpt, "local-sparse")), path)
+    return path
+
+
+def test_two_workers_import_a_model_from_its_file_and_find_the_same_fronts_as_one(user, formula_predictor, tmp_path):
+    searched = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        assert jcw("search", "--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape",
+                   "3,32,32", "--device", "local-sparse", "--predictor", formula_predictor, "--data",
+                   f"imagefolder:{user / 'images'}", "--torch-device", "cpu", "--threads", 1, "--workers", workers,
+                   "--generations", 2, "--population", 6, "--val-size", 8, "--out", out) == 0
+        searched[workers] = pd.read_csv(out / "pareto.csv")
+    pd.testing.assert_frame_equal(searched[1], searched[2], check_exact=True)
+    assert len(searched[2][searched[2].method == "joint"]) > 1
