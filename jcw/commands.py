@@ -18,11 +18,14 @@ from jcw.options import (
     add_data_arg,
     add_device_args,
     add_devices_arg,
+    add_estimate_args,
     add_keep_arg,
     add_model_args,
+    add_preprocess_args,
     add_torch_args,
     at_least,
     budgets,
+    load_data_arg,
     load_model_arg,
     positive_float,
     torch_device_arg,
@@ -51,9 +54,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batch-size", type=at_least(1), default=64)
-    p.add_argument("--augment", default="crop-flip", choices=["crop-flip", "flip", "none"],
-                   help="image folders: training images randomly cropped (padded by 1/8 when small) and flipped, "
-                        "flipped only, or neither (default crop-flip; MNIST is never augmented)")
+    add_preprocess_args(p)
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
     p.add_argument("--input-size", type=at_least(1), default=28, help="images scaled to this many pixels a side")
@@ -82,6 +83,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", required=True, help="latency model file of the device (jcw fit)")
     add_device_check_arg(p)
     add_data_arg(p)
+    add_preprocess_args(p)
     add_keep_arg(p)
     add_torch_args(p)
     p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
@@ -97,11 +99,10 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
                         "search (default: pruner.search.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
     p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
-    p.add_argument("--val-size", type=at_least(1), default=1000, help="held-out validation images per estimate")
+    add_estimate_args(p)
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
     p.add_argument("--retrain-steps", type=int, default=0,
                    help="supernet: sandwich steps on the current population after each generation (JCW)")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_search)
 
 
@@ -111,8 +112,10 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
     add_device_args(p)
     add_data_arg(p)
+    add_preprocess_args(p)
     add_keep_arg(p)
     add_torch_args(p)
+    add_estimate_args(p)
     p.add_argument("--epochs", type=at_least(1), default=1)
     p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
@@ -165,14 +168,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     from pruner.accuracy.hardware import is_main_process
     from pruner.accuracy.train import evaluate, train
-    from pruner.data.loading import load_data
     from pruner.model.checkpoint import Checkpoint, save_checkpoint
     from pruner.model.reference import build_model
 
     device = torch_device_arg(args)
     torch.manual_seed(0)
     shape = (1, args.in_channels, args.input_size, args.input_size)
-    data = load_data(args.data, shape, batch_size=args.batch_size, train_limit=args.limit, augment=args.augment)
+    data = load_data_arg(args, shape, batch_size=args.batch_size, train_limit=args.limit)
     kwargs = {"num_classes": data.num_classes, "in_channels": args.in_channels, "width_mult": args.width}
     model = build_model(args.arch, **kwargs)
     state = Path(f"{args.out}.state")
@@ -231,15 +233,14 @@ def run_plan(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
-    from pruner.data.loading import load_data
 
     torch_device = torch_device_arg(args)
     device = get_device(args.device, args.devices)
     ckpt = unpruned(load_model_arg(args))
-    data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
+    data = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
     jcw = facade(args, device, ckpt, data, torch_device)
     fronts = jcw.search(args.budgets, args.out, args.generations, args.population, val_images=args.val_size,
-                        estimator=args.estimator, supernet_steps=args.supernet_steps,
+                        bn_batches=args.bn_batches, estimator=args.estimator, supernet_steps=args.supernet_steps,
                         retrain_steps=args.retrain_steps, survival=args.survival, weight_stage=args.weight_stage,
                         workers=args.workers, threads=args.threads, seed=args.seed)
     for method, value in fronts.hypervolume.items():
@@ -252,11 +253,12 @@ def run_search(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a candidate; its accuracy before is the search's estimate of it (the same data, seed, calibration
+    and images), after on those images and on the whole validation split."""
     import torch
 
     from profiler.devices import get_device
     from pruner.accuracy.hardware import is_main_process
-    from pruner.data.loading import load_data
     from pruner.model.checkpoint import Checkpoint, parse_genes, save_checkpoint
     from pruner.search.space import space_settings
 
@@ -265,25 +267,34 @@ def run_finetune(args: argparse.Namespace) -> int:
     device = get_device(args.device, args.devices)
     ckpt = unpruned(load_model_arg(args))
     genes = parse_genes(args.candidate)
-    data = load_data(args.data, ckpt.input_shape, train_limit=args.limit)
-    jcw = facade(args, device, ckpt, data, torch_device, predictor=False)
+    searched = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)  # as searched
+    jcw = facade(args, device, ckpt, searched, torch_device, predictor=False)
     genes = jcw.genes(genes)
+    before = jcw.estimate(genes, args.val_size, args.bn_batches, args.seed)
+    held_out = jcw.proxy_data(args.val_size, args.bn_batches, args.seed).held_out
+    training = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=args.limit)
     pruned = jcw.apply(genes, norm="l2")
-    before = jcw.evaluate(pruned)
     jcw.finetune(pruned, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
-                 patience=args.patience)
-    after = jcw.evaluate(pruned)
+                 patience=args.patience, loader=training.train)
+    after, after_all = jcw.evaluate(pruned, held_out), jcw.evaluate(pruned)
     if not is_main_process():  # under torchrun every process holds the same weights; one writes them
         return 0
     out = save_checkpoint(args.out, Checkpoint(pruned.cpu(), ckpt.arch, ckpt.kwargs, ckpt.input_shape,
                                                tuple(int(g) for g in genes), jcw.runtime.block, ckpt.source,
                                                space_settings(jcw.space)))
+    images, every = sum(len(y) for _, y in held_out), len(getattr(jcw.val_loader, "dataset", ()))
+    how = (f"the search's estimate: l1 block masks, BatchNorm recalibrated on {args.bn_batches} training batches "
+           f"(seed {args.seed}), the first {images} validation images")
     record = {**jcw.provenance(), "predictor": None, "genes": [int(g) for g in genes],
-              "validation": {"before": {"loss": before.loss, "top1": before.top1},
-                             "after": {"loss": after.loss, "top1": after.top1}}}
+              "validation": {"before": {"loss": before.loss, "top1": before.top1, "images": images, "as": how},
+                             "after": {"loss": after.loss, "top1": after.top1, "images": images},
+                             "after_all": {"loss": after_all.loss, "top1": after_all.top1, "images": every or None}}}
     Path(f"{out}.json").write_text(json.dumps(record, indent=1))
-    print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
-          f" wrote {out} and {out}.json")
+    print(f"before fine-tuning: top-1 {before.top1:.2%}, loss {before.loss:.3f} ({how})")
+    split = f"all {every} validation images" if every else "the whole validation split"
+    print(f"after fine-tuning: top-1 {after.top1:.2%}, loss {after.loss:.3f} on those {images} images; "
+          f"{after_all.top1:.2%}, loss {after_all.loss:.3f} on {split}")
+    print(f"wrote {out} and {out}.json")
     return 0
 
 

@@ -309,6 +309,16 @@ class JCW:
                                                           strict=True)]
 
 
+def score(model: nn.Module, example_inputs: torch.Tensor | Sequence[int], data: Data,
+          torch_device: str = "auto") -> tuple[Evaluation, dict | None]:
+    """A model's mean cross-entropy and top-1 on the validation split of `data` (as JCW takes it; the model's head
+    checked against its classes) on `torch_device`, and where the data came from: a model scored with no device
+    to prune it for (`jcw eval` without a candidate)."""
+    shape = example_inputs.shape if isinstance(example_inputs, torch.Tensor) else example_inputs
+    _, val, source = _loaders(data, model, (1, *(int(v) for v in tuple(shape)[-3:])))
+    return evaluate(model, val, resolve_device(torch_device)), source
+
+
 def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:
     """The record written beside an exported model file (FILE.json): its provenance `record` (which names the
     device), its runtime, whether XNNPACK runs it sparse, its predicted latency and every layer with its storage

@@ -139,7 +139,7 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(user, tmp_path, 
     assert pruned.source["path"] == str(user / "net.py") and pruned.space_settings["keep"] == ["stem.*"]
     record = json.loads((tmp_path / "tuned.pt.json").read_text())
     assert record["data"] == summary["data"] and record["model"] == summary["model"]
-    assert set(record["validation"]) == {"before", "after"}
+    assert set(record["validation"]) == {"before", "after", "after_all"}
 
     exported = tmp_path / "tuned.tflite"
     assert jcw("export", "--model", tuned, "--device", "local-sparse", "--out", exported) == 3  # names code: refused
@@ -195,3 +195,27 @@ def test_two_workers_import_a_model_from_its_file_and_find_the_same_fronts_as_on
         searched[workers] = pd.read_csv(out / "pareto.csv")
     pd.testing.assert_frame_equal(searched[1], searched[2], check_exact=True)
     assert len(searched[2][searched[2].method == "joint"]) > 1
+
+
+def test_finetune_reports_the_searchs_estimate_of_the_candidate_as_before(user, formula_predictor, tmp_path):
+    model = ["--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape", "3,32,32"]
+    data = ["--data", f"imagefolder:{user / 'images'}", "--resize", 36, "--mean", "0.5,0.5,0.5", "--std",
+            "0.25,0.25,0.25", "--augment", "flip", "--torch-device", "cpu", "--threads", 1, "--val-size", 8,
+            "--bn-batches", 2, "--seed", 1]
+    search = tmp_path / "search"
+    assert jcw("search", *model, *data, "--device", "local-sparse", "--predictor", formula_predictor, "--out",
+               search, "--generations", 1, "--population", 6) == 0
+    summary = json.loads((search / "summary.json").read_text())
+    assert {k: summary["data"][k] for k in ("resize", "mean", "std", "augment")} == {
+        "resize": 36, "mean": [0.5] * 3, "std": [0.25] * 3, "augment": "flip"}
+    pareto = pd.read_csv(search / "pareto.csv")
+    row = pareto[pareto.method == "joint"].sort_values("latency_ms").iloc[0]
+    assert jcw("finetune", *model, *data, "--device", "local-sparse", "--candidate", row.genes, "--out",
+               tmp_path / "tuned.pt") == 0
+    record = json.loads((tmp_path / "tuned.pt.json").read_text())
+    before = record["validation"]["before"]
+    assert (before["loss"], before["top1"]) == pytest.approx((row.loss, row.top1), abs=1e-9)
+    assert before["images"] == 8 and before["as"].startswith("the search's estimate: l1 block masks, BatchNorm "
+                                                             "recalibrated on 2 training batches (seed 1)")
+    assert record["validation"]["after"]["images"] == 8 and record["validation"]["after_all"]["images"] == 10
+    assert record["data"] == summary["data"]
