@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from jcw import commands, evaluation, prediction, profiling
+from jcw.options import HelpFormatter
 from profiler.errors import UserError
 from profiler.transports import DeviceError
 
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     prediction.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` samples where the predictor needs
     commands.register(sub)
     evaluation.register(sub)
+    for subcommand in sub.choices.values():  # every flag's help shows its default
+        subcommand.formatter_class = HelpFormatter
     return parser
 
 

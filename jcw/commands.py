@@ -46,14 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a built-in reference model and save a checkpoint")
     p.add_argument("--arch", default="mobilenet_v2",
-                   choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"])
-    p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier (default 0.5)")
+                   choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"], help="architecture")
+    p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier")
     add_data_arg(p)
-    p.add_argument("--epochs", type=at_least(1), default=1)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--epochs", type=at_least(1), default=1, help="passes over the training images")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--batch-size", type=at_least(1), default=64)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="training images per step")
     add_preprocess_args(p)
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
@@ -87,18 +87,22 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     add_keep_arg(p)
     add_torch_args(p)
     p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
-                   help="processes scoring the accuracy estimates (default 1; the same seed gives the same fronts "
-                        "with any number)")
+                   help="processes scoring the accuracy estimates (the same seed gives the same fronts with any "
+                        "number)")
     p.add_argument("--out", required=True, help="run directory to write (re-running resumes an interrupted search)")
     p.add_argument("--budgets", type=budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
-    p.add_argument("--generations", type=at_least(1), default=32)
-    p.add_argument("--population", type=at_least(2), default=64)
-    p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
+    p.add_argument("--generations", type=at_least(1), default=32, help="NSGA-II generations per method")
+    p.add_argument("--population", type=at_least(2), default=64,
+                   help="candidates per generation (a search scores methods x generations x population)")
+    p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"],
+                   help="jcw: JCW's anchors spread over the latency range; nsga2: rank and crowding")
     p.add_argument("--weight-stage", type=float, default=None,
                    help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
                         "search (default: pruner.search.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
-    p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
+    p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"],
+                   help="proxy: the trained weights pruned to each candidate; supernet: JCW's weight-sharing "
+                        "supernet, trained first")
     add_estimate_args(p)
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
     p.add_argument("--retrain-steps", type=int, default=0,
@@ -116,10 +120,10 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     add_keep_arg(p)
     add_torch_args(p)
     add_estimate_args(p)
-    p.add_argument("--epochs", type=at_least(1), default=1)
+    p.add_argument("--epochs", type=at_least(1), default=1, help="passes over the training images")
     p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
@@ -148,7 +152,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", help="latency model file (jcw fit) to print predicted beside measured latency")
     add_device_check_arg(p)
     p.add_argument("--passes", type=int, default=3,
-                   help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
+                   help="interleaved passes over all files; a file's latency is the median of its passes")
     p.add_argument("--out", help="results file to write: .csv (one row per file) or .json")
     p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
     p.set_defaults(run=run_measure)
@@ -156,8 +160,8 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on MobileNetV2 + MNIST with this machine as the device")
-    p.add_argument("--out", default="runs/demo", help="run directory (cached steps; default runs/demo)")
-    p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
+    p.add_argument("--out", default="runs/demo", help="run directory (cached steps)")
+    p.add_argument("--device", default="local-sparse", help="a device in devices.yaml")
     add_devices_arg(p)
     add_torch_args(p)
     p.set_defaults(run=run_demo)

@@ -16,6 +16,19 @@ from collections.abc import Callable
 AUGMENTS = ("crop-flip", "flip", "none")  # pruner.data.loading.AUGMENTS, without importing torch for --help
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's help: each flag's default after its help, unless the help already says what it is or the
+    flag has none (None, off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        none = action.default is None or action.default is False or action.default == [] or \
+            action.default is argparse.SUPPRESS
+        if "default" in help or none or not action.option_strings:
+            return help
+        return f"{help} (default: %(default)s)" if help else "(default: %(default)s)"
+
+
 def add_devices_arg(parser: argparse.ArgumentParser) -> None:
     """--devices FILE, the device inventory, for every command that names a device."""
     parser.add_argument("--devices", metavar="FILE", help="device inventory (default: ./devices.yaml, else "
@@ -37,8 +50,7 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
     """--data: a dataset (pruner.data.loading.load_data)."""
     parser.add_argument("--data", default="mnist",
                         help="dataset: mnist (built in), imagefolder:DIR (DIR/train and DIR/val, one subfolder of "
-                             "images per class) or FILE.py:factory returning (train_loader, val_loader) "
-                             "(default mnist)")
+                             "images per class) or FILE.py:factory returning (train_loader, val_loader)")
 
 
 def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +103,7 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     """--torch-device and --threads: where and on how many threads torch trains and scores."""
     parser.add_argument("--torch-device", default="auto", metavar="DEVICE",
                         help="where torch trains and scores: auto (a GPU if there is one, else the CPU), cpu, "
-                             "cuda, cuda:N or mps (default auto)")
+                             "cuda, cuda:N or mps")
     parser.add_argument("--threads", type=at_least(1), metavar="N",
                         help="torch threads (default: torch's own choice, one per core)")
 

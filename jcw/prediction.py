@@ -22,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a latency model from measurement tables (CSV or Parquet)")
     p.add_argument("--table", action="append", required=True, help="measurement table of kernels (repeatable)")
     p.add_argument("--out", required=True, help="latency model file to write (the --predictor of other commands)")
-    p.add_argument("--kind", default="physics", choices=KINDS, help="regressor (default: physics)")
+    p.add_argument("--kind", default="physics", choices=KINDS, help="regressor")
     p.add_argument("--holdout-share", type=float, default=0.2, help="share of rows in [0, 1) held out to report "
-                   "accuracy (default 0.2; 0: none)")
+                   "accuracy (0: none)")
     p.set_defaults(run=run_fit)
 
     p = sub.add_parser("predict", help="predict the latency of a model file (TFLite, ONNX) layer by layer, or of "
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "the input rows plus predicted_ms")
     p.add_argument("--measure", metavar="DEVICE", help="also time FILE on this device, beside its prediction")
     add_devices_arg(p)
-    p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken (default 3)")
+    p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken")
     add_device_check_arg(p)
     p.set_defaults(run=run_predict)
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
     p.add_argument("--device", required=True, help="a device in devices.yaml, the one the model was fitted on")
     add_devices_arg(p)
-    p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken (default 3)")
+    p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken")
     p.add_argument("--out", help="latency model file to write (default: overwrite --predictor)")
     add_device_check_arg(p)
     p.add_argument("files", nargs="+", help="exported networks (.tflite or .onnx, as the device runs)")
@@ -254,8 +254,8 @@ def add_adaptive_args(parser: argparse.ArgumentParser) -> None:
     """Give `jcw profile` the adaptive flags; with --adaptive it runs run_adaptive, else the plain profile."""
     g = parser.add_argument_group("adaptive sampling (measure only where the latency model needs it)")
     g.add_argument("--adaptive", action="store_true", help="sample the plan's kernels adaptively (one device)")
-    g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%% (0.95)")
-    g.add_argument("--budget", type=int, default=200, help="most kernels to measure (default 200)")
+    g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%%")
+    g.add_argument("--budget", type=int, default=200, help="most kernels to measure")
     g.add_argument("--holdout-kernels", type=int, metavar="N",
                    help="random kernels held out to score the model (default budget/5)")
     g.add_argument("--initial", type=int, help="random kernels measured first (default budget/5)")
