@@ -248,7 +248,7 @@ def run_search(args: argparse.Namespace) -> int:
                         retrain_steps=args.retrain_steps, survival=args.survival, weight_stage=args.weight_stage,
                         workers=args.workers, threads=args.threads, seed=args.seed)
     for method, value in fronts.hypervolume.items():
-        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
+        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4g}")
     for row in fronts.budgets.itertuples(index=False):
         print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
                                                   f"genes {row.genes}" if row.found else row.note))
