@@ -342,23 +342,44 @@ def run_measure(args: argparse.Namespace) -> int:
     predictions = [predictor.predict_network(list(device.runtime.read_file(f).values()))
                    if predictor else None for f in args.files]
     rows = []
-    print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
+    print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'gap':>7}")
     for result, predicted in zip(measure_files(device, args.files, passes=args.passes), predictions, strict=True):
-        rows.append({"file": result["file"], "latency_ms": result.get("latency_ms"), "predicted_ms": predicted,
-                     "error": (result["error"].splitlines() or ["failed"])[0] if "error" in result else None})
+        measured = result.get("latency_ms")
+        rows.append({"file": result["file"], "latency_ms": measured, "predicted_ms": predicted,
+                     "gap": predicted / measured - 1 if predicted and measured else None,
+                     "failure": (result["error"].splitlines() or ["failed"])[0] if "error" in result else None})
         if "error" in result:
-            print(f"{result['file']:<40} failed: {rows[-1]['error']}")
+            print(f"{result['file']:<40} failed: {rows[-1]['failure']}")
             continue
-        gap = f"{predicted / result['latency_ms'] - 1:+.1%}" if predicted else ""
+        record_measurement(Path(result["file"]), device.name, result)
+        gap = f"{rows[-1]['gap']:+.1%}" if predicted else ""
         shown = f"{predicted:.3f}" if predicted else "-"
-        print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")
+        print(f"{result['file']:<40} {measured:>12.3f} {shown:>13} {gap:>7}")
     if out is not None:
         about = {"device": device.name, "predictor": None if predictor is None else {
             "path": str(Path(args.predictor).resolve()),
-            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on)}}
+            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on)},
+            "columns": {"gap": "predicted_ms / latency_ms - 1", "failure": "why the file could not be measured"}}
         write_measurements(out, rows, about)
-        print(f"wrote {out}")
-    return 1 if any(row["error"] for row in rows) else 0
+        print(f"wrote {out} (gap: predicted / measured - 1; failure: why a file could not be measured)")
+    return 1 if any(row["failure"] for row in rows) else 0
+
+
+def record_measurement(path: Path, device: str, result: dict) -> None:
+    """Add the end-to-end measurement to the file's export sidecar (FILE.json, from jcw export), if it has one, so a
+    run's report finds it: {"device", "latency_ms", "passes", "timestamp"} under "measured"."""
+    from datetime import datetime, timezone
+
+    sidecar = Path(f"{path}.json")
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or "layers" not in record:  # not an export sidecar
+        return
+    record["measured"] = {"device": device, "latency_ms": result["latency_ms"], "passes": result.get("passes"),
+                          "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    sidecar.write_text(json.dumps(record, indent=1))
 
 
 def write_measurements(out: Path, rows: list[dict], about: dict) -> None:
