@@ -236,6 +236,11 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from jcw.prediction import warn
+    from jcw.run_report import write_run_report
+    from predictor.quality import advice
     from profiler.devices import get_device
 
     torch_device = torch_device_arg(args)
@@ -243,6 +248,7 @@ def run_search(args: argparse.Namespace) -> int:
     ckpt = unpruned(load_model_arg(args))
     data = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
     jcw = facade(args, device, ckpt, data, torch_device)
+    warn(advice(jcw.predictor.quality, dataclasses.asdict(jcw.predictor.overhead)))  # before any time is spent
     fronts = jcw.search(args.budgets, args.out, args.generations, args.population, val_images=args.val_size,
                         bn_batches=args.bn_batches, estimator=args.estimator, supernet_steps=args.supernet_steps,
                         retrain_steps=args.retrain_steps, survival=args.survival, weight_stage=args.weight_stage,
@@ -252,7 +258,9 @@ def run_search(args: argparse.Namespace) -> int:
     for row in fronts.budgets.itertuples(index=False):
         print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
                                                   f"genes {row.genes}" if row.found else row.note))
-    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json, run.json")
+    report, found = write_run_report(Path(args.out))
+    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json, run.json and "
+          f"{report.name} ({len(found)} warning{'s' if len(found) != 1 else ''}: see its Warnings)")
     return 0
 
 

@@ -129,6 +129,6 @@ def read_noise(table: str | Path) -> dict | None:
 
 def describe(noise: dict) -> str:
     """A re-measure's outcome in one line."""
-    return (f"{noise.get('device', '?')}: device noise: {round(noise['kernels'] * noise['within10_pct'] / 100)} of "
-            f"{noise['kernels']} kernels measured again came within +-10% of their first measurement "
-            f"({noise['within10_pct']:.0f}%, median change {noise['median_change_pct']:.1f}%)")
+    return (f"{round(noise['kernels'] * noise['within10_pct'] / 100)} of {noise['kernels']} kernels measured again "
+            f"came within +-10% of their first measurement ({noise['within10_pct']:.0f}%, median change "
+            f"{noise['median_change_pct']:.1f}%)")

@@ -237,7 +237,7 @@ def profile_cli(args: argparse.Namespace) -> int:
         else:
             print(f"{r.device}: {r.measured} measured, {r.skipped} already in {table}, {len(r.failed)} failed")
         if r.noise is not None:
-            print(f"{describe(r.noise)}; wrote {noise_path(table)}")
+            print(f"{r.device}: device noise: {describe(r.noise)}; wrote {noise_path(table)}")
             for advice in noise_advice(r.noise):
                 print(advice, file=sys.stderr)
         for spec, error in r.failed:

@@ -150,7 +150,9 @@ class JCW:
         trained model; "supernet" trains JCW's weight-sharing supernet `supernet_steps` sandwich steps first (and
         `retrain_steps` more per generation); or any Estimator (e.g. `supernet()`'s, trained once for several
         searches). Scores run on `workers` processes with `threads` torch threads.
-        `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's)."""
+        `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's).
+        summary.json records the estimate's settings too, and budgets.csv each pick's sparse-or-dense verdict where
+        the runtime gives one (XNNPACK: columns xnnpack, xnnpack_reason)."""
         if self.latency is None or self.train_loader is None:
             raise UserError("the search needs an unpruned model, a predictor and data: JCW(..., predictor=..., "
                             "data=...)")
@@ -172,12 +174,30 @@ class JCW:
             raise UserError(f"estimator {estimator!r}: expected 'proxy' or 'supernet'")
         config = SearchConfig(n_gen=generations, pop_size=population, survival=survival, seed=seed)
         stage = self.runtime.weight_stage if weight_stage is None else weight_stage
+        estimate = {"estimator": estimator if isinstance(estimator, str) else type(estimator).__name__,
+                    "val_images": sum(len(y) for _, y in data.held_out),
+                    "bn_batches": bn_batches, "seed": seed}
         try:
-            return run_fronts(self.space, self.latency, scores, out, config, budgets, methods, on_generation=retrain,
-                              repair=self.latency.repair, weight_stage=stage, record=record)
+            fronts = run_fronts(self.space, self.latency, scores, out, config, budgets, methods,
+                                on_generation=retrain, repair=self.latency.repair, weight_stage=stage,
+                                record={**record, "estimate": estimate})
         finally:
             if isinstance(estimator, str):
                 scores.close()  # the worker processes, if any
+        self._add_verdicts(fronts.budgets, Path(out) / "budgets.csv")
+        return fronts
+
+    def _add_verdicts(self, picks, path: Path) -> None:
+        """Each found pick's verdict from the runtime (XNNPACK: whether it runs the exported file sparse, and why),
+        as columns xnnpack and xnnpack_reason of `picks`, rewritten to `path`; nothing for a runtime without one."""
+        found = picks[picks["found"]] if len(picks) else picks
+        verdicts = {genes: self.exported(genes).verdict for genes in dict.fromkeys(found.get("genes", ()))}
+        if not any(verdicts.values()):
+            return
+        picked = [verdicts.get(genes) if ok else None for genes, ok in zip(picks["genes"], picks["found"], strict=True)]
+        picks["xnnpack"] = ["" if v is None else "sparse" if v["sparse"] else "dense" for v in picked]
+        picks["xnnpack_reason"] = ["" if v is None else v["reason"] for v in picked]
+        picks.to_csv(path, index=False)
 
     def supernet(self, data: ProxyData, steps: int, seed: int = 0, threads: int | None = None,
                  workers: int = 1) -> SupernetEstimator:
