@@ -104,3 +104,24 @@ def test_a_noise_bound_predictor_is_warned_about_in_the_report(run, tmp_path):
     assert any("3 of 144 rows" in w and "clamped to 0.0001 ms" in w for w in warnings)
     assert any("the table is noise-bound" in w and "likely cause: " in w and "fix: " in w for w in warnings)
     assert any("the per-network overhead was never fitted" in w for w in warnings)
+
+
+def test_an_xnnpack_devices_picks_carry_its_verdict_into_budgets_and_the_report(run, tmp_path):
+    from predictor import persist
+    from predictor.latency import LatencyModel
+    from pruner import JCW
+    from tests.test_predict_file import device_table
+
+    user = run[0].parent
+    ckpt = load_model(f"{user / 'net.py'}:build", user / "net.pt", "3,32,32")
+    persist.save(LatencyModel.fit(device_table(ckpt, "local")), tmp_path / "local.jcwm")  # made-up latencies
+    jcw_ = JCW.from_checkpoint(ckpt, "local", predictor=tmp_path / "local.jcwm", data=f"imagefolder:{user / 'images'}",
+                               torch_device="cpu")
+    jcw_.search([1000.0], tmp_path / "run", generations=1, population=4, val_images=8, bn_batches=1)
+    picks = pd.read_csv(tmp_path / "run" / "budgets.csv")
+    assert picks.xnnpack.tolist() == ["dense"] and picks.xnnpack_reason[0] != ""
+    assert jcw("report", tmp_path / "run") == 0
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert f"- XNNPACK runs a pick dense: {picks.xnnpack_reason[0]}" in text
+    (row,) = [line for line in text.splitlines() if f"`{picks.genes[0]}`" in line]
+    assert "| dense " in row and "not measured" in row and "No pick is measured yet" in text
