@@ -62,8 +62,8 @@ def advice(quality: dict | None, overhead: dict | None = None) -> list[Advice]:
         found.append(Advice(
             "the per-network overhead was never fitted: whole networks are predicted as the sum of their layers",
             "jcw calibrate has not been run with this predictor",
-            "export 3 or more networks of different sizes (the full model and a few pareto.csv rows: jcw export "
-            "--candidate GENES) and run jcw calibrate --predictor MODEL --device NAME FILES"))
+            "export the full model and two or more pareto.csv rows (jcw export --candidate GENES) and run jcw "
+            "calibrate --predictor MODEL --device NAME FILE FILE FILE"))
     if quality.get("overhead"):
         found += overhead_advice(quality["overhead"])
     return found
