@@ -276,9 +276,10 @@ def run_adaptive(args: argparse.Namespace) -> int:
     from predictor.quality import advice, assess, describe_held_out, held_out_accuracy
     from profiler.devices import get_device
     from profiler.errors import UserError
-    from profiler.noise import read_noise
+    from profiler.kernel import KernelSpec
+    from profiler.noise import describe, noise_path
     from profiler.plan import load_plan
-    from profiler.profile import BATCH_SIZE
+    from profiler.profile import BATCH_SIZE, remeasure
     from profiler.store import ResultsStore
 
     if len(set(args.device)) != 1:
@@ -292,14 +293,18 @@ def run_adaptive(args: argparse.Namespace) -> int:
         args.holdout_kernels, args.initial, args.step, args.strategy, seed=args.seed,
     )
     csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)
+    noise = remeasure(device, [KernelSpec.from_row(row) for row in result.data.to_dict("records")], store,
+                      args.noise_kernels, args.seed)
     held_out = held_out_accuracy(result.data, result.model.kind)
-    result.model.quality = assess(store.table, held_out, read_noise(store.path), str(store.path))
+    result.model.quality = assess(store.table, held_out, noise, str(store.path))
     persist.save(result.model, out / f"{device.name}.jcwm")
     print(result.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(
         f"{device.name}: {result.reason}; {int(result.curve['measurements'].iloc[-1])} kernels used "
         f"({result.failed} failed); rows in {store.path}, curve in {csv} and {png}, model in {out / device.name}.jcwm"
     )
+    if noise is not None:
+        print(f"{device.name}: device noise: {describe(noise)}; wrote {noise_path(store.path)}")
     print(f"{describe_held_out(held_out)} (a random 20% of every kernel measured, held out of a second fit)")
     warn(advice(result.model.quality))
     return 1 if result.failed else 0
