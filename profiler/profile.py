@@ -150,7 +150,7 @@ def remeasure(device: Device, specs: list[KernelSpec], store: ResultsStore, coun
               seed: int = 0, stop: Stop | None = None) -> dict | None:
     """Measure `count` of the table's kernels of `specs` (a seeded random sample) again, in one batch that is not
     stored, and write how well they repeat (profiler.noise.repeatability) to DEVICE.noise.json beside the table;
-    None when the table holds none of them."""
+    None when the table holds none of them or none could be measured again."""
     first = {_spec_key(row): row["latency_ms"] for row in store.table.to_dict("records")
              if row["device"] == device.name and row["runtime"] == device.runtime.name}
     held = [s for s in dict.fromkeys(specs) if s.key() in first]
@@ -168,6 +168,8 @@ def remeasure(device: Device, specs: list[KernelSpec], store: ResultsStore, coun
         transport.close()
     again = {_spec_key(row): row["latency_ms"] for row in batch_rows(device, models, records)[0]}
     keys = [k for k in map(KernelSpec.key, picked) if k in again]
+    if not keys:  # none measured again (the runner failed them): nothing to say of the device's noise
+        return None
     noise = {"device": device.name, "table": str(store.path), **repeatability([first[k] for k in keys],
                                                                               [again[k] for k in keys]),
              "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
