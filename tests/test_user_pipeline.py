@@ -184,6 +184,21 @@ def formula_predictor(user, tmp_path_factory):
     return path
 
 
+def test_workers_import_only_the_files_their_score_refers_to(user, tmp_path):
+    from pruner.accuracy.estimate import ProxyData, ProxyScore
+    from pruner.accuracy.parallel import UserFiles
+    from pruner.model.checkpoint import load_model
+    from pruner.model.sources import factory_source, import_factory
+
+    gone = tmp_path / "gone.py"  # a file imported earlier in this process, then deleted: no worker may need it
+    gone.write_text("def build():\n    return None\n")
+    import_factory(factory_source(f"{gone}:build"))
+    gone.unlink()
+    ckpt = load_model(f"{user / 'net.py'}:build", user / "weights.pt", "3,32,32")
+    score = ProxyScore(ckpt.model, ckpt.space("builtin"), ProxyData([], []))
+    assert UserFiles.of(score).paths == (str(user / "net.py"),)
+
+
 def test_two_workers_import_a_model_from_its_file_and_find_the_same_fronts_as_one(user, formula_predictor, tmp_path):
     searched = {}
     for workers in (1, 2):

@@ -74,10 +74,10 @@ def import_factory(source: Mapping) -> Callable:
     return factory
 
 
-def imported_files() -> list[Path]:
-    """The user's files imported so far in this process, in import order: what a worker process imports (by path,
-    `import_files`) before it unpickles a model whose classes they define."""
-    return list(_IMPORTED.values())
+def imported_files() -> dict[str, Path]:
+    """The user's files imported so far in this process, by the name of their module, in import order: what a worker
+    process imports (by path, `import_files`) before it unpickles a model whose classes they define."""
+    return dict(_IMPORTED)
 
 
 def import_files(paths: list[Path]) -> None:
