@@ -1,5 +1,5 @@
 """Modern-ops benchmark (issue 14): predicted vs measured end to end for candidates of a MobileNetV3-small-style
-network (squeeze-and-excite with hardsigmoid, hardswish, 5x5 depthwise; defined in tests/test_modern_ops.py) on
+network (squeeze-and-excite with hardsigmoid, hardswish, 5x5 depthwise; defined in tests/modern_nets.py) on
 local-sparse (TFLite's built-in kernels, this machine).
 
 1. profile the kernels `profiling_plan` lists for the network at 224x224 (cached in bench/cache/modern/, resumed);
@@ -37,8 +37,7 @@ from pruner.model.apply import apply_candidate, make_permanent  # noqa: E402
 from pruner.model.graph import analyze  # noqa: E402
 from pruner.search.latency import profiling_plan  # noqa: E402
 from pruner.search.space import SearchSpace  # noqa: E402
-from tests.test_export import randomise_bn  # noqa: E402
-from tests.test_modern_ops import MobileNetV3Small  # noqa: E402
+from tests.modern_nets import MobileNetV3Small, randomise_bn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT, CACHE = ROOT / "bench" / "results", ROOT / "bench" / "cache" / "modern"
@@ -100,7 +99,7 @@ def write_report(table: pd.DataFrame, predictor: LatencyModel, kernels: int, pro
     lines = [
         "# Modern-ops benchmark (local-sparse)", "",
         "`.venv/bin/python bench/modern_bench.py`: a MobileNetV3-small-style network (squeeze-and-excite with "
-        "hardsigmoid, hardswish, 5x5 depthwise convs; `tests/test_modern_ops.py`) at 224x224 on `local-sparse`. "
+        "hardsigmoid, hardswish, 5x5 depthwise convs; `tests/modern_nets.py`) at 224x224 on `local-sparse`. "
         f"{kernels} kernels profiled in {profiled_min:.1f} min (resumed from bench/cache/modern/ on re-runs), "
         "the default predictor fitted on them, "
         f"the per-network overhead fitted on {N_CALIBRATION} calibration candidates "

@@ -24,7 +24,9 @@ measurements and added to every prediction.
 """
 
 
-def _candidates_plot(path: Path, runs: dict, results: dict, full_top1: float) -> None:
+def _candidates_plot(path: Path, runs: dict, results: dict, full_top1: float) -> Figure:
+    """Save a PNG of the measured candidates' top-1 against their measured and predicted latency; returns the
+    figure, so what was plotted can be read back."""
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -41,6 +43,7 @@ def _candidates_plot(path: Path, runs: dict, results: dict, full_top1: float) ->
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
 def prediction_error(run: dict) -> float:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,9 @@ from profiler.errors import UserError
 from profiler.kernel import FIELDS, KernelSpec
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Measure = Callable[[list[KernelSpec]], pd.DataFrame]
 """Measures kernels; returns a table (KernelSpec fields, latency_ms, optional context) of those that succeeded."""
@@ -241,14 +245,21 @@ def _next_picks(train: pd.DataFrame, candidates: pd.DataFrame, n: int, kind: str
 
 def write_curve(curve: pd.DataFrame, target: float, stem: Path, title: str) -> tuple[Path, Path]:
     """Write the curve as `stem`.csv and a plot of it as `stem`.png; returns both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv, png = Path(f"{stem}.csv"), Path(f"{stem}.png")
+    curve.to_csv(csv, index=False)
+    plot_curve(curve, target, png, title)
+    return csv, png
+
+
+def plot_curve(curve: pd.DataFrame, target: float, png: Path, title: str) -> Figure:
+    """Save a PNG of the curve (share within +-10% against measurements, the target dashed); returns the figure,
+    so what was plotted can be read back."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv, png = Path(f"{stem}.csv"), Path(f"{stem}.png")
-    curve.to_csv(csv, index=False)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(curve["measurements"], 100 * curve["within10"], marker="o", label="held-out")
     if "monitor_within10" in curve:
@@ -259,4 +270,4 @@ def write_curve(curve: pd.DataFrame, target: float, stem: Path, title: str) -> t
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
-    return csv, png
+    return fig

@@ -80,8 +80,9 @@ def best_under_budgets(front: pd.DataFrame, budgets: Sequence[float]) -> pd.Data
 
 def plot_fronts(
     fronts: Mapping[str, pd.DataFrame], path: str | Path, y: str = LOSS, budgets: Sequence[float] = ()
-) -> Path:
-    """Save a PNG of the fronts (latency on x, `y` on y; budgets as dashed lines) to compare joint vs baselines."""
+) -> Figure:
+    """Save a PNG of the fronts (latency on x, `y` on y; budgets as dashed lines) to compare joint vs baselines;
+    returns the figure, so what was plotted can be read back."""
     fig = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -96,4 +97,4 @@ def plot_fronts(
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    return Path(path)
+    return fig
