@@ -1,5 +1,5 @@
-"""`jcw SUBCOMMAND ...`: the profiler's commands (jcw.profiling), the predictor's (jcw.prediction) and the model
-commands (jcw.commands).
+"""`jcw SUBCOMMAND ...`: the profiler's commands (jcw.profiling), the predictor's (jcw.prediction), the model
+commands (jcw.commands), `jcw eval` (jcw.evaluation) and `jcw report` (jcw.run_report).
 
 Exit status: 0 success, 1 some files of a batch failed (measure), 2 a usage error (argparse), 3 bad input (a
 `UserError`: a file, model, dataset or setting the user can fix), 4 a device that failed (`DeviceError`), 130
@@ -13,7 +13,8 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from jcw import commands, prediction, profiling
+from jcw import commands, evaluation, prediction, profiling, run_report
+from jcw.options import HelpFormatter
 from profiler.errors import UserError
 from profiler.transports import DeviceError
 
@@ -29,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     prediction.register(sub)
     prediction.add_adaptive_args(sub.choices["profile"])  # `profile --adaptive` samples where the predictor needs
     commands.register(sub)
+    evaluation.register(sub)
+    run_report.register(sub)
+    for subcommand in sub.choices.values():  # every flag's help shows its default
+        subcommand.formatter_class = HelpFormatter
     return parser
 
 

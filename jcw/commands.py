@@ -18,11 +18,14 @@ from jcw.options import (
     add_data_arg,
     add_device_args,
     add_devices_arg,
+    add_estimate_args,
     add_keep_arg,
     add_model_args,
+    add_preprocess_args,
     add_torch_args,
     at_least,
     budgets,
+    load_data_arg,
     load_model_arg,
     positive_float,
     torch_device_arg,
@@ -43,17 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a built-in reference model and save a checkpoint")
     p.add_argument("--arch", default="mobilenet_v2",
-                   choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"])
-    p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier (default 0.5)")
+                   choices=["mobilenet_v2", "mobilenet_v2_cifar", "resnet18", "mobilenet_v1"], help="architecture")
+    p.add_argument("--width", type=positive_float, default=0.5, help="width multiplier")
     add_data_arg(p)
-    p.add_argument("--epochs", type=at_least(1), default=1)
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--epochs", type=at_least(1), default=1, help="passes over the training images")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer")
     p.add_argument("--lr", type=positive_float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--batch-size", type=at_least(1), default=64)
-    p.add_argument("--augment", default="crop-flip", choices=["crop-flip", "flip", "none"],
-                   help="image folders: training images randomly cropped (padded by 1/8 when small) and flipped, "
-                        "flipped only, or neither (default crop-flip; MNIST is never augmented)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="training images per step")
+    add_preprocess_args(p)
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
     p.add_argument("--input-size", type=at_least(1), default=28, help="images scaled to this many pixels a side")
@@ -82,26 +83,30 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", required=True, help="latency model file of the device (jcw fit)")
     add_device_check_arg(p)
     add_data_arg(p)
+    add_preprocess_args(p)
     add_keep_arg(p)
     add_torch_args(p)
     p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
-                   help="processes scoring the accuracy estimates (default 1; the same seed gives the same fronts "
-                        "with any number)")
+                   help="processes scoring the accuracy estimates (the same seed gives the same fronts with any "
+                        "number)")
     p.add_argument("--out", required=True, help="run directory to write (re-running resumes an interrupted search)")
     p.add_argument("--budgets", type=budgets, default=[], help="latency budgets in ms, comma-separated, e.g. 2,4,8")
-    p.add_argument("--generations", type=at_least(1), default=32)
-    p.add_argument("--population", type=at_least(2), default=64)
-    p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"])
+    p.add_argument("--generations", type=at_least(1), default=32, help="NSGA-II generations per method")
+    p.add_argument("--population", type=at_least(2), default=64,
+                   help="candidates per generation (a search scores methods x generations x population)")
+    p.add_argument("--survival", default="jcw", choices=["jcw", "nsga2"],
+                   help="jcw: JCW's anchors spread over the latency range; nsga2: rank and crowding")
     p.add_argument("--weight-stage", type=float, default=None,
                    help="joint: share of the evaluations for adding sparse layers to the front of a widths-only "
                         "search (default: pruner.search.fronts.WEIGHT_STAGE); 0 runs one NSGA-II over widths and "
                         "densities, as JCW does")
-    p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"])
-    p.add_argument("--val-size", type=at_least(1), default=1000, help="held-out validation images per estimate")
+    p.add_argument("--estimator", default="proxy", choices=["proxy", "supernet"],
+                   help="proxy: the trained weights pruned to each candidate; supernet: JCW's weight-sharing "
+                        "supernet, trained first")
+    add_estimate_args(p)
     p.add_argument("--supernet-steps", type=int, default=300, help="supernet training steps before the search")
     p.add_argument("--retrain-steps", type=int, default=0,
                    help="supernet: sandwich steps on the current population after each generation (JCW)")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_search)
 
 
@@ -111,12 +116,14 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", required=True, help="genes, comma-separated (the genes column of pareto.csv)")
     add_device_args(p)
     add_data_arg(p)
+    add_preprocess_args(p)
     add_keep_arg(p)
     add_torch_args(p)
-    p.add_argument("--epochs", type=at_least(1), default=1)
+    add_estimate_args(p)
+    p.add_argument("--epochs", type=at_least(1), default=1, help="passes over the training images")
     p.add_argument("--lr", type=float, help="learning rate (default: 2e-3 for adam, 0.05 for sgd)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"])
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
     p.add_argument("--limit", type=at_least(1), help="train on N training images only (MNIST: the first N; an "
                                                      "image folder: a seeded random subset)")
@@ -145,7 +152,7 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", help="latency model file (jcw fit) to print predicted beside measured latency")
     add_device_check_arg(p)
     p.add_argument("--passes", type=int, default=3,
-                   help="interleaved passes over all files; a file's latency is the median of its passes (default 3)")
+                   help="interleaved passes over all files; a file's latency is the median of its passes")
     p.add_argument("--out", help="results file to write: .csv (one row per file) or .json")
     p.add_argument("files", nargs="+", help="model files (.tflite or .onnx, as the device runs)")
     p.set_defaults(run=run_measure)
@@ -153,8 +160,8 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the whole pipeline on MobileNetV2 + MNIST with this machine as the device")
-    p.add_argument("--out", default="runs/demo", help="run directory (cached steps; default runs/demo)")
-    p.add_argument("--device", default="local-sparse", help="a device in devices.yaml (default local-sparse)")
+    p.add_argument("--out", default="runs/demo", help="run directory (cached steps)")
+    p.add_argument("--device", default="local-sparse", help="a device in devices.yaml")
     add_devices_arg(p)
     add_torch_args(p)
     p.set_defaults(run=run_demo)
@@ -165,14 +172,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     from pruner.accuracy.hardware import is_main_process
     from pruner.accuracy.train import evaluate, train
-    from pruner.data.loading import load_data
     from pruner.model.checkpoint import Checkpoint, save_checkpoint
     from pruner.model.reference import build_model
 
     device = torch_device_arg(args)
     torch.manual_seed(0)
     shape = (1, args.in_channels, args.input_size, args.input_size)
-    data = load_data(args.data, shape, batch_size=args.batch_size, train_limit=args.limit, augment=args.augment)
+    data = load_data_arg(args, shape, batch_size=args.batch_size, train_limit=args.limit)
     kwargs = {"num_classes": data.num_classes, "in_channels": args.in_channels, "width_mult": args.width}
     model = build_model(args.arch, **kwargs)
     state = Path(f"{args.out}.state")
@@ -230,37 +236,41 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from jcw.prediction import warn
+    from jcw.run_report import write_run_report
+    from predictor.quality import advice
     from profiler.devices import get_device
-    from profiler.errors import UserError
-    from pruner.data.loading import load_data
 
     torch_device = torch_device_arg(args)
     device = get_device(args.device, args.devices)
     ckpt = unpruned(load_model_arg(args))
-    if args.workers > 1 and (ckpt.source or {}).get("kind") == "file":
-        raise UserError(f"--workers {args.workers}: worker processes cannot import a model class from a file "
-                        f"({ckpt.source['path']}); make it importable (package.module:factory) or use --workers 1")
-    data = load_data(args.data, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
+    data = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)
     jcw = facade(args, device, ckpt, data, torch_device)
+    warn(advice(jcw.predictor.quality, dataclasses.asdict(jcw.predictor.overhead)))  # before any time is spent
     fronts = jcw.search(args.budgets, args.out, args.generations, args.population, val_images=args.val_size,
-                        estimator=args.estimator, supernet_steps=args.supernet_steps,
+                        bn_batches=args.bn_batches, estimator=args.estimator, supernet_steps=args.supernet_steps,
                         retrain_steps=args.retrain_steps, survival=args.survival, weight_stage=args.weight_stage,
                         workers=args.workers, threads=args.threads, seed=args.seed)
     for method, value in fronts.hypervolume.items():
-        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4f}")
+        print(f"{method:>13}: front of {len(fronts.fronts[method]):>3}, hypervolume {value:.4g}")
     for row in fronts.budgets.itertuples(index=False):
         print(f"budget {row.budget_ms:g} ms: " + (f"{row.latency_ms:.3f} ms, estimated top-1 {row.top1:.2%}, "
                                                   f"genes {row.genes}" if row.found else row.note))
-    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json, run.json")
+    report, found = write_run_report(Path(args.out))
+    print(f"wrote {args.out}/pareto.csv, pareto_layers.csv, fronts.png, budgets.csv, summary.json, run.json and "
+          f"{report.name} ({len(found)} warning{'s' if len(found) != 1 else ''}: see its Warnings)")
     return 0
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a candidate; its accuracy before is the search's estimate of it (the same data, seed, calibration
+    and images), after on those images and on the whole validation split."""
     import torch
 
     from profiler.devices import get_device
     from pruner.accuracy.hardware import is_main_process
-    from pruner.data.loading import load_data
     from pruner.model.checkpoint import Checkpoint, parse_genes, save_checkpoint
     from pruner.search.space import space_settings
 
@@ -269,25 +279,34 @@ def run_finetune(args: argparse.Namespace) -> int:
     device = get_device(args.device, args.devices)
     ckpt = unpruned(load_model_arg(args))
     genes = parse_genes(args.candidate)
-    data = load_data(args.data, ckpt.input_shape, train_limit=args.limit)
-    jcw = facade(args, device, ckpt, data, torch_device, predictor=False)
+    searched = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=SEARCH_TRAIN_IMAGES)  # as searched
+    jcw = facade(args, device, ckpt, searched, torch_device, predictor=False)
     genes = jcw.genes(genes)
+    before = jcw.estimate(genes, args.val_size, args.bn_batches, args.seed)
+    held_out = jcw.proxy_data(args.val_size, args.bn_batches, args.seed).held_out
+    training = load_data_arg(args, ckpt.input_shape, seed=args.seed, train_limit=args.limit)
     pruned = jcw.apply(genes, norm="l2")
-    before = jcw.evaluate(pruned)
     jcw.finetune(pruned, args.epochs, lr=args.lr, optimizer=args.optimizer, schedule=args.schedule,
-                 patience=args.patience)
-    after = jcw.evaluate(pruned)
+                 patience=args.patience, loader=training.train)
+    after, after_all = jcw.evaluate(pruned, held_out), jcw.evaluate(pruned)
     if not is_main_process():  # under torchrun every process holds the same weights; one writes them
         return 0
     out = save_checkpoint(args.out, Checkpoint(pruned.cpu(), ckpt.arch, ckpt.kwargs, ckpt.input_shape,
                                                tuple(int(g) for g in genes), jcw.runtime.block, ckpt.source,
                                                space_settings(jcw.space)))
+    images, every = sum(len(y) for _, y in held_out), len(getattr(jcw.val_loader, "dataset", ()))
+    how = (f"the search's estimate: l1 block masks, BatchNorm recalibrated on {args.bn_batches} training batches "
+           f"(seed {args.seed}), the first {images} validation images")
     record = {**jcw.provenance(), "predictor": None, "genes": [int(g) for g in genes],
-              "validation": {"before": {"loss": before.loss, "top1": before.top1},
-                             "after": {"loss": after.loss, "top1": after.top1}}}
+              "validation": {"before": {"loss": before.loss, "top1": before.top1, "images": images, "as": how},
+                             "after": {"loss": after.loss, "top1": after.top1, "images": images},
+                             "after_all": {"loss": after_all.loss, "top1": after_all.top1, "images": every or None}}}
     Path(f"{out}.json").write_text(json.dumps(record, indent=1))
-    print(f"validation top-1 {before.top1:.2%} -> {after.top1:.2%} (loss {before.loss:.3f} -> {after.loss:.3f});"
-          f" wrote {out} and {out}.json")
+    print(f"before fine-tuning: top-1 {before.top1:.2%}, loss {before.loss:.3f} ({how})")
+    split = f"all {every} validation images" if every else "the whole validation split"
+    print(f"after fine-tuning: top-1 {after.top1:.2%}, loss {after.loss:.3f} on those {images} images; "
+          f"{after_all.top1:.2%}, loss {after_all.loss:.3f} on {split}")
+    print(f"wrote {out} and {out}.json")
     return 0
 
 
@@ -331,23 +350,44 @@ def run_measure(args: argparse.Namespace) -> int:
     predictions = [predictor.predict_network(list(device.runtime.read_file(f).values()))
                    if predictor else None for f in args.files]
     rows = []
-    print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'error':>7}")
+    print(f"{'file':<40} {'measured ms':>12} {'predicted ms':>13} {'gap':>7}")
     for result, predicted in zip(measure_files(device, args.files, passes=args.passes), predictions, strict=True):
-        rows.append({"file": result["file"], "latency_ms": result.get("latency_ms"), "predicted_ms": predicted,
-                     "error": (result["error"].splitlines() or ["failed"])[0] if "error" in result else None})
+        measured = result.get("latency_ms")
+        rows.append({"file": result["file"], "latency_ms": measured, "predicted_ms": predicted,
+                     "gap": predicted / measured - 1 if predicted and measured else None,
+                     "failure": (result["error"].splitlines() or ["failed"])[0] if "error" in result else None})
         if "error" in result:
-            print(f"{result['file']:<40} failed: {rows[-1]['error']}")
+            print(f"{result['file']:<40} failed: {rows[-1]['failure']}")
             continue
-        gap = f"{predicted / result['latency_ms'] - 1:+.1%}" if predicted else ""
+        record_measurement(Path(result["file"]), device.name, result)
+        gap = f"{rows[-1]['gap']:+.1%}" if predicted else ""
         shown = f"{predicted:.3f}" if predicted else "-"
-        print(f"{result['file']:<40} {result['latency_ms']:>12.3f} {shown:>13} {gap:>7}")
+        print(f"{result['file']:<40} {measured:>12.3f} {shown:>13} {gap:>7}")
     if out is not None:
         about = {"device": device.name, "predictor": None if predictor is None else {
             "path": str(Path(args.predictor).resolve()),
-            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on)}}
+            "fitted_on": None if predictor.fitted_on is None else vars(predictor.fitted_on)},
+            "columns": {"gap": "predicted_ms / latency_ms - 1", "failure": "why the file could not be measured"}}
         write_measurements(out, rows, about)
-        print(f"wrote {out}")
-    return 1 if any(row["error"] for row in rows) else 0
+        print(f"wrote {out} (gap: predicted / measured - 1; failure: why a file could not be measured)")
+    return 1 if any(row["failure"] for row in rows) else 0
+
+
+def record_measurement(path: Path, device: str, result: dict) -> None:
+    """Add the end-to-end measurement to the file's export sidecar (FILE.json, from jcw export), if it has one, so a
+    run's report finds it: {"device", "latency_ms", "passes", "timestamp"} under "measured"."""
+    from datetime import datetime, timezone
+
+    sidecar = Path(f"{path}.json")
+    try:
+        record = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(record, dict) or "layers" not in record:  # not an export sidecar
+        return
+    record["measured"] = {"device": device, "latency_ms": result["latency_ms"], "passes": result.get("passes"),
+                          "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    sidecar.write_text(json.dumps(record, indent=1))
 
 
 def write_measurements(out: Path, rows: list[dict], about: dict) -> None:

@@ -18,6 +18,7 @@ import torch
 
 from jcw.report import busy_note, write_report
 from predictor import LatencyModel, save
+from predictor.quality import held_out_accuracy
 from profiler.devices import get_device
 from profiler.profile import profile_device
 from profiler.store import ResultsStore
@@ -121,7 +122,7 @@ def prepare(out: Path, cfg: DemoConfig, step: Steps) -> Prepared:
     step("fitting the latency predictor (20% of the kernels held out to report its accuracy)")
     predictor_path, held_out_path = out / "predictor.zip", out / "predictor_accuracy.json"
     if not held_out_path.exists():
-        held_out_path.write_text(json.dumps(_held_out_accuracy(store.table, cfg.seed)))
+        held_out_path.write_text(json.dumps(held_out_accuracy(store.table, seed=cfg.seed)))
     held_out = json.loads(held_out_path.read_text())
 
     step("fitting the per-network overhead from end-to-end measurements")
@@ -206,9 +207,3 @@ def run_demo(out: str | Path = "runs/demo", cfg: DemoConfig = DemoConfig()) -> P
     report = write_report(out, device, cfg, full_eval, p.held_out, jcw.predictor.overhead, fronts, results, runs)
     step(f"done: {report}")
     return report
-
-
-def _held_out_accuracy(table, seed: int) -> dict:
-    """The predictor's accuracy on 20% of this device's kernels held out of its fit."""
-    test = table.sample(frac=0.2, random_state=seed)
-    return LatencyModel.fit(table.drop(test.index)).evaluate(test) | {"rows": len(table)}

@@ -1,9 +1,9 @@
 """The flags the model commands share, one name per concept, and what they are read into.
 
 `--model` is a PyTorch model (a jcw checkpoint, or FILE.py:factory / package.module:factory with `--weights` and
-`--input-shape`), `--data` a dataset, `--predictor` a latency model file, `--device` a device of the inventory,
-`--torch-device` where torch computes, `--keep` layers left alone. Heavy libraries are imported when a command
-runs, so `jcw --help` stays fast.
+`--input-shape`), `--data` a dataset and `--resize`, `--mean`, `--std`, `--augment` its preprocessing, `--predictor` a
+latency model file, `--device` a device of the inventory, `--torch-device` where torch computes, `--keep` layers left
+alone. Heavy libraries are imported when a command runs, so `jcw --help` stays fast.
 """
 
 from __future__ import annotations
@@ -12,6 +12,21 @@ import argparse
 import math
 import reprlib
 from collections.abc import Callable
+
+AUGMENTS = ("crop-flip", "flip", "none")  # pruner.data.loading.AUGMENTS, without importing torch for --help
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every subcommand's help: each flag's default after its help, unless the help already says what it is or the
+    flag has none (None, off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help = action.help or ""
+        none = action.default is None or action.default is False or action.default == [] or \
+            action.default is argparse.SUPPRESS
+        if "default" in help or none or not action.option_strings:
+            return help
+        return f"{help} (default: %(default)s)" if help else "(default: %(default)s)"
 
 
 def add_devices_arg(parser: argparse.ArgumentParser) -> None:
@@ -35,15 +50,60 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
     """--data: a dataset (pruner.data.loading.load_data)."""
     parser.add_argument("--data", default="mnist",
                         help="dataset: mnist (built in), imagefolder:DIR (DIR/train and DIR/val, one subfolder of "
-                             "images per class) or FILE.py:factory returning (train_loader, val_loader) "
-                             "(default mnist)")
+                             "images per class) or FILE.py:factory returning (train_loader, val_loader)")
+
+
+def add_preprocess_args(parser: argparse.ArgumentParser) -> None:
+    """--resize, --mean, --std and --augment: how an image folder's images become the model's input (recorded in
+    the data provenance of run.json, summary.json and the sidecars)."""
+    g = parser.add_argument_group("preprocessing of imagefolder: data (MNIST and data factories have their own)")
+    g.add_argument("--resize", type=resize_arg, default="auto", metavar="N|auto",
+                   help="the shorter side images are scaled to before the center crop to the input size; auto: a "
+                        "small image (CIFAR's 32 px for a 32 px input) is scaled to the input size, never cropped, a "
+                        "large one to the input size / 0.875, as ImageNet models are evaluated")
+    g.add_argument("--mean", type=floats, metavar="M[,M,M]",
+                   help="per-channel mean subtracted from pixels in [0, 1] (default: ImageNet's 0.485,0.456,0.406 "
+                        "for RGB, 0.449 for grey)")
+    g.add_argument("--std", type=floats, metavar="S[,S,S]",
+                   help="per-channel standard deviation divided by (default: ImageNet's 0.229,0.224,0.225 for RGB, "
+                        "0.226 for grey)")
+    g.add_argument("--augment", default="crop-flip", choices=AUGMENTS,
+                   help="training images: a random crop (of the image padded by 1/8 when small) and a horizontal "
+                        "flip, the flip alone, or neither; validation images are never augmented")
+
+
+def load_data_arg(args: argparse.Namespace, input_shape, **kwargs):
+    """The pruner.data.loading.ImageData of --data under the preprocessing flags (`kwargs` go to load_data);
+    --resize, --mean and --std are refused for data they do not apply to, naming the flag."""
+    from profiler.errors import UserError
+    from pruner.data.loading import load_data
+
+    if not args.data.startswith("imagefolder:"):
+        given = [flag for flag, set_ in (("--resize", args.resize != "auto"), ("--mean", args.mean is not None),
+                                         ("--std", args.std is not None)) if set_]
+        if given:
+            by = "the toolkit (scaled to the input size, pixels in [0, 1])" if args.data == "mnist" else "its factory"
+            raise UserError(f"{given[0]}: applies to imagefolder: data; --data {args.data} is preprocessed by {by}")
+    return load_data(args.data, input_shape, mean=args.mean, std=args.std,
+                     resize=None if args.resize == "auto" else args.resize, augment=args.augment, **kwargs)
+
+
+def add_estimate_args(parser: argparse.ArgumentParser) -> None:
+    """--val-size, --bn-batches and --seed: how the search's proxy estimate prepares and scores a candidate."""
+    parser.add_argument("--val-size", type=at_least(1), default=1000,
+                        help="held-out validation images per accuracy estimate (the first ones of the split)")
+    parser.add_argument("--bn-batches", type=at_least(1), default=10,
+                        help="training batches each estimate recalibrates BatchNorm on")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the search's seed; the estimates' calibration batches (their shuffle and augmentation) "
+                             "are drawn with it")
 
 
 def add_torch_args(parser: argparse.ArgumentParser) -> None:
     """--torch-device and --threads: where and on how many threads torch trains and scores."""
     parser.add_argument("--torch-device", default="auto", metavar="DEVICE",
                         help="where torch trains and scores: auto (a GPU if there is one, else the CPU), cpu, "
-                             "cuda, cuda:N or mps (default auto)")
+                             "cuda, cuda:N or mps")
     parser.add_argument("--threads", type=at_least(1), metavar="N",
                         help="torch threads (default: torch's own choice, one per core)")
 
@@ -90,6 +150,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def resize_arg(text: str) -> int | str:
+    """An argparse type for --resize: "auto" or a positive number of pixels."""
+    return text if text == "auto" else at_least(1)(text)
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """An argparse type for a comma-separated list of finite numbers (--mean, --std)."""
+    try:
+        values = tuple(float(item) for item in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{reprlib.repr(text)} is not a comma-separated list of numbers") from None
+    if not all(map(math.isfinite, values)):
+        raise argparse.ArgumentTypeError(f"{reprlib.repr(text)}: every value must be a finite number")
+    return values
 
 
 def positive_float(text: str) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,9 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit a latency model from measurement tables (CSV or Parquet)")
     p.add_argument("--table", action="append", required=True, help="measurement table of kernels (repeatable)")
     p.add_argument("--out", required=True, help="latency model file to write (the --predictor of other commands)")
-    p.add_argument("--kind", default="physics", choices=KINDS, help="regressor (default: physics)")
+    p.add_argument("--kind", default="physics", choices=KINDS, help="regressor")
     p.add_argument("--holdout-share", type=float, default=0.2, help="share of rows in [0, 1) held out to report "
-                   "accuracy (default 0.2; 0: none)")
+                   "accuracy (0: none)")
     p.set_defaults(run=run_fit)
 
     p = sub.add_parser("predict", help="predict the latency of a model file (TFLite, ONNX) layer by layer, or of "
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                  "the input rows plus predicted_ms")
     p.add_argument("--measure", metavar="DEVICE", help="also time FILE on this device, beside its prediction")
     add_devices_arg(p)
-    p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken (default 3)")
+    p.add_argument("--passes", type=int, default=3, help="with --measure: interleaved passes, median taken")
     add_device_check_arg(p)
     p.set_defaults(run=run_predict)
 
@@ -43,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--predictor", required=True, help="latency model file written by `jcw fit`")
     p.add_argument("--device", required=True, help="a device in devices.yaml, the one the model was fitted on")
     add_devices_arg(p)
-    p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken (default 3)")
+    p.add_argument("--passes", type=int, default=3, help="interleaved passes over all files, median taken")
     p.add_argument("--out", help="latency model file to write (default: overwrite --predictor)")
     add_device_check_arg(p)
     p.add_argument("files", nargs="+", help="exported networks (.tflite or .onnx, as the device runs)")
@@ -57,30 +59,37 @@ def add_device_check_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    """Report held-out accuracy from a random split, then fit on every row and save."""
-    from sklearn.model_selection import train_test_split
+    """Report held-out accuracy from a random split and warn where the table or the fit is weak, then fit on every
+    row and save, the accuracy and the table's noise recorded in the model file (predictor.quality)."""
+    import pandas as pd
 
     from predictor import persist, table
     from predictor.latency import LatencyModel
+    from predictor.quality import advice, assess, describe_held_out, held_out_accuracy
     from profiler.errors import UserError
+    from profiler.noise import read_noise
 
     if not 0 <= args.holdout_share < 1:
         raise UserError(f"--holdout-share {args.holdout_share:g}: the share of rows held out must be in [0, 1), "
                         "e.g. 0.2 (0: none)")
-    df = table.load(args.table)
-    if args.holdout_share > 0 and len(df) >= 20:
-        train, test = train_test_split(df, test_size=args.holdout_share, random_state=0)
-        s = LatencyModel.fit(train, args.kind).evaluate(test)
-        print(
-            f"held-out {int(s['n'])} of {len(df)} rows ({args.kind}): within +-10% {s['within10_pct']:.1f}%, "
-            f"within +-5% {s['within5_pct']:.1f}%, RMSPE {s['rmspe_pct']:.2f}%"
-        )
-    else:
-        print(f"{len(df)} rows: too few (or --holdout-share 0) to hold any out; no accuracy reported")
+    raw = [table.read_table(p) for p in args.table]
+    df = pd.concat([table.normalise(r, str(p)) for r, p in zip(raw, args.table, strict=True)], ignore_index=True)
+    held_out = held_out_accuracy(df, args.kind, args.holdout_share)
+    print(f"{describe_held_out(held_out)} ({args.kind})")
     model = LatencyModel.fit(df, args.kind)
+    noises = [n for n in map(read_noise, args.table) if n is not None]
+    noise = min(noises, key=lambda n: n["within10_pct"]) if noises else None  # the least repeatable device's
+    model.quality = assess(pd.concat(raw, ignore_index=True), held_out, noise, ", ".join(args.table))
     persist.save(model, args.out)
     print(f"fitted on {len(df)} rows of device {model.fitted_on or f'contexts {model.contexts}'}; wrote {args.out}")
+    warn(advice(model.quality))
     return 0
+
+
+def warn(found: list) -> None:
+    """Print each warning (profiler.advice.Advice) on its own line, to stderr."""
+    for advice in found:
+        print(advice, file=sys.stderr)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -179,8 +188,12 @@ def _predict_table(args: argparse.Namespace) -> int:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    """Measure exported networks end to end, fit the per-network overhead to them and save the model."""
+    """Measure exported networks end to end, fit the per-network overhead to them and save the model; refused on too
+    few networks or a fit that makes some network's latency negative."""
     from predictor import persist
+    from predictor.latency import runs_sparse
+    from predictor.network import check_positive
+    from predictor.quality import overhead_advice, overhead_record
     from profiler.devices import get_device
     from profiler.errors import UserError
     from profiler.measure import measure_files
@@ -188,6 +201,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     device = get_device(args.device, args.devices)
     model = persist.load(args.predictor, device, args.allow_other_device)
     networks = [list(device.runtime.read_file(f).values()) for f in args.files]
+    _check_networks(args.files, networks)  # before any time is spent
     results = measure_files(device, args.files, passes=args.passes)
     for r in results:
         if "error" in r:
@@ -195,25 +209,53 @@ def run_calibrate(args: argparse.Namespace) -> int:
     ok = [i for i, r in enumerate(results) if "error" not in r]
     if not ok:
         raise UserError(f"no file could be measured on '{device.name}'; nothing to calibrate")
-    before = [model.predict_network(networks[i]) for i in ok]
-    overhead = model.fit_overhead([networks[i] for i in ok], [results[i]["latency_ms"] for i in ok])
-    print(f"{'file':<40} {'measured ms':>12} {'before':>10} {'after':>10}")
-    for i, was in zip(ok, before, strict=True):
-        print(f"{args.files[i]:<40} {results[i]['latency_ms']:>12.4f} {was:>10.4f} "
-              f"{model.predict_network(networks[i]):>10.4f}")
+    files, nets = [args.files[i] for i in ok], [networks[i] for i in ok]
+    measured = [results[i]["latency_ms"] for i in ok]
+    for note in _check_networks(files, nets):
+        print(f"note: {note}")
+    before = [model.predict_network(n) for n in nets]
+    overhead = model.fit_overhead(nets, measured)
+    after = [model.predict_network(n) for n in nets]
+    for regime in (False, True):
+        fitted = model.sparse_overhead if regime else model.overhead
+        group = [i for i, n in enumerate(nets) if runs_sparse(n) == regime]
+        check_positive([files[i] for i in group], [after[i] for i in group], [measured[i] for i in group], fitted)
+    gaps = model.overhead_held_out(nets, measured)
+    print(f"{'file':<40} {'measured ms':>12} {'before':>10} {'after':>10} {'left out':>9}")
+    for file, m, was, now, gap in zip(files, measured, before, after, gaps, strict=True):
+        left_out = f"{gap:>+9.1%}" if math.isfinite(gap) else f"{'-':>9}"  # alone in its regime: nothing to fit
+        print(f"{file:<40} {m:>12.4f} {was:>10.4f} {now:>10.4f} {left_out}")
+    model.quality = {**(model.quality or {}), "overhead": overhead_record(model, gaps)}
     out = args.out or args.predictor
     persist.save(model, out)
     print(f"overhead {overhead.per_network_ms:.4f} ms per network + {overhead.per_kernel_ms:.4f} ms per layer, "
-          f"from {len(ok)} networks; wrote {out}")
+          f"from {len(ok)} networks ('left out': each network's gap when the overhead is fitted on the others); "
+          f"wrote {out}")
+    warn(overhead_advice(model.quality["overhead"]))
     return 0
+
+
+def _check_networks(files: list[str], networks: list[list]) -> list[str]:
+    """predictor.network.check_calibration for each regime the networks run in (XNNPACK fits the sparse ones an
+    overhead of their own): refuses too few; returns notes on networks all of one size."""
+    from predictor.latency import runs_sparse
+    from predictor.network import check_calibration
+
+    sparse = [runs_sparse(n) for n in networks]
+    notes = []
+    for regime in sorted(set(sparse)):
+        group = [i for i, s in enumerate(sparse) if s == regime]
+        name = ("sparse" if regime else "dense") if any(sparse) else ""
+        notes.append(check_calibration([files[i] for i in group], [len(networks[i]) for i in group], name))
+    return [n for n in notes if n]
 
 
 def add_adaptive_args(parser: argparse.ArgumentParser) -> None:
     """Give `jcw profile` the adaptive flags; with --adaptive it runs run_adaptive, else the plain profile."""
     g = parser.add_argument_group("adaptive sampling (measure only where the latency model needs it)")
     g.add_argument("--adaptive", action="store_true", help="sample the plan's kernels adaptively (one device)")
-    g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%% (0.95)")
-    g.add_argument("--budget", type=int, default=200, help="most kernels to measure (default 200)")
+    g.add_argument("--target", type=float, default=0.95, help="stop at this held-out share within +-10%%")
+    g.add_argument("--budget", type=int, default=200, help="most kernels to measure")
     g.add_argument("--holdout-kernels", type=int, metavar="N",
                    help="random kernels held out to score the model (default budget/5)")
     g.add_argument("--initial", type=int, help="random kernels measured first (default budget/5)")
@@ -231,10 +273,13 @@ def _profile_or_adaptive(plain: Callable[[argparse.Namespace], int], args: argpa
 def run_adaptive(args: argparse.Namespace) -> int:
     """Sample the plan on one device; write its rows, the curve (CSV, PNG) and the model next to its table."""
     from predictor import adaptive, persist
+    from predictor.quality import advice, assess, describe_held_out, held_out_accuracy
     from profiler.devices import get_device
     from profiler.errors import UserError
+    from profiler.kernel import KernelSpec
+    from profiler.noise import describe, noise_path
     from profiler.plan import load_plan
-    from profiler.profile import BATCH_SIZE
+    from profiler.profile import BATCH_SIZE, remeasure
     from profiler.store import ResultsStore
 
     if len(set(args.device)) != 1:
@@ -248,10 +293,18 @@ def run_adaptive(args: argparse.Namespace) -> int:
         args.holdout_kernels, args.initial, args.step, args.strategy, seed=args.seed,
     )
     csv, png = adaptive.write_curve(result.curve, args.target, out / f"{device.name}.adaptive", device.name)
+    noise = remeasure(device, [KernelSpec.from_row(row) for row in result.data.to_dict("records")], store,
+                      args.noise_kernels, args.seed)
+    held_out = held_out_accuracy(result.data, result.model.kind)
+    result.model.quality = assess(store.table, held_out, noise, str(store.path))
     persist.save(result.model, out / f"{device.name}.jcwm")
     print(result.curve.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(
         f"{device.name}: {result.reason}; {int(result.curve['measurements'].iloc[-1])} kernels used "
         f"({result.failed} failed); rows in {store.path}, curve in {csv} and {png}, model in {out / device.name}.jcwm"
     )
+    if noise is not None:
+        print(f"{device.name}: device noise: {describe(noise)}; wrote {noise_path(store.path)}")
+    print(f"{describe_held_out(held_out)} (a random 20% of every kernel measured, held out of a second fit)")
+    warn(advice(result.model.quality))
     return 1 if result.failed else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from jcw.options import add_devices_arg
+from profiler.noise import REMEASURE
 from profiler.plan import MAX_KERNELS, SECONDS_PER_KERNEL
 
 
@@ -13,11 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", action="append", required=True, help="a device in devices.yaml (repeatable)")
     add_devices_arg(p)
     p.add_argument("--plan", help="YAML plan of kernels (default: the built-in default plan)")
-    p.add_argument("--out", default="results", help="directory of the results tables, one DEVICE.csv per device "
-                                                    "(default: results/)")
+    p.add_argument("--out", default="results", help="directory of the results tables, one DEVICE.csv per device")
     p.add_argument("--batch-size", type=int, help="kernels per round trip to the device (default 96)")
     p.add_argument("--max-kernels", type=int, default=MAX_KERNELS, metavar="N",
-                   help=f"refuse plans of more kernels (default {MAX_KERNELS:,}, ~{SECONDS_PER_KERNEL} s each)")
+                   help=f"refuse plans of more kernels (~{SECONDS_PER_KERNEL} s each)")
+    p.add_argument("--noise-kernels", type=int, default=REMEASURE, metavar="N",
+                   help="kernels measured again at the end, to report how well the device repeats its measurements "
+                        "(DEVICE.noise.json beside the table; 0: none)")
     p.set_defaults(run=run)
 
 

@@ -52,6 +52,7 @@ class LatencyModel:
         self.training = training
         self.overhead = overhead
         self.sparse_overhead: network.Overhead | None = None  # networks XNNPACK runs sparse, when fitted
+        self.quality: dict | None = None  # held-out accuracy and the table's noise (predictor.quality), when assessed
         self.contexts = sorted(set(training[list(CONTEXT)].itertuples(index=False, name=None)))
 
     @property
@@ -141,6 +142,22 @@ class LatencyModel:
         if (~sparse).any() or not sparse.any():  # (no network at all: fit_overhead says so)
             self.overhead = network.fit_overhead(sums[~sparse], sizes[~sparse], measured_ms[~sparse])
         return self.overhead
+
+    def overhead_held_out(self, networks: Sequence[Kernels], measured_ms: Sequence[float]) -> np.ndarray:
+        """Each network's gap (predicted / measured - 1) when the overhead of its regime (fit_overhead's sparse or
+        dense networks) is fitted on the other networks alone: how well the overhead predicts a network it has not
+        seen. The model's own overheads are left as they are."""
+        sums = np.array([float(self.predict(n).sum()) for n in networks])
+        sizes, measured_ms = np.array([len(n) for n in networks]), np.asarray(measured_ms, dtype=float)
+        sparse = np.array([runs_sparse(n) for n in networks], dtype=bool)
+        gaps = np.full(len(networks), np.nan)
+        for i in range(len(networks)):
+            others = np.flatnonzero(sparse == sparse[i])
+            others = others[others != i]
+            if len(others):
+                overhead = network.fit_overhead(sums[others], sizes[others], measured_ms[others])
+                gaps[i] = (sums[i] + overhead(int(sizes[i]))) / measured_ms[i] - 1
+        return gaps
 
     def evaluate(self, data: pd.DataFrame) -> dict[str, float]:
         """RMSPE and shares within +-5% / +-10% on a table with measured latency_ms."""

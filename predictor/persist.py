@@ -55,6 +55,7 @@ def save(model: LatencyModel, path: str | Path) -> None:
         "rows": len(model.training),
         "contexts": [list(c) for c in model.contexts],
         "fitted_on": asdict(model.fitted_on) if model.fitted_on else None,
+        "quality": model.quality,
         "saved_with": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
                        "numpy": np.__version__},
     }
@@ -63,6 +64,18 @@ def save(model: LatencyModel, path: str | Path) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=2))
         z.writestr("training.parquet", table.getvalue())
+
+
+def read_manifest(path: str | Path) -> dict:
+    """A model file's manifest alone (its device, overheads and quality record), nothing refitted."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            manifest = json.loads(z.read("manifest.json"))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"model {path}: not a predictor model file ({err})") from err
+    if not isinstance(manifest, dict):
+        raise UserError(f"model {path}: manifest.json must be a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def load(path: str | Path, device: Device | None = None, allow_other_device: bool = False) -> LatencyModel:
@@ -85,6 +98,7 @@ def load(path: str | Path, device: Device | None = None, allow_other_device: boo
         raise UserError(f"model {path}: training.parquet cannot be read ({err})") from err
     model = LatencyModel.fit(training, kind, source=f"model {path}: training.parquet")
     model.overhead, model.sparse_overhead = overhead, sparse_overhead
+    model.quality = manifest.get("quality") if isinstance(manifest.get("quality"), dict) else None
     recorded = manifest.get("fitted_on")
     if isinstance(recorded, dict) and "flavour" in recorded:  # older names (profiler.store.upgrade_columns)
         recorded = {"device": recorded.get("device"), "runtime": recorded.get("flavour"),

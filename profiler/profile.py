@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -17,12 +18,14 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.harness import BatchModel, job_file, write_batch
 from profiler.kernel import KernelSpec
+from profiler.noise import MIN_KERNEL_MS, REMEASURE, describe, noise_advice, noise_path, repeatability
 from profiler.plan import load_plan
 from profiler.store import OPTIONAL, ResultsStore
 from profiler.transports import Stop, open_transport, pid_alive
@@ -37,6 +40,7 @@ class ProfileResult:
     skipped: int = 0
     failed: list[tuple[KernelSpec, str]] = field(default_factory=list)
     error: str = ""
+    noise: dict | None = None  # the re-measured kernels' repeatability (remeasure), when checked
 
 
 def runner_settings(device: Device) -> dict:
@@ -65,7 +69,7 @@ def batch_rows(device: Device, models: list[BatchModel], records: list[dict]) ->
         rows.append({
             "device": device.name, "runtime": device.runtime.name, "runtime_version": runtime_version,
             **m.spec.to_row(),
-            "latency_ms": max(rec["median_ms"] - base["median_ms"], 1e-4), "iqr_ms": rec["iqr_ms"],
+            "latency_ms": max(rec["median_ms"] - base["median_ms"], MIN_KERNEL_MS), "iqr_ms": rec["iqr_ms"],
             "cv": rec["cv"], "model_ms": rec["median_ms"], "baseline_ms": base["median_ms"], "runs": rec["runs"],
             "timestamp": stamp, "version": toolkit, **{c: rec.get(c, d) for c, d in OPTIONAL.items()},
         })
@@ -142,15 +146,52 @@ def _measure_batch(
     return rows, failed
 
 
+def remeasure(device: Device, specs: list[KernelSpec], store: ResultsStore, count: int = REMEASURE,
+              seed: int = 0, stop: Stop | None = None) -> dict | None:
+    """Measure `count` of the table's kernels of `specs` (a seeded random sample) again, in one batch that is not
+    stored, and write how well they repeat (profiler.noise.repeatability) to DEVICE.noise.json beside the table;
+    None when the table holds none of them or none could be measured again."""
+    first = {_spec_key(row): row["latency_ms"] for row in store.table.to_dict("records")
+             if row["device"] == device.name and row["runtime"] == device.runtime.name}
+    held = [s for s in dict.fromkeys(specs) if s.key() in first]
+    if not held or count < 1:
+        return None
+    picked = [held[i] for i in sorted(np.random.default_rng(seed).choice(len(held), min(count, len(held)),
+                                                                         replace=False))]
+    transport, records = open_transport(device), []
+    try:
+        with (stop or Stop()).watching(transport), batch_dir(device.name) as tmp:
+            models = write_batch(picked, device.runtime, tmp, seed=seed)
+            job_file(models, tmp, runner_settings(device))
+            records = list(transport.run(tmp))
+    finally:
+        transport.close()
+    again = {_spec_key(row): row["latency_ms"] for row in batch_rows(device, models, records)[0]}
+    keys = [k for k in map(KernelSpec.key, picked) if k in again]
+    if not keys:  # none measured again (the runner failed them): nothing to say of the device's noise
+        return None
+    noise = {"device": device.name, "table": str(store.path), **repeatability([first[k] for k in keys],
+                                                                              [again[k] for k in keys]),
+             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    noise_path(store.path).write_text(json.dumps(noise, indent=1))
+    return noise
+
+
+def _spec_key(row: dict) -> tuple:
+    return KernelSpec.from_row(row).key()
+
+
 def _profile_one(
     device: Device, specs: list[KernelSpec], out: Path, batch_size: int, position: int, lock: threading.Lock,
-    stop: Stop,
+    stop: Stop, noise_kernels: int = REMEASURE,
 ) -> ProfileResult:
     with lock:
         bar = tqdm(desc=f"profile {device.name}", unit="kernel", position=position, leave=True, file=sys.stderr)
     try:
         store = ResultsStore(out / f"{device.name}.csv")
-        return profile_device(device, specs, store, batch_size, progress=bar, stop=stop)
+        result = profile_device(device, specs, store, batch_size, progress=bar, stop=stop)
+        result.noise = remeasure(device, specs, store, noise_kernels, stop=stop)
+        return result
     except UserError as err:
         return ProfileResult(device.name, error=str(err))
     finally:
@@ -183,7 +224,8 @@ def profile_cli(args: argparse.Namespace) -> int:
     stop = Stop()
 
     def run_group(group: list[Device]) -> list[ProfileResult]:
-        return [_profile_one(d, plans[d.runtime.block], out, batch_size, positions[d.name], lock, stop) for d in group]
+        return [_profile_one(d, plans[d.runtime.block], out, batch_size, positions[d.name], lock, stop,
+                             args.noise_kernels) for d in group]
 
     groups = ([local] if local else []) + [[d] for d in remote]
     with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
@@ -196,6 +238,10 @@ def profile_cli(args: argparse.Namespace) -> int:
             status = 1
         else:
             print(f"{r.device}: {r.measured} measured, {r.skipped} already in {table}, {len(r.failed)} failed")
+        if r.noise is not None:
+            print(f"{r.device}: device noise: {describe(r.noise)}; wrote {noise_path(table)}")
+            for advice in noise_advice(r.noise):
+                print(advice, file=sys.stderr)
         for spec, error in r.failed:
             print(f"{r.device}: failed {spec.name()}: {error.strip().splitlines()[-1] if error.strip() else error}",
                   file=sys.stderr)

@@ -28,7 +28,7 @@ from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
-from pruner.accuracy.estimate import Estimator, ProxyData, first_images, proxy_data, proxy_estimator
+from pruner.accuracy.estimate import Estimator, ProxyData, ProxyScore, first_images, proxy_data, proxy_estimator
 from pruner.accuracy.hardware import init_distributed, resolve_device
 from pruner.accuracy.supernet import SupernetEstimator, build_supernet
 from pruner.accuracy.train import Evaluation, evaluate, train
@@ -89,6 +89,7 @@ class JCW:
         self.predictor = predictor if self.predictor_path is None else load(predictor, self.device,
                                                                               allow_other_device)
         self.train_loader, self.val_loader, self.data_source = _loaders(data, self.model, self.input_shape)
+        self._proxy_data: dict[tuple, ProxyData] = {}  # proxy_data's batches, per setting
         self.torch_device = init_distributed(resolve_device(torch_device))
         try:  # unexportable: refused now, before any work
             exported = export(self.model, self.input_shape, self.runtime)
@@ -149,14 +150,15 @@ class JCW:
         trained model; "supernet" trains JCW's weight-sharing supernet `supernet_steps` sandwich steps first (and
         `retrain_steps` more per generation); or any Estimator (e.g. `supernet()`'s, trained once for several
         searches). Scores run on `workers` processes with `threads` torch threads.
-        `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's)."""
+        `weight_stage` is the joint method's share of evaluations for its weight stage (None: the runtime's).
+        summary.json records the estimate's settings too, and budgets.csv each pick's sparse-or-dense verdict where
+        the runtime gives one (XNNPACK: columns xnnpack, xnnpack_reason)."""
         if self.latency is None or self.train_loader is None:
             raise UserError("the search needs an unpruned model, a predictor and data: JCW(..., predictor=..., "
                             "data=...)")
         record = self.provenance()
         check_run(Path(out) / "run.json", record)
-        held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
-        data = proxy_data(self.train_loader, held_out, bn_batches)
+        data = self.proxy_data(val_images, bn_batches, seed)
         retrain = None
         if not isinstance(estimator, str):
             scores = estimator
@@ -172,12 +174,30 @@ class JCW:
             raise UserError(f"estimator {estimator!r}: expected 'proxy' or 'supernet'")
         config = SearchConfig(n_gen=generations, pop_size=population, survival=survival, seed=seed)
         stage = self.runtime.weight_stage if weight_stage is None else weight_stage
+        estimate = {"estimator": estimator if isinstance(estimator, str) else type(estimator).__name__,
+                    "val_images": sum(len(y) for _, y in data.held_out),
+                    "bn_batches": bn_batches, "seed": seed}
         try:
-            return run_fronts(self.space, self.latency, scores, out, config, budgets, methods, on_generation=retrain,
-                              repair=self.latency.repair, weight_stage=stage, record=record)
+            fronts = run_fronts(self.space, self.latency, scores, out, config, budgets, methods,
+                                on_generation=retrain, repair=self.latency.repair, weight_stage=stage,
+                                record={**record, "estimate": estimate})
         finally:
             if isinstance(estimator, str):
                 scores.close()  # the worker processes, if any
+        self._add_verdicts(fronts.budgets, Path(out) / "budgets.csv")
+        return fronts
+
+    def _add_verdicts(self, picks, path: Path) -> None:
+        """Each found pick's verdict from the runtime (XNNPACK: whether it runs the exported file sparse, and why),
+        as columns xnnpack and xnnpack_reason of `picks`, rewritten to `path`; nothing for a runtime without one."""
+        found = picks[picks["found"]] if len(picks) else picks
+        verdicts = {genes: self.exported(genes).verdict for genes in dict.fromkeys(found.get("genes", ()))}
+        if not any(verdicts.values()):
+            return
+        picked = [verdicts.get(genes) if ok else None for genes, ok in zip(picks["genes"], picks["found"], strict=True)]
+        picks["xnnpack"] = ["" if v is None else "sparse" if v["sparse"] else "dense" for v in picked]
+        picks["xnnpack_reason"] = ["" if v is None else v["reason"] for v in picked]
+        picks.to_csv(path, index=False)
 
     def supernet(self, data: ProxyData, steps: int, seed: int = 0, threads: int | None = None,
                  workers: int = 1) -> SupernetEstimator:
@@ -189,6 +209,26 @@ class JCW:
         pool = self.latency.repair(self.space.sample(np.random.default_rng(seed), 1024)) if self.latency else None
         scores.train(steps, pool=pool)
         return scores
+
+    def proxy_data(self, val_images: int | None = None, bn_batches: int = 10, seed: int = 0) -> ProxyData:
+        """The batches the search's estimates use: the first `bn_batches` training batches, their shuffle's and
+        augmentation's random draws seeded by `seed` (torch's generator, restored after), and the first `val_images`
+        validation images (all when None). Drawn once per setting, so every estimate of this facade sees the same."""
+        if self.train_loader is None:
+            raise UserError("accuracy estimates need data: JCW(..., data=...)")
+        key = (val_images, bn_batches, seed)
+        if key not in self._proxy_data:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                held_out = self.val_loader if val_images is None else first_images(self.val_loader, val_images)
+                self._proxy_data[key] = proxy_data(self.train_loader, held_out, bn_batches)
+        return self._proxy_data[key]
+
+    def estimate(self, genes: Genes, val_images: int | None = None, bn_batches: int = 10, seed: int = 0) -> Evaluation:
+        """One candidate's accuracy as the search's proxy estimator scores it: the trained weights pruned to it (l1
+        block masks), BatchNorm recalibrated on `proxy_data`'s training batches, scored on its validation images."""
+        score = ProxyScore(self.model, self._space(), self.proxy_data(val_images, bn_batches, seed), self.runtime.block)
+        return score.on(self.torch_device)(self.genes(genes))
 
     def apply(self, genes: Genes, norm: str = "l1") -> nn.Module:
         """A pruned copy of the model: channels narrowed, weights masked in the device's block (masks stay attached
@@ -287,6 +327,16 @@ class JCW:
                      if self.predictor is not None else None for p in paths]  # before any time is spent
         return [{**r, "predicted_ms": p} for r, p in zip(measure_files(self.device, list(paths), passes), predicted,
                                                           strict=True)]
+
+
+def score(model: nn.Module, example_inputs: torch.Tensor | Sequence[int], data: Data,
+          torch_device: str = "auto") -> tuple[Evaluation, dict | None]:
+    """A model's mean cross-entropy and top-1 on the validation split of `data` (as JCW takes it; the model's head
+    checked against its classes) on `torch_device`, and where the data came from: a model scored with no device
+    to prune it for (`jcw eval` without a candidate)."""
+    shape = example_inputs.shape if isinstance(example_inputs, torch.Tensor) else example_inputs
+    _, val, source = _loaders(data, model, (1, *(int(v) for v in tuple(shape)[-3:])))
+    return evaluate(model, val, resolve_device(torch_device)), source
 
 
 def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:

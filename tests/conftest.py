@@ -1,7 +1,7 @@
 """Fixtures every package's tests share: one torch thread for every test; a real OpenSSH server on 127.0.0.1 with its
 own host key and a client key made for the test; a free TCP port; a small MobileNetV2's search space; the modern
 networks of tests/modern_nets.py; running an exported model in its runtime; a planted pickle; the figures a
-plotting function returns."""
+plotting function returns; results tables made up, from a model's own plan or with a given spread and clamping."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -263,3 +264,63 @@ def record_figures() -> Callable[[pytest.MonkeyPatch, object, str], list]:
         return figures
 
     return spy
+
+
+def made_up_latency(spec) -> float:
+    """A made-up but plausible latency of a KernelSpec: MACs, cheaper when sparse (more so in the nchw layout)."""
+    factor = (0.3 + 0.8 * spec.density) * (0.5 if spec.layout == "nchw" else 1.0) if spec.is_sparse else 1.0
+    return 0.002 + spec.macs / 5e7 * factor
+
+
+def plan_table(ckpt, device_name: str) -> pd.DataFrame:
+    """The model's profiling plan as the device's results table would hold it, latencies made up."""
+    from profiler.devices import get_device
+    from pruner.search.latency import model_cluster, profiling_plan
+
+    device = get_device(device_name)
+    space = ckpt.space(device.runtime)
+    cluster = model_cluster(ckpt.model, ckpt.input_shape, device.runtime)
+    specs = profiling_plan(space, device.runtime, candidates=12, cluster=cluster)
+    return pd.DataFrame([{"device": device.name, "runtime": device.runtime.name,
+                          "runtime_version": "ai_edge_litert.interpreter 2.3.0", **s.to_row(),
+                          "latency_ms": made_up_latency(s)}
+                         for s in specs])
+
+
+@pytest.fixture(scope="session")
+def device_table() -> Callable[..., pd.DataFrame]:
+    """device_table(checkpoint, device name): the model's profiling plan as that device's table, latencies made up (a
+    formula stands in for profiling it, which would take a minute)."""
+    return plan_table
+
+
+def spread_table(spread: float = 0.02, scatter: float = 0.0, clamped: int = 0, seed: int = 0) -> pd.DataFrame:
+    """A local-sparse results table of 1x1 convs whose latency is proportional to their work, each row's
+    interquartile range `spread` of its latency, scattered by a lognormal of sigma `scatter`, its first `clamped`
+    rows at the floor."""
+    from profiler.noise import MIN_KERNEL_MS
+    from profiler.store import COLUMNS
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for hw in (14, 28, 56):
+        for cin in (16, 32, 64, 96):
+            for cout in (16, 32, 64, 96):
+                for density in (0.3, 0.6, 1.0):
+                    ms = 2e-7 * hw * hw * cin * cout * density * float(np.exp(rng.normal(0, scatter)))
+                    rows.append({"device": "local-sparse", "runtime": "builtin", "runtime_version": "test 1.0",
+                                 "op": "conv", "h": hw, "w": hw, "cin": cin, "cout": cout, "k": 1, "stride": 1,
+                                 "groups": 1, "density": density, "block": "4x1", "activation": "none",
+                                 "layout": "nhwc", "latency_ms": ms, "iqr_ms": spread * ms, "cv": spread / 1.35,
+                                 "model_ms": ms + 0.01, "baseline_ms": 0.01, "runs": 60, "timestamp": "",
+                                 "version": "test"})
+    table = pd.DataFrame(rows, columns=COLUMNS[: COLUMNS.index("version") + 1])
+    table.loc[: clamped - 1, "latency_ms"] = MIN_KERNEL_MS
+    return table
+
+
+@pytest.fixture(scope="session")
+def kernel_table() -> Callable[..., pd.DataFrame]:
+    """kernel_table(spread=0.02, scatter=0.0, clamped=0): 144 rows of a made-up local-sparse table whose measurements
+    spread, scatter and clamp as asked (the fit-quality warnings, injected rather than timed)."""
+    return spread_table

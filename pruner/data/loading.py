@@ -273,6 +273,26 @@ def image_transform(
     return ImageTransform((channels, height, width), resize, mean, std, augment)
 
 
+def describe(source: dict | None) -> str:
+    """Where data came from and how its images were preprocessed, in one line, from a run's data record."""
+    if not source:
+        return "data not recorded"
+    kind = source.get("kind")
+    if kind == "imagefolder":
+        return (f"imagefolder {source.get('path')} ({len(source.get('classes') or ())} classes; resize "
+                f"{source.get('resize')}, mean {_numbers(source.get('mean'))}, std {_numbers(source.get('std'))}, "
+                f"training images augmented: {source.get('augment')})")
+    if kind == "mnist":
+        return "mnist (built in: scaled to the input size, pixels in [0, 1], not augmented)"
+    if kind in ("file", "module"):
+        return f"{factory_name(source)} (loaders and preprocessing of the user's factory)"
+    return "loaders given in Python (their own preprocessing)"
+
+
+def _numbers(values: Sequence[float] | None) -> str:
+    return ",".join(f"{v:g}" for v in values or ())
+
+
 def _factory_data(source: dict) -> ImageData:
     """The loaders a user's data factory returns, and the class count their data gives."""
     loaders = call_factory(source)

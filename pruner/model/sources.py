@@ -8,7 +8,9 @@ provenance is a JSON dict that says where the model came from and rebuilds it (`
      "weights": "/abs/weights.pt", "weights_sha256": "...", "input_shape": [3, 224, 224]}
 
 (`"kind": "module", "module": "package.module"` instead of `path` and `sha256` for an importable module). A file
-is imported by its path alone: the modules it imports must be importable (installed or on PYTHONPATH).
+is imported by its path alone: the modules it imports must be importable (installed or on PYTHONPATH). Worker
+processes import the same files the same way (`imported_files`, pruner.accuracy.parallel), so a model whose class
+lives in a file pickles into them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from profiler.errors import UserError
 
+_IMPORTED: dict[str, Path] = {}  # module name -> the user's file it was imported from, in import order
 _FACTORY = re.compile(r"^(?P<location>.+):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -71,6 +74,18 @@ def import_factory(source: Mapping) -> Callable:
     return factory
 
 
+def imported_files() -> dict[str, Path]:
+    """The user's files imported so far in this process, by the name of their module, in import order: what a worker
+    process imports (by path, `import_files`) before it unpickles a model whose classes they define."""
+    return dict(_IMPORTED)
+
+
+def import_files(paths: list[Path]) -> None:
+    """Import each file as `import_factory` does, under the same module name, so pickles naming its classes load."""
+    for path in paths:
+        _import_file(Path(path))
+
+
 def _import_file(path: Path):
     """The module of the Python file at `path`, registered in sys.modules so its classes pickle (DataLoader
     workers) and its dataclasses work."""
@@ -87,6 +102,7 @@ def _import_file(path: Path):
     except Exception as err:  # the user's code: any failure is theirs to fix, named in one line
         del sys.modules[name]
         raise UserError(f"{path}: importing it failed ({error_line(err)})") from err
+    _IMPORTED[name] = path
     return module
 
 

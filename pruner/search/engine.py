@@ -214,19 +214,23 @@ def make_algorithm(
 
 
 
-class Progress(Callback):
-    """pymoo Callback driving a tqdm bar: generations, the population's front size and its hypervolume."""
+HvOf = Callable[[np.ndarray], float]  # the population's objectives -> the hypervolume a progress bar shows
 
-    def __init__(self, total: int, initial: int, ref_point: np.ndarray, enabled: bool, desc: str = "search") -> None:
+
+class Progress(Callback):
+    """pymoo Callback driving a tqdm bar: generations, the population's front size and a hypervolume, `hv_of` the
+    population's objectives (default: its front's against `ref_point`)."""
+
+    def __init__(self, total: int, initial: int, ref_point: np.ndarray, enabled: bool, desc: str = "search",
+                 hv_of: HvOf | None = None) -> None:
         super().__init__()
-        self.ref_point = ref_point
+        self.hv_of = hv_of or (lambda F: hypervolume(F, ref_point))
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="gen", disable=not enabled)
 
     def notify(self, algorithm: Algorithm) -> None:
         """Advance one generation and show the current front."""
         F = algorithm.pop.get("F")
-        front = F[non_dominated(F)]
-        self.bar.set_postfix(front=len(front), hv=f"{hypervolume(front, self.ref_point):.4g}", refresh=False)
+        self.bar.set_postfix(front=len(non_dominated(F)), hv=f"{self.hv_of(F):.4g}", refresh=False)
         self.bar.update(1)
 
 
@@ -290,6 +294,8 @@ def search(
     seeds: np.ndarray | None = None,
     on_generation: Callable[[np.ndarray], None] | None = None,
     desc: str = "search",
+    hv_of: HvOf | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> SearchResult:
     """Run, or resume from run_dir's checkpoint, the search (over the free genes only, given `fixed`).
 
@@ -299,7 +305,8 @@ def search(
     or calling `on_generation` again: the hook ran for them before the interruption, and what it changed lives
     outside the checkpoint (run_fronts' archive is saved by the hook itself; a retrained supernet is not
     restored, so a run whose hook changes the evaluator can differ after resuming). `desc` labels the progress
-    bar."""
+    bar, `hv_of` gives the hypervolume it shows (Progress), `on_progress(done, new)` hears after each generation how
+    many are done and how many of them ran in this call."""
     inner = restrict(problem, fixed) if fixed is not None else problem
     mask = np.zeros(problem.n_var, bool) if fixed is None else np.asarray(fixed.mask, dtype=bool)
     seeds = np.zeros((0, inner.n_var), dtype=int) if seeds is None else np.atleast_2d(seeds).astype(int)[:, ~mask]
@@ -324,7 +331,7 @@ def search(
         algorithm.next()
     algorithm.problem = PymooProblem(dataclasses.replace(inner, evaluate=evaluations.recording(inner.evaluate)))
 
-    bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress, desc)
+    bar = Progress(config.n_gen, generations_done(algorithm), ref_point, progress, desc, hv_of)
     algorithm.callback = bar
     try:
         while generations_done(algorithm) < config.n_gen and algorithm.has_next():
@@ -334,6 +341,8 @@ def search(
             if on_generation is not None:
                 X_now = algorithm.pop.get("X").astype(int)
                 on_generation(fixed.expand(X_now) if fixed is not None else X_now)
+            if on_progress is not None:
+                on_progress(generations_done(algorithm), generations_done(algorithm) - replayed)
     finally:
         bar.bar.close()
 

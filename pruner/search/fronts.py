@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,16 +16,17 @@ from tqdm import tqdm
 
 from profiler.runtimes import Runtime
 from pruner.accuracy.estimate import TOP1, Estimator, as_loss_fn
+from pruner.search.duration import Duration
 from pruner.search.engine import FixedGenes, SearchConfig, SearchError, SearchProblem, search
 from pruner.search.pareto import (
     LATENCY,
     LOSS,
     best_under_budgets,
+    hypervolume,
     hypervolumes,
     non_dominated,
     pareto_front,
     plot_fronts,
-    shared_ref_point,
 )
 from pruner.search.sensitivity import scan_candidates, scan_layers, sparsified
 from pruner.search.space import SearchSpace
@@ -72,10 +74,20 @@ def uniform_sweep(
 
 
 
+def reference_point(problem: SearchProblem, margin: float = 0.1) -> np.ndarray:
+    """The one (loss, latency) reference point of a search's hypervolumes, fixed before it starts: the worst loss and
+    latency of the smallest and the full candidate (repaired), plus `margin` of each. Every method's progress bar and
+    summary.json measure against it, so adding a method changes no other's figure."""
+    ends = problem.objectives(problem.repaired(np.stack([problem.lower, problem.upper])))
+    worst = ends.max(axis=0)
+    return worst + margin * np.abs(worst)
+
+
 @dataclass
 class Fronts:
     """Each method's front (genes, latency_ms, loss, top1, weight_pruned_layers), their hypervolumes against one
-    reference point, and the joint front's best candidate under each budget."""
+    reference point (`reference_point`: the figure the progress bars show last), and the joint front's best
+    candidate under each budget."""
 
     fronts: dict[str, pd.DataFrame]
     hypervolume: dict[str, float]
@@ -96,6 +108,7 @@ def run_fronts(
     repair: Callable[[np.ndarray], np.ndarray] | None = None,
     weight_stage: float = WEIGHT_STAGE,
     record: Mapping | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Fronts:
     """Search each method (checkpointed under out/<method>, so an interrupted run resumes; each starts from the
     uniform-width candidates), sweep uniform multipliers, and write pareto.csv, pareto_layers.csv,
@@ -106,7 +119,10 @@ def run_fronts(
     `weight_stage` is the share of the joint method's evaluations spent adding sparse layers to the front of
     a widths-only search (pruner.search.sensitivity); 0 runs JCW's single NSGA-II over widths and densities instead.
     Every method gets the same budget of evaluations. `record` (JSON values: where the model, data, device and
-    predictor came from) is written into summary.json."""
+    predictor came from) is written into summary.json. With `progress`, the search's size is said before it starts
+    and its remaining time after its first generation (timed by `clock`), and each method's bar shows the
+    hypervolume of everything it has evaluated against `reference_point`: its last value is the method's
+    hypervolume in summary.json."""
     out, config = Path(out), config or SearchConfig()
     if not 0 <= weight_stage < 1:
         raise SearchError(f"weight_stage {weight_stage}: the joint method's share of evaluations, in [0, 1)")
@@ -120,8 +136,12 @@ def run_fronts(
 
     problem = SearchProblem(space.lower, space.upper, objectives, names=space.gene_names, repair=repair)
     distinct = {tuple(uniform_candidate(space, m)): m for m in reversed(MULTIPLIERS)}  # bounds merge some
+    duration = Duration(methods, config.n_gen, config.pop_size, len(distinct),
+                        tqdm.write if progress else lambda line: None, clock)
+    duration.size()
+    ref = reference_point(problem)
     run = _MethodRun(space, problem, config, out, np.array(list(distinct)), archive, weight_stage,
-                     repair or (lambda X: X), progress, on_generation)
+                     repair or (lambda X: X), progress, on_generation, ref, duration)
     fronts = {method: run(method) for method in methods}
     uniform = uniform_sweep(problem, lambda m: uniform_candidate(space, m), sorted(distinct.values()))
     fronts["uniform"] = uniform.drop(columns="multiplier")
@@ -130,7 +150,6 @@ def run_fronts(
         table["top1"] = estimator(genes)[:, TOP1] if len(genes) else []
         table["weight_pruned_layers"] = space.weight_pruned_layers(genes) if len(genes) else []
         table.insert(0, "genes", [",".join(map(str, g)) for g in genes])
-    ref = shared_ref_point(fronts)
     result = Fronts(fronts, hypervolumes(fronts, ref), ref, best_under_budgets(fronts["joint"], budgets)
                     if "joint" in fronts else pd.DataFrame())
     _write(space, result, out, config, weight_stage, record or {})
@@ -142,7 +161,8 @@ class _MethodRun:
     """One method's search within run_fronts: its NSGA-II (checkpointed under out/<method>, starting from the
     uniform `seeds`), the joint method's weight stage, and the archive of everything it evaluated, saved every
     generation so a resumed search's front is the uninterrupted one's. `stage_repair` is the weight stage's repair
-    (keep every density where the search has none)."""
+    (keep every density where the search has none). Its bars show the archive's hypervolume against `ref`;
+    `duration` hears of every generation."""
 
     space: SearchSpace
     problem: SearchProblem
@@ -154,6 +174,12 @@ class _MethodRun:
     stage_repair: Callable[[np.ndarray], np.ndarray]
     progress: bool
     on_generation: Callable[[np.ndarray], None] | None
+    ref: np.ndarray
+    duration: Duration
+
+    def hypervolume(self, F: np.ndarray | None = None) -> float:
+        """The hypervolume of everything this method has evaluated (not only the population `F`), against `ref`."""
+        return hypervolume(_stacked(self.archive)[1], self.ref)
 
     def __call__(self, method: str) -> pd.DataFrame:
         """The method's front, searched (or resumed) now."""
@@ -174,15 +200,18 @@ class _MethodRun:
             _check_weight_stage(self.out / method / "weight_stage.json", self.weight_stage)
             widths_gens = _widths_generations(self.space, config, self.weight_stage, self.stage_repair)
         staged = widths_gens < config.n_gen
+        self.duration.method_started()
         result = search(self.problem, dataclasses.replace(config, n_gen=widths_gens) if staged else config,
                         run_dir=self.out / method, fixed=fixed_genes(self.space, "channel-only" if staged else method),
                         progress=self.progress, seeds=self.seeds, on_generation=keep,
-                        desc=f"search {method}: widths" if staged else f"search {method}")
+                        desc=f"search {method}: widths" if staged else f"search {method}", hv_of=self.hypervolume,
+                        on_progress=lambda done, new: self.duration.generation_done(method, done, new))
         self.archive.append((result.X, result.F))
         _save_archive(saved, self.archive)
         if staged:
             _weight_stage(self.space, self.problem.evaluate, self.archive, (config.n_gen - widths_gens) *
-                          config.pop_size, self.stage_repair, self.progress, f"search {method}: weight stage")
+                          config.pop_size, self.stage_repair, self.progress, f"search {method}: weight stage",
+                          self.hypervolume)
             _save_archive(saved, self.archive)
         return pareto_front(*_stacked(self.archive), self.space.gene_names)
 
@@ -222,10 +251,11 @@ def _weight_stage(
     repair: Callable[[np.ndarray], np.ndarray],
     progress: bool = True,
     desc: str = "weight stage",
+    shown_hv: Callable[[], float] | None = None,
 ) -> None:
     """The joint method's second stage: scan the layers, then add the cheapest to the widths-only front, within
-    `budget` evaluations (a progress bar labelled `desc` counts them); candidates the archive holds (a resumed
-    run) are not evaluated again."""
+    `budget` evaluations (a progress bar labelled `desc` counts them and shows `shown_hv()`); candidates the archive
+    holds (a resumed run) are not evaluated again."""
     X, F = _stacked(archive)
     known = {tuple(x): f for x, f in zip(X.tolist(), F, strict=True)}
     bar = tqdm(total=budget, desc=desc, unit="eval", disable=not progress)
@@ -234,6 +264,8 @@ def _weight_stage(
         new = [x for x in dict.fromkeys(map(tuple, Xq.tolist())) if x not in known]
         if new:
             known.update(zip(new, objectives(np.array(new, dtype=int)), strict=True))
+            if shown_hv is not None:
+                bar.set_postfix(hv=f"{shown_hv():.4g}", refresh=False)
             bar.update(len(new))
         return np.array([known[tuple(x)] for x in Xq.tolist()])
 

@@ -3,98 +3,20 @@ plan -> profile -> fit -> search -> finetune -> export -> measure.
 
 The model is not built in: a MobileNetV3-style net (hardswish, a 5x5 depthwise conv, squeeze-and-excite, a residual
 add; 3 input channels, 5 classes) in a Python file of its own, its weights in a state_dict file. The data is an
-ImageFolder of PNG files written here. Every step's files must say where the model, the data, the search space and
-the latency model came from."""
+ImageFolder of PNG files (both written by the conftest). Every step's files must say where the model, the data, the
+search space and the latency model came from."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 
-import numpy as np
 import pandas as pd
 import pytest
-import torch
-from PIL import Image
 
 from pruner.model.checkpoint import load_checkpoint
 
-MODEL_FILE = '''
-import torch
-from torch import nn
 
-
-def conv_bn(cin, cout, k=1, stride=1, groups=1, act=None):
-    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
-    return nn.Sequential(*layers, *([act] if act is not None else []))
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, channels, squeeze):
-        super().__init__()
-        self.reduce = nn.Conv2d(channels, squeeze, 1)
-        self.expand = nn.Conv2d(squeeze, channels, 1)
-
-    def forward(self, x):
-        s = x.mean((2, 3), keepdim=True)
-        return x * nn.functional.hardsigmoid(self.expand(torch.relu(self.reduce(s))))
-
-
-class TinyV3(nn.Module):
-    def __init__(self, classes):
-        super().__init__()
-        self.stem = conv_bn(3, 16, 3, 2, act=nn.Hardswish())
-        self.expand = conv_bn(16, 48, act=nn.Hardswish())
-        self.dw = conv_bn(48, 48, 5, 1, groups=48, act=nn.Hardswish())
-        self.se = SqueezeExcite(48, 12)
-        self.project = conv_bn(48, 16)
-        self.head = conv_bn(16, 64, act=nn.Hardswish())
-        self.fc = nn.Linear(64, classes)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = x + self.project(self.se(self.dw(self.expand(x))))
-        return self.fc(self.head(x).mean((2, 3)))
-
-
-def build():
-    return TinyV3(5)
-
-
-def build_seven():
-    return TinyV3(7)
-'''
-
-CLASSES = ("circle", "cross", "dark", "light", "stripes")
-
-
-def write_image_folder(root, per_class: dict[str, int], size: int = 32) -> None:
-    """PNG images, one folder per class and split, each class its own colour plus noise."""
-    rng = np.random.default_rng(0)
-    for split, count in per_class.items():
-        for label, name in enumerate(CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                base = np.full((size, size, 3), 40 + 45 * label, dtype=float)
-                pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i}.png")
-
-
-@pytest.fixture(scope="module")
-def user(tmp_path_factory):
-    """The user's files: net.py (the factory), weights.pt (its state_dict) and images/ (an ImageFolder)."""
-    d = tmp_path_factory.mktemp("user")
-    (d / "net.py").write_text(textwrap.dedent(MODEL_FILE))
-    namespace: dict = {}
-    exec(compile(MODEL_FILE, "net.py", "exec"), namespace)
-    torch.manual_seed(0)
-    torch.save(namespace["build"]().state_dict(), d / "weights.pt")
-    write_image_folder(d / "images", {"train": 6, "val": 2})
-    return d
-
-
-def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, tmp_path, capsys):
+def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, user_classes, tmp_path, capsys):
     model = ["--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape", "3,32,32"]
     on_device = ["--device", "local-sparse", "--keep", "stem.*"]
     data = ["--data", f"imagefolder:{user / 'images'}", "--torch-device", "cpu", "--threads", 1]
@@ -115,7 +37,7 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, tmp_p
         "runtime_version": summary["predictor"]["fitted_on"]["runtime_version"], "block": "4x1"}}
     assert summary["model"]["model"]["kind"] == "file" and summary["model"]["model"]["factory"] == "build"
     assert summary["model"]["model"]["weights"] == str((user / "weights.pt").resolve())
-    assert summary["data"]["kind"] == "imagefolder" and summary["data"]["classes"] == list(CLASSES)
+    assert summary["data"]["kind"] == "imagefolder" and summary["data"]["classes"] == list(user_classes)
     assert summary["space"]["keep"] == ["stem.*"]
     assert json.loads((search / "run.json").read_text())["space"] == summary["space"]
     pareto = pd.read_csv(search / "pareto.csv")
@@ -134,7 +56,7 @@ def test_a_users_model_and_images_go_from_plan_to_measured_file(jcw, user, tmp_p
     assert pruned.source["path"] == str(user / "net.py") and pruned.space_settings["keep"] == ["stem.*"]
     record = json.loads((tmp_path / "tuned.pt.json").read_text())
     assert record["data"] == summary["data"] and record["model"] == summary["model"]
-    assert set(record["validation"]) == {"before", "after"}
+    assert set(record["validation"]) == {"before", "after", "after_all"}
 
     exported = tmp_path / "tuned.tflite"
     assert jcw("export", "--model", tuned, "--device", "local-sparse", "--out", exported) == 3  # names code: refused
@@ -164,10 +86,68 @@ def test_a_head_that_does_not_fit_the_data_is_refused_before_any_work(jcw, user,
     assert "the model's head gives 7 classes but the data has 5" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def formula_predictor(user, tmp_path_factory, device_table):
+    """A local-sparse predictor of the user's model, fitted on its plan's kernels with made-up latencies (the workers
+    test needs a predictor, not a profile)."""
+    from predictor import persist
+    from predictor.latency import LatencyModel
+    from pruner.model.checkpoint import load_model
 
-def test_worker_processes_are_refused_for_a_model_class_they_cannot_import(jcw, user, tmp_path, capsys):
-    code = jcw("search", "--model", f"{user / 'net.py'}:build", "--input-shape", "3,32,32", "--device", "local-sparse",
-               "--predictor", tmp_path / "none.jcwm", "--data", f"imagefolder:{user / 'images'}", "--workers", 2,
-               "--out", tmp_path / "search")
-    assert code == 3 and not (tmp_path / "search").exists()
-    assert "--workers 2: worker processes cannot import a model class from a file" in capsys.readouterr().err
+    ckpt = load_model(f"{user / 'net.py'}:build", user / "weights.pt", "3,32,32")
+    path = tmp_path_factory.mktemp("predictor") / "formula.jcwm"
+    persist.save(LatencyModel.fit(device_table(ckpt, "local-sparse")), path)
+    return path
+
+
+def test_workers_import_only_the_files_their_score_refers_to(user, tmp_path):
+    from pruner.accuracy.estimate import ProxyData, ProxyScore
+    from pruner.accuracy.parallel import UserFiles
+    from pruner.model.checkpoint import load_model
+    from pruner.model.sources import factory_source, import_factory
+
+    gone = tmp_path / "gone.py"  # a file imported earlier in this process, then deleted: no worker may need it
+    gone.write_text("def build():\n    return None\n")
+    import_factory(factory_source(f"{gone}:build"))
+    gone.unlink()
+    ckpt = load_model(f"{user / 'net.py'}:build", user / "weights.pt", "3,32,32")
+    score = ProxyScore(ckpt.model, ckpt.space("builtin"), ProxyData([], []))
+    assert UserFiles.of(score).paths == (str(user / "net.py"),)
+
+
+def test_two_workers_import_a_model_from_its_file_and_find_the_same_fronts_as_one(jcw, user, formula_predictor,
+                                                                                  tmp_path):
+    searched = {}
+    for workers in (1, 2):
+        out = tmp_path / f"workers{workers}"
+        assert jcw("search", "--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape",
+                   "3,32,32", "--device", "local-sparse", "--predictor", formula_predictor, "--data",
+                   f"imagefolder:{user / 'images'}", "--torch-device", "cpu", "--threads", 1, "--workers", workers,
+                   "--generations", 2, "--population", 6, "--val-size", 8, "--out", out) == 0
+        searched[workers] = pd.read_csv(out / "pareto.csv")
+    pd.testing.assert_frame_equal(searched[1], searched[2], check_exact=True)
+    assert len(searched[2][searched[2].method == "joint"]) > 1
+
+
+def test_finetune_reports_the_searchs_estimate_of_the_candidate_as_before(jcw, user, formula_predictor, tmp_path):
+    model = ["--model", f"{user / 'net.py'}:build", "--weights", user / "weights.pt", "--input-shape", "3,32,32"]
+    data = ["--data", f"imagefolder:{user / 'images'}", "--resize", 36, "--mean", "0.5,0.5,0.5", "--std",
+            "0.25,0.25,0.25", "--augment", "flip", "--torch-device", "cpu", "--threads", 1, "--val-size", 8,
+            "--bn-batches", 2, "--seed", 1]
+    search = tmp_path / "search"
+    assert jcw("search", *model, *data, "--device", "local-sparse", "--predictor", formula_predictor, "--out",
+               search, "--generations", 1, "--population", 6) == 0
+    summary = json.loads((search / "summary.json").read_text())
+    assert {k: summary["data"][k] for k in ("resize", "mean", "std", "augment")} == {
+        "resize": 36, "mean": [0.5] * 3, "std": [0.25] * 3, "augment": "flip"}
+    pareto = pd.read_csv(search / "pareto.csv")
+    row = pareto[pareto.method == "joint"].sort_values("latency_ms").iloc[0]
+    assert jcw("finetune", *model, *data, "--device", "local-sparse", "--candidate", row.genes, "--out",
+               tmp_path / "tuned.pt") == 0
+    record = json.loads((tmp_path / "tuned.pt.json").read_text())
+    before = record["validation"]["before"]
+    assert (before["loss"], before["top1"]) == pytest.approx((row.loss, row.top1), abs=1e-9)
+    assert before["images"] == 8 and before["as"].startswith("the search's estimate: l1 block masks, BatchNorm "
+                                                             "recalibrated on 2 training batches (seed 1)")
+    assert record["validation"]["after"]["images"] == 8 and record["validation"]["after_all"]["images"] == 10
+    assert record["data"] == summary["data"]

@@ -136,6 +136,8 @@ def test_profile_adaptive_flag_measures_on_local_sparse(tmp_path, capsys, record
     np.testing.assert_allclose(lines["target 101%"].get_ydata(), [101, 101])
     model = persist.load(out / "local-sparse.jcwm")
     assert len(model.training) == 14
+    assert "local-sparse: device noise: " in printed and "of 12 kernels measured again" in printed
+    assert model.quality["device_noise"]["kernels"] == 12 and model.quality["held_out"] is None  # 14 rows: too few
     assert model.contexts == [("local-sparse", "builtin", table["runtime_version"].iloc[0])]
     assert main(argv) == 0  # a re-run takes every kernel from the table: nothing measured again
     assert len(pd.read_csv(out / "local-sparse.csv")) == 14

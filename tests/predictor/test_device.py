@@ -5,6 +5,7 @@ refused before any search."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pandas as pd
@@ -29,14 +30,16 @@ REFUSAL = ("predictor {p} was fitted on device 'local-sparse' (builtin, 4x1), "
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, device_table, sparse_candidate):
     """A directory with ckpt.pt (untrained MobileNetV2 x0.35, 1 channel, 32x32), p.jcwm (a local-sparse predictor)
-    and two candidates exported for local-sparse, a.tflite and b.tflite."""
+    and three candidates exported for local-sparse, a.tflite, b.tflite (the full model) and c.tflite (the smallest)."""
     d = tmp_path_factory.mktemp("device")
     torch.manual_seed(0)
     kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": 0.35}
     ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, 1, 32, 32))
     save_checkpoint(d / "ckpt.pt", ckpt)
     persist.save(LatencyModel.fit(device_table(ckpt, "local-sparse")), d / "p.jcwm")
-    genes = {"a": format_genes(sparse_candidate(ckpt, "builtin")), "b": format_genes(ckpt.space("builtin").full())}
+    space = ckpt.space("builtin")
+    genes = {"a": format_genes(sparse_candidate(ckpt, "builtin")), "b": format_genes(space.full()),
+             "c": format_genes(space.lower)}
     for name, x in genes.items():
         assert main(["export", "--model", str(d / "ckpt.pt"), "--candidate", x, "--device", "local-sparse",
                      "--predictor", str(d / "p.jcwm"), "--out", str(d / f"{name}.tflite")]) == 0
@@ -85,21 +88,48 @@ def test_every_command_refuses_a_predictor_of_another_device_unless_told(work, t
 
 
 def test_calibrate_fits_the_overhead_to_the_measured_networks(work, tmp_path, capsys):
-    p, files = work / "p.jcwm", [str(work / "a.tflite"), str(work / "b.tflite")]
+    p, files = work / "p.jcwm", [str(work / f"{n}.tflite") for n in "abc"]
     capsys.readouterr()
     assert main(["calibrate", "--predictor", str(p), "--device", "local-sparse", "--passes", "1",
                  "--out", str(tmp_path / "c.jcwm"), *files]) == 0
-    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: [float(v.rstrip("%")) for v in line.split()[1:]] for line in out.splitlines()
             if line.split()[0] in files}
-    measured, before, after = zip(*rows.values(), strict=True)
-    # two networks of one size: the overhead is their mean gap, so predicted equals measured on average
-    assert sum(after) == pytest.approx(sum(measured), rel=1e-3)
+    measured, before, after, left_out = zip(*rows.values(), strict=True)
+    assert "note: all 3 networks have 53 layers: fitted the per-network overhead alone" in out
+    # three networks of one size: the overhead is their mean gap, added to every prediction
     assert persist.load(p).overhead == Overhead()  # fitted on kernels alone: "before" is the kernels' sum
-    calibrated = persist.load(tmp_path / "c.jcwm").overhead
-    assert calibrated.per_network_ms == pytest.approx((sum(measured) - sum(before)) / 2, abs=1e-3)  # the mean gap
-    assert calibrated.per_kernel_ms == 0
+    calibrated = persist.load(tmp_path / "c.jcwm")
+    assert calibrated.overhead.per_network_ms == pytest.approx((sum(measured) - sum(before)) / 3, abs=1e-3)
+    assert calibrated.overhead.per_kernel_ms == 0
+    assert after == pytest.approx([b + calibrated.overhead.per_network_ms for b in before], abs=2e-4)
+    record = calibrated.quality["overhead"]  # each network predicted by the overhead of the other two
+    assert record["networks"] == 3 and record["gaps"] == pytest.approx([g / 100 for g in left_out], abs=1e-3)
     assert main(["predict", "--predictor", str(tmp_path / "c.jcwm"), files[0], "--out", str(tmp_path / "a.json")]) == 0
     assert json.loads((tmp_path / "a.json").read_text())["predicted_ms"] == pytest.approx(after[0], abs=1e-4)
+
+
+def test_calibrate_refuses_fewer_than_three_networks_before_measuring(work, capsys):
+    files = [str(work / "a.tflite"), str(work / "b.tflite")]
+    assert main(["calibrate", "--predictor", str(work / "p.jcwm"), "--device", "local-sparse", *files]) == 3
+    assert capsys.readouterr().err == (
+        "jcw calibrate: error: 2 networks (a.tflite (53 layers), b.tflite (53 layers)): the overhead has two "
+        "parameters (per network, per layer), and a stable fit needs at least 3 networks, of more than one size for "
+        "the per-layer one; export more candidates (jcw export --candidate GENES) and pass them too\n")
+
+
+def test_calibrate_refuses_an_overhead_that_makes_a_network_negative(work, tmp_path, monkeypatch, capsys):
+    import profiler.measure
+
+    files = [str(work / f"{n}.tflite") for n in "abc"]  # each measured at 0.001 ms: far below its layers' sum
+    monkeypatch.setattr(profiler.measure, "measure_files",
+                        lambda device, paths, passes: [{"file": f, "latency_ms": 0.001} for f in paths])
+    assert main(["calibrate", "--predictor", str(work / "p.jcwm"), "--device", "local-sparse",
+                 "--out", str(tmp_path / "c.jcwm"), *files]) == 3
+    err = capsys.readouterr().err
+    assert re.match(r"jcw calibrate: error: the fitted overhead \(-0\.\d{4} ms per network, \+0\.00000 ms per layer\) "
+                    r"predicts [abc]\.tflite at -0\.\d{4} ms \(measured 0\.0010 ms\)", err), err
+    assert not (tmp_path / "c.jcwm").exists()
 
 
 def test_predict_measure_prints_both_and_every_command_prices_a_file_alike(work, tmp_path, capsys):

@@ -47,3 +47,41 @@ def test_a_corrupt_model_fails_alone(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     results = measure_files(get_device("local-sparse", "devices.yaml"), [bad, good])
     assert "error" in results[0] and results[1]["latency_ms"] > 0
+
+
+def test_jcw_measure_writes_the_gap_and_the_failure_in_columns_of_their_own(tmp_path, capsys, device_table):
+    import json
+
+    import pandas as pd
+    import torch
+
+    from jcw.cli import main
+    from predictor import persist
+    from predictor.latency import LatencyModel
+    from pruner.model.checkpoint import Checkpoint
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 10, "in_channels": 1, "width_mult": 0.35}
+    ckpt = Checkpoint(build_model("mobilenet_v2", **kwargs), "mobilenet_v2", kwargs, (1, 1, 32, 32))
+    persist.save(LatencyModel.fit(device_table(ckpt, "local-sparse")), tmp_path / "p.jcwm")
+    good, bad = tmp_path / "good.tflite", tmp_path / "bad.tflite"
+    good.write_bytes(export(ckpt.model, ckpt.input_shape, "builtin").model)
+    good.with_name("good.tflite.json").write_text(json.dumps({"layers": [], "genes": None}))  # an export sidecar
+    bad.write_bytes(b"\x00" * 64)
+    capsys.readouterr()
+    assert main(["measure", "--device", "local-sparse", "--predictor", str(tmp_path / "p.jcwm"), "--passes", "1",
+                 "--out", str(tmp_path / "m.csv"), str(good)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["file", "measured", "ms", "predicted", "ms", "gap"]
+    table = pd.read_csv(tmp_path / "m.csv")
+    assert list(table.columns) == ["file", "latency_ms", "predicted_ms", "gap", "failure"]
+    (ok,) = table.itertuples()
+    assert ok.gap == pytest.approx(ok.predicted_ms / ok.latency_ms - 1) and pd.isna(ok.failure)
+    measured = json.loads(good.with_name("good.tflite.json").read_text())["measured"]
+    assert measured["device"] == "local-sparse" and measured["latency_ms"] == pytest.approx(ok.latency_ms)
+
+    assert main(["measure", "--device", "local-sparse", "--passes", "1", "--out", str(tmp_path / "n.csv"), str(good),
+                 str(bad)]) == 1  # a file the runner cannot load fails alone, its reason in `failure`
+    table = pd.read_csv(tmp_path / "n.csv")
+    assert list(table.columns) == ["file", "latency_ms", "predicted_ms", "gap", "failure"]
+    assert table.failure.isna().tolist() == [True, False] and table.gap.isna().all()
+    assert table.failure[1].strip() != "" and pd.isna(table.latency_ms[1])
