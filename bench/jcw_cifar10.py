@@ -29,7 +29,9 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -70,18 +72,29 @@ class Recipe:
     plan_candidates: int = 24
     overhead_probes: int = 8
     held_out: int = 5000  # training images kept out of training, where the search scores candidates
-    val_images: int = 2000  # of the held-out images, per estimate
+    val_images: int = 1000  # of the held-out images, per estimate
     bn_batches: int = 10
-    supernet_steps: int = 1500
-    short_tune_steps: int = 300  # the estimator study's fixed short fine-tune (batches of 64)
+    supernet_steps: int = 1200
+    short_tune_steps: int = 200  # the estimator study's fixed short fine-tune (batches of 64)
     generations: int = 10
     population: int = 24
-    tune_epochs: int = 5  # every pick: Adam lr 1e-3 cosine, masks fixed
+    tune_epochs: int = 2  # every pick: Adam lr 1e-3 cosine, masks fixed (sized so the run fits ~2 h on 2 cores)
     seed: int = 0
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+@contextmanager
+def phase(cache: Path, name: str):
+    """Add the wall time of the block to `name` in cache/phases.json (summed over resumed runs)."""
+    start = time.perf_counter()
+    yield
+    path = cache / "phases.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[name] = times.get(name, 0.0) + time.perf_counter() - start
+    path.write_text(json.dumps(times, indent=1))
 
 
 def cached(path: Path, make):
@@ -196,21 +209,31 @@ def estimator_study(cache: Path, jcw: JCW, recipe: Recipe) -> pd.DataFrame:
     rows = []
     log("estimator study: the proxy's estimates")
     for name, x in candidates.items():
+        start = time.perf_counter()
         proxy = calibrated_evaluation(jcw.apply(x), held_out)
         rows.append({"candidate": name, "genes": ",".join(map(str, x)), "proxy_loss": proxy.loss,
-                     "proxy_top1": proxy.top1, "latency_ms": float(jcw.latency(x[None])[0])})
+                     "proxy_top1": proxy.top1, "proxy_estimate_s": time.perf_counter() - start,
+                     "latency_ms": float(jcw.latency(x[None])[0])})
     score = trained_supernet(cache, jcw, held_out, recipe)
-    log("estimator study: the supernet's estimates, then the short fine-tunes")
+    log("estimator study: the supernet's estimates, then the short fine-tunes (each cached)")
     for row, x in zip(rows, candidates.values(), strict=True):
-        loss, top1 = score(x[None])[0]
-        row |= {"supernet_loss": loss, "supernet_top1": top1}
-        tuned = short_tune(jcw, x, recipe.short_tune_steps, recipe.seed)
-        row["tuned_top1"] = jcw.evaluate(tuned, scoring).top1
+        row |= cached(cache / "study" / f"{row['candidate']}.json",
+                      partial(supernet_and_tuned, jcw, score, x, scoring, recipe))
         log(f"  {row['candidate']}: proxy {row['proxy_top1']:.3f}, supernet {row['supernet_top1']:.3f}, "
             f"tuned {row['tuned_top1']:.3f}")
     table = pd.DataFrame(rows)
     table.to_csv(path, index=False)
     return table
+
+
+def supernet_and_tuned(jcw: JCW, score: SupernetEstimator, x: np.ndarray, scoring, recipe: Recipe) -> dict:
+    """One study candidate's supernet estimate (timed) and its top-1 on `scoring` after the short fine-tune."""
+    start = time.perf_counter()
+    loss, top1 = score(x[None])[0]
+    estimate_s = time.perf_counter() - start
+    tuned = short_tune(jcw, x, recipe.short_tune_steps, recipe.seed)
+    return {"supernet_loss": float(loss), "supernet_top1": float(top1), "supernet_estimate_s": estimate_s,
+            "tuned_top1": jcw.evaluate(tuned, scoring).top1}
 
 
 def trained_supernet(cache: Path, jcw: JCW, held_out, recipe: Recipe) -> SupernetEstimator:
@@ -288,14 +311,17 @@ def run(data: Path, cache: Path, recipe: Recipe, command: str) -> int:
     started = time.perf_counter()
     torch.set_num_threads(1)  # small convs on a shared 2-core machine: two OpenMP threads spin against other jobs
     cache.mkdir(parents=True, exist_ok=True)
-    base = load_checkpoint(base_model(cache, data, recipe))
-    predictor_path, predictor_accuracy = predictor_of(cache, base, recipe)
+    with phase(cache, "base model"):
+        base = load_checkpoint(base_model(cache, data, recipe))
+    with phase(cache, "profile, fit, overheads"):
+        predictor_path, predictor_accuracy = predictor_of(cache, base, recipe)
     train, held_out_loader, val = loaders(data, recipe)
     device = get_device(DEVICE, ROOT / "devices.yaml")
     search_jcw = JCW.from_checkpoint(base, device, predictor=predictor_path, data=(train, held_out_loader),
                                      torch_device="cpu")
     cached(cache / "base_accuracy.json", lambda: vars(search_jcw.evaluate(base.model, val)))
-    study = estimator_study(cache, search_jcw, recipe)
+    with phase(cache, "estimator study (supernet training included)"):
+        study = estimator_study(cache, search_jcw, recipe)
     tau = taus(study)
     estimator = tau.sort_values("kendall_tau").iloc[-1]["estimator"]
     log(f"Kendall tau: {dict(zip(tau.estimator, tau.kendall_tau.round(3), strict=True))}; search with the {estimator}")
@@ -305,12 +331,14 @@ def run(data: Path, cache: Path, recipe: Recipe, command: str) -> int:
     if estimator == "supernet":  # the study's, trained once
         held_out = proxy_data(train, first_images(held_out_loader, recipe.val_images), recipe.bn_batches)
         estimator = trained_supernet(cache, search_jcw, held_out, recipe)
-    fronts = search_jcw.search(budgets_ms, cache / "search", recipe.generations, recipe.population,
-                               val_images=recipe.val_images, bn_batches=recipe.bn_batches, estimator=estimator,
-                               seed=recipe.seed)
+    with phase(cache, "search (4 methods)"):
+        fronts = search_jcw.search(budgets_ms, cache / "search", recipe.generations, recipe.population,
+                                   val_images=recipe.val_images, bn_batches=recipe.bn_batches, estimator=estimator,
+                                   seed=recipe.seed)
     picks = picks_of(fronts, budgets_ms)
     final = JCW.from_checkpoint(base, device, predictor=predictor_path, data=(train, val), torch_device="cpu")
-    rows = tuned_rows(cache, final, picks, recipe)
+    with phase(cache, "picks: fine-tune, export, measure, score"):
+        rows = tuned_rows(cache, final, picks, recipe)
     write_results(cache, rows, tau, study, base, base_ms, predictor_accuracy, recipe, command,
                   time.perf_counter() - started)
     return 0
@@ -368,7 +396,7 @@ def write_results(cache: Path, rows: pd.DataFrame, tau: pd.DataFrame, study: pd.
     tau.to_csv(OUT / "jcw_cifar10_estimator.csv", index=False)
     study.to_csv(OUT / "jcw_cifar10_estimator_candidates.csv", index=False)
     plot(table, OUT / "jcw_cifar10.png")
-    (OUT / "jcw_cifar10.md").write_text(report(table, tau, predictor_accuracy, recipe, command, seconds))
+    (OUT / "jcw_cifar10.md").write_text(report(cache, table, tau, study, predictor_accuracy, recipe, command, seconds))
 
 
 def plot(table: pd.DataFrame, path: Path) -> None:
@@ -387,9 +415,12 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def report(table: pd.DataFrame, tau: pd.DataFrame, accuracy: dict, recipe: Recipe, command: str,
-           seconds: float) -> str:
+def report(cache: Path, table: pd.DataFrame, tau: pd.DataFrame, study: pd.DataFrame, accuracy: dict,
+           recipe: Recipe, command: str, seconds: float) -> str:
     shown = table.drop(columns=["genes"]).fillna("").to_markdown(index=False, floatfmt=".4g")
+    phases = json.loads((cache / "phases.json").read_text()) if (cache / "phases.json").exists() else {}
+    supernet = json.loads((cache / "supernet_time.json").read_text())["seconds"]
+    times = pd.DataFrame([{"step": k, "minutes": v / 60} for k, v in phases.items()])
     return "\n".join([
         "# JCW on CIFAR-10, arm-emu (issue 19)", "",
         f"Command: `{command}`; wall time {seconds / 3600:.2f} h (this run; cached steps not repeated).", "",
@@ -397,8 +428,13 @@ def report(table: pd.DataFrame, tau: pd.DataFrame, accuracy: dict, recipe: Recip
         f"Predictor: {accuracy}", "",
         "## Estimators (Kendall tau against top-1 after the short fine-tune)", "",
         tau.to_markdown(index=False, floatfmt=".3f"), "",
+        f"Supernet training: {supernet / 60:.1f} min ({recipe.supernet_steps} sandwich steps). One estimate "
+        f"(median over the study): proxy {study.proxy_estimate_s.median():.2f} s, supernet "
+        f"{study.supernet_estimate_s.median():.2f} s.", "",
         "## Picks", "", shown, "",
         "![top-1 vs measured latency](jcw_cifar10.png)", "",
+        "## Where the time went (summed over resumed runs)", "",
+        times.to_markdown(index=False, floatfmt=".1f") if len(times) else "(not recorded)", "",
     ])
 
 
