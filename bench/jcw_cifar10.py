@@ -74,8 +74,8 @@ class Recipe:
     held_out: int = 5000  # training images kept out of training, where the search scores candidates
     val_images: int = 1000  # of the held-out images, per estimate
     bn_batches: int = 10
-    supernet_steps: int = 1200
-    short_tune_steps: int = 200  # the estimator study's fixed short fine-tune (batches of 64)
+    supernet_steps: int = 1500
+    short_tune_steps: int = 300  # the estimator study's fixed short fine-tune (batches of 64)
     generations: int = 10
     population: int = 24
     tune_epochs: int = 2  # every pick: Adam lr 1e-3 cosine, masks fixed (sized so the run fits ~2 h on 2 cores)
