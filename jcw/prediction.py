@@ -170,9 +170,8 @@ def _predict_table(args: argparse.Namespace) -> int:
     if not args.out:
         raise UserError("--table needs --out TABLE, the table to write")
     model = persist.load(args.predictor)
-    raw = table.read_table(args.table)
-    out = raw.copy()
-    out["predicted_ms"] = model.predict(table.normalise(raw, args.table, need_latency=False))
+    out = table.read_table(args.table)
+    out["predicted_ms"] = model.predict(out, source=args.table)  # normalised (and checked) once, by predict
     table.write_table(out, args.out)
     print(f"predicted {len(out)} rows; wrote {args.out}")
     return 0

@@ -70,10 +70,12 @@ class LatencyModel:
         df = normalise(data, source)
         return cls(kind, MODELS[kind]().fit(df), df, network.Overhead())
 
-    def _frame(self, kernels: Kernels, context: dict[str, str | None]) -> pd.DataFrame:
-        """Kernels as a normalised frame whose context is filled in (or checked against the model)."""
+    def _frame(self, kernels: Kernels, context: dict[str, str | None], source: str = "kernels to predict"
+               ) -> pd.DataFrame:
+        """Kernels as a normalised frame whose context is filled in (or checked against the model); errors in a
+        table of kernels name `source`."""
         if isinstance(kernels, pd.DataFrame):
-            df = normalise(kernels, "kernels to predict", need_latency=False)
+            df = normalise(kernels, source, need_latency=False)
         else:
             df = specs_frame(kernels)
         given = {k: v for k, v in context.items() if v is not None}
@@ -95,12 +97,14 @@ class LatencyModel:
         device: str | None = None,
         runtime: str | None = None,
         runtime_version: str | None = None,
+        source: str = "kernels to predict",
     ) -> np.ndarray:
-        """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order.
+        """Latency in ms of each kernel (KernelSpecs or a table of their fields, errors naming `source`), in input
+        order.
 
         Identical kernels are predicted once (a search asks for the same ones again and again).
         """
-        df = self._frame(kernels, {"device": device, "runtime": runtime, "runtime_version": runtime_version})
+        df = self._frame(kernels, {"device": device, "runtime": runtime, "runtime_version": runtime_version}, source)
         codes = df.groupby([*FIELDS, *CONTEXT], sort=False).ngroup().to_numpy()
         distinct = df.iloc[np.unique(codes, return_index=True)[1]].reset_index(drop=True)
         return self.regressor.predict(distinct)[codes]

@@ -3,17 +3,14 @@
 Every regressor has fit(frame) and predict(frame) -> ms, on frames from predictor.table.normalise. Those that can
 also give their fitted state as plain JSON values and numeric arrays (`state()`, rebuilt by `from_state`, with which
 they predict exactly as fitted), so a saved model loads without a refit (predictor.persist); tree ensembles predict
-through predictor.trees. The JCW interpolation has no such state: it is rebuilt from its table.
+through predictor.trees. The JCW interpolation has no such state: it is rebuilt from its table. scikit-learn and
+scipy are imported by what fits (or interpolates), so loading a saved model and predicting imports neither.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
-from scipy.spatial import QhullError
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import LinearRegression
 
 from predictor import features as F
 from predictor.table import TARGET
@@ -42,6 +39,8 @@ def _trees_from(meta: dict, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
 
 def _relative_nnls(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, strength: float = 0.0):
     """Non-negative c minimising sum((x c / y - 1)^2) + strength * |c - prior|^2 (relative least squares)."""
+    from sklearn.linear_model import LinearRegression
+
     a, b = x / y[:, None], np.ones(len(y))
     if prior is not None:
         a = np.vstack([a, np.sqrt(strength) * np.eye(x.shape[1])])
@@ -78,6 +77,8 @@ class PhysicsModel:
 
     def fit(self, df: pd.DataFrame) -> PhysicsModel:
         """Fit the global base, its per-family refits, then the booster."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         p = F.physics(df)
         x, y = F.base_matrix(p), df[TARGET].to_numpy()
         self.coef_ = _relative_nnls(x, y)
@@ -172,6 +173,8 @@ class FlopsLinear:
 
     def fit(self, df: pd.DataFrame) -> FlopsLinear:
         """Least squares weighted by 1/latency^2, i.e. on relative errors."""
+        from sklearn.linear_model import LinearRegression
+
         y = df[TARGET].to_numpy()
         fitted = LinearRegression().fit(_nnz_macs(df)[:, None] / 1e6, y, sample_weight=y**-2.0)
         self.coef_, self.intercept_ = np.asarray(fitted.coef_, np.float64), float(fitted.intercept_)
@@ -198,6 +201,9 @@ class _FamilyInterpolator:
     """Linear interpolation of one family's latency over (cout, cin, density), nearest outside the data."""
 
     def __init__(self, points: np.ndarray, values: np.ndarray):
+        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
+        from scipy.spatial import QhullError
+
         self.axes = [j for j in range(points.shape[1]) if np.unique(points[:, j]).size > 1]
         pts = points[:, self.axes]
         grids = [np.unique(pts[:, j]) for j in range(pts.shape[1])]
@@ -280,6 +286,8 @@ class NNMeterForest:
 
     def fit(self, df: pd.DataFrame) -> NNMeterForest:
         """A 100-tree forest on the raw features."""
+        from sklearn.ensemble import RandomForestRegressor
+
         forest = RandomForestRegressor(n_estimators=100, random_state=self.random_state, n_jobs=1)
         self.trees_ = TreeEnsemble.from_forest(forest.fit(_raw_shape(df), df[TARGET].to_numpy()))
         return self
@@ -309,6 +317,8 @@ class RawBoosting:
 
     def fit(self, df: pd.DataFrame) -> RawBoosting:
         """Default HistGradientBoosting on log latency."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         booster = HistGradientBoostingRegressor(random_state=self.random_state)
         self.trees_ = TreeEnsemble.from_hist_boosting(booster.fit(_raw_shape(df), np.log(df[TARGET].to_numpy())))
         return self

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import sklearn
 
 from predictor.latency import LatencyModel, Target
 from predictor.models import MODELS
@@ -50,7 +49,10 @@ OVERHEAD_FIELDS = ("per_network_ms", "per_kernel_ms")
 
 
 def save(model: LatencyModel, path: str | Path) -> None:
-    """Write the model file: manifest.json (kind, overhead, provenance) and training.parquet."""
+    """Write the model file: manifest.json (kind, overhead, provenance, the regressor's JSON state), training.parquet
+    and state.npz (the regressor's arrays, when it has any)."""
+    from importlib.metadata import version  # ~40 ms to import, which loading a model need not pay
+
     if model.kind not in MODELS:
         raise UserError(f"model {path}: kind {model.kind!r} cannot be refitted on load; use one of {', '.join(MODELS)}")
     path = Path(path)
@@ -65,7 +67,7 @@ def save(model: LatencyModel, path: str | Path) -> None:
         "rows": len(model.training),
         "contexts": [list(c) for c in model.contexts],
         "fitted_on": asdict(model.fitted_on) if model.fitted_on else None,
-        "saved_with": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+        "saved_with": {"python": platform.python_version(), "scikit-learn": version("scikit-learn"),
                        "numpy": np.__version__},
     }
     table = io.BytesIO()

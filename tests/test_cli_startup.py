@@ -1,11 +1,17 @@
-"""`jcw` starts without importing the heavy libraries; the CLI's copies of model and strategy names stay in step."""
+"""`jcw` starts without importing the heavy libraries, and `jcw predict --table` needs none that fit; the CLI's copies
+of model and strategy names stay in step."""
 
 import subprocess
 import sys
 
+import pandas as pd
+
 from jcw import prediction as cli
+from predictor import persist
 from predictor.adaptive import STRATEGIES
+from predictor.latency import LatencyModel
 from predictor.models import MODELS
+from tests.test_predictor_model import PHONE
 
 
 def test_jcw_help_imports_no_heavy_library():
@@ -13,6 +19,21 @@ def test_jcw_help_imports_no_heavy_library():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for heavy in ("'torch'", "'sklearn'", "'pandas'", "'onnx'", "'ai_edge_litert'"):
         assert heavy not in loaded
+
+
+def test_predicting_a_table_imports_nothing_that_fits(tmp_path):
+    """A saved model predicts without scikit-learn, scipy, torch or the pruner."""
+    raw = pd.read_csv(PHONE)
+    train = raw[raw["layer"].isin([5, 7])]
+    persist.save(LatencyModel.fit(train), tmp_path / "m.jcwm")
+    train.drop(columns="latency_ms").to_csv(tmp_path / "k.csv", index=False)
+    args = ["predict", "--predictor", str(tmp_path / "m.jcwm"), "--table", str(tmp_path / "k.csv"), "--out",
+            str(tmp_path / "p.csv")]
+    code = f"import sys, jcw.cli; assert jcw.cli.main({args!r}) == 0; print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for heavy in ("'sklearn'", "'scipy'", "'torch'", "'pruner'"):
+        assert heavy not in loaded
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(train)
 
 
 def test_cli_choices_match_the_library():
