@@ -5,6 +5,8 @@ HistGradientBoostingRegressor or RandomForestRegressor are copied out into flat 
 one after another), which save to .npz and predict bit for bit what the scikit-learn model predicts: the same
 preprocessing (a boosting model's categorical columns first, ordinal-encoded by the categories seen in fit; a forest's
 inputs as float32), the same branch rules (missing values, categorical bitsets) and the trees summed in their order.
+Trees of at most 64 leaves (a boosting model's: 31 by default) are predicted by leaf masks rather than walked node by
+node (_LeafMasks): the physics model's 100 trees price 13,440 kernels in ~35 ms instead of ~190 ms.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ class TreeEnsemble:
                 and np.all(a["right"][inner] < nodes) and np.all(a["left"][inner] >= 0)
                 and np.all(a["right"][inner] >= 0)):
             raise ValueError("tree node indices out of range")
+        _check_structure(a, inner)
+        leaves = np.bincount(_tree_of(a), weights=~inner)
+        self._masks = _LeafMasks(a, inner) if leaves.max() <= 64 else None
 
     @classmethod
     def from_hist_boosting(cls, model) -> TreeEnsemble:
@@ -91,6 +96,16 @@ class TreeEnsemble:
             X[:, j] = np.where(found, at, np.nan)
         if self.float32:
             X = X.astype(np.float32).astype(np.float64)
+        leaves = self._masks.leaf_values(X) if self._masks is not None else self._walk(X)
+        total = np.zeros(len(X))
+        total += a["baseline"][0]
+        for values in leaves:
+            total += values
+        return total / len(leaves) if self.average else total
+
+    def _walk(self, X: np.ndarray) -> np.ndarray:
+        """The leaf value each tree gives each row of X (trees x rows), walking all (tree, row) pairs down together."""
+        a = self.arrays
         n, trees = len(X), len(a["roots"])
         node = np.repeat(a["roots"].astype(np.int64), n)
         row = np.tile(np.arange(n), trees)
@@ -100,12 +115,7 @@ class TreeEnsemble:
             left = self._goes_left(at, X[row[live], a["feature"][at]])
             node[live] = np.where(left, a["left"][at], a["right"][at])
             live = live[~a["is_leaf"][node[live]].astype(bool)]
-        leaves = a["value"][node].reshape(trees, n)
-        total = np.zeros(n)
-        total += a["baseline"][0]
-        for values in leaves:
-            total += values
-        return total / trees if self.average else total
+        return a["value"][node].reshape(trees, n)
 
     def _goes_left(self, at: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Whether each (node, value) pair branches left, by scikit-learn's rules: missing values as the node says,
@@ -122,6 +132,107 @@ class TreeEnsemble:
             left[categorical] = np.where(c_x < 0, c_missing, np.where(in_left, True, np.where(in_known, False,
                                                                                            c_missing)))
         return left
+
+
+def _tree_of(a: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The tree of each node (a tree's nodes run from its root to the next root)."""
+    return np.repeat(np.arange(len(a["roots"])), np.diff(np.r_[a["roots"], len(a["value"])]))
+
+
+def _check_structure(a: Mapping[str, np.ndarray], inner: np.ndarray) -> None:
+    """Refuse arrays that are not trees as scikit-learn stores them (roots from 0 up; each node but a root the child of
+    one node before it in its tree) or whose splits name columns, categories or bitsets that are not there."""
+    nodes, columns = len(a["value"]), len(a["order"])
+    roots, parents = a["roots"], np.flatnonzero(inner)
+    if len(roots) == 0 or roots[0] != 0 or np.any(np.diff(roots) <= 0):
+        raise ValueError("tree roots must start at node 0 and increase")
+    children, parent = np.r_[a["left"][inner], a["right"][inner]], np.r_[parents, parents]
+    tree, is_root = _tree_of(a), np.isin(np.arange(nodes), roots)
+    if not (np.all(children > parent) and np.array_equal(tree[children], tree[parent])
+            and np.array_equal(np.bincount(children, minlength=nodes), (~is_root).astype(np.int64))):
+        raise ValueError("tree nodes do not form trees")
+    categorical = inner & a["is_categorical"].astype(bool)
+    offsets = a["category_offsets"]
+    if not (np.array_equal(np.sort(a["order"]), np.arange(columns)) and np.all(a["feature"][inner] >= 0)
+            and np.all(a["feature"][inner] < columns) and len(a["known_row"]) == columns
+            and np.all((a["known_row"] >= 0) & (a["known_row"] < max(len(a["known_bitsets"]), 1)))
+            and np.all((a["bitset"][categorical] >= 0) & (a["bitset"][categorical] < len(a["left_bitsets"])))
+            and len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == len(a["categories"])
+            and np.all(np.diff(offsets) >= 0) and len(offsets) - 1 <= columns
+            and a["left_bitsets"].shape[1:] == a["known_bitsets"].shape[1:] == (8,) and len(a["baseline"]) == 1):
+        raise ValueError("tree splits name columns, categories or bitsets out of range")
+
+
+class _LeafMasks:
+    """Trees of at most 64 leaves predicted without walking them (QuickScorer: Lucchese et al., SIGIR 2015).
+
+    Each tree's leaves are numbered left to right, bit i of a mask standing for leaf i. A split a row fails (goes
+    right at) rules out the leaves of its left subtree, and the leaf the row reaches is the leftmost one that no failed
+    split rules out. The numeric splits on a column with one missing-value direction that a row fails are those whose
+    threshold is below its value: a prefix of them sorted by threshold, so their masks ANDed per tree are one row of a
+    table, found by a binary search. A column's categorical splits are tabled by category code likewise.
+    """
+
+    MISSING_CODE = 256
+    """The state of a missing or negative category (codes are 0..255: scikit-learn casts them to uint8)."""
+
+    def __init__(self, a: Mapping[str, np.ndarray], inner: np.ndarray):
+        nodes, trees = len(a["value"]), len(a["roots"])
+        tree, left, right = _tree_of(a), a["left"].tolist(), a["right"].tolist()
+        count = (~inner).astype(np.int64).tolist()  # leaves under each node
+        for n in np.flatnonzero(inner)[::-1].tolist():  # children come after their parent
+            count[n] = count[left[n]] + count[right[n]]
+        first = [0] * nodes  # the number of the node's leftmost leaf
+        for n in np.flatnonzero(inner).tolist():
+            first[left[n]], first[right[n]] = first[n], first[n] + count[left[n]]
+        self.dtype = np.uint32 if max(count[r] for r in a["roots"].tolist()) <= 32 else np.uint64
+        splits = np.flatnonzero(inner)
+        below, start = np.array(count)[a["left"][splits]], np.array(first)[a["left"][splits]]
+        left_leaves = ((np.uint64(1) << below.astype(np.uint64)) - np.uint64(1)) << start.astype(np.uint64)
+        masks = (~left_leaves).astype(self.dtype)  # the leaves left when the split fails
+        self.values = np.zeros((trees, np.iinfo(self.dtype).bits))  # tree x leaf number
+        is_leaf = ~inner
+        self.values[tree[is_leaf], np.array(first)[is_leaf]] = a["value"][is_leaf]
+        self.tests: list[tuple[int, np.ndarray | None, int, np.ndarray]] = []
+        """(column, sorted thresholds or None for categorical splits, the state of a missing value, table)"""
+        feature, missing_left = a["feature"][splits], a["missing_left"][splits].astype(bool)
+        categorical = a["is_categorical"][splits].astype(bool)
+        numeric = zip(feature[~categorical].tolist(), missing_left[~categorical].tolist(), strict=True)
+        for column, goes_left in sorted(set(numeric)):
+            on = np.flatnonzero(~categorical & (feature == column) & (missing_left == goes_left))
+            on = on[np.argsort(a["threshold"][splits[on]], kind="stable")]
+            table = np.full((len(on) + 1, trees), np.iinfo(self.dtype).max, self.dtype)
+            table[np.arange(1, len(on) + 1), tree[splits[on]]] = masks[on]
+            self.tests.append((column, a["threshold"][splits[on]], 0 if goes_left else len(on),
+                               np.bitwise_and.accumulate(table, axis=0)))
+        codes = np.arange(self.MISSING_CODE)
+        for column in sorted(set(feature[categorical].tolist())):
+            on = np.flatnonzero(categorical & (feature == column))
+            in_left = _in_bitset(a["left_bitsets"], np.repeat(a["bitset"][splits[on]], len(codes)),
+                                 np.tile(codes, len(on))).reshape(len(on), -1)
+            known = _in_bitset(a["known_bitsets"], np.full(len(codes), a["known_row"][column]), codes)
+            fails = np.c_[~(in_left | (~known & missing_left[on, None])), ~missing_left[on]]  # split x state
+            table = np.full((self.MISSING_CODE + 1, trees), np.iinfo(self.dtype).max, self.dtype)
+            split, state = np.nonzero(fails)
+            np.bitwise_and.at(table, (state, tree[splits[on]][split]), masks[on][split])
+            self.tests.append((column, None, self.MISSING_CODE, table))
+
+    def leaf_values(self, X: np.ndarray) -> np.ndarray:
+        """The leaf value each tree gives each row of X (trees x rows)."""
+        alive = np.full((len(X), len(self.values)), np.iinfo(self.dtype).max, self.dtype)  # leaves not ruled out
+        for column, thresholds, missing, table in self.tests:
+            x = X[:, column]
+            missing_rows = np.isnan(x)
+            if thresholds is None:  # a category code, cast to uint8 as scikit-learn does; a negative one is missing
+                missing_rows |= x < 0
+                state = np.where(missing_rows, 0, x).astype(np.int64) & 0xFF
+            else:
+                state = np.searchsorted(thresholds, x)  # the number of splits the row fails: thresholds below x
+            state[missing_rows] = missing
+            np.bitwise_and(alive, table[state], out=alive)
+        lowest = alive & (~alive + self.dtype(1))  # the lowest bit set: the leftmost leaf alive
+        leaf = np.frexp(lowest.astype(np.float64))[1] - 1  # its number (a power of two converts exactly)
+        return self.values[np.arange(len(self.values))[:, None], leaf.T]
 
 
 def _in_bitset(bitsets: np.ndarray, rows: np.ndarray, code: np.ndarray) -> np.ndarray:

@@ -63,20 +63,55 @@ def test_every_kind_round_trips_to_the_same_predictions(fitted, tmp_path, kind):
     np.testing.assert_array_equal(persist.load(tmp_path / "k.jcwm").predict(train), model.predict(train))
 
 
-def test_the_trees_predict_exactly_as_scikit_learn_does(fitted):
-    """predictor.trees against the scikit-learn models it copies, unseen categories and missing values included."""
+@pytest.mark.parametrize("leaves", [31, 64, 200], ids=["leaf_masks_32bit", "leaf_masks_64bit", "walked"])
+def test_the_trees_predict_exactly_as_scikit_learn_does(fitted, leaves):
+    """predictor.trees against the scikit-learn models it copies, unseen categories and missing values included, by
+    both ways it predicts: leaf masks (trees of at most 64 leaves) and walking the trees (larger ones, the forest)."""
     train = fitted[1]
     df = table.normalise(train, "t")
     x = np.column_stack([df[["h", "cin", "cout", "k", "stride"]].to_numpy(float), np.log(df["latency_ms"])])
     x[::7, 2] = np.nan
     y = df["latency_ms"].to_numpy()
-    booster = HistGradientBoostingRegressor(max_iter=30, categorical_features=[3], random_state=0).fit(x, y)
+    booster = HistGradientBoostingRegressor(max_iter=30, max_leaf_nodes=leaves, min_samples_leaf=2,
+                                            categorical_features=[3], random_state=0).fit(x, y)
     forest = RandomForestRegressor(n_estimators=10, random_state=0).fit(np.nan_to_num(x), y)
     query = x.copy()
     query[::5, 3] = 9  # a kernel size no tree has seen: an unknown category
-    np.testing.assert_array_equal(TreeEnsemble.from_hist_boosting(booster).predict(query), booster.predict(query))
+    query[1::9, 3] = np.nan  # and a missing one
+    trees = TreeEnsemble.from_hist_boosting(booster)
+    assert (trees._masks is None) == (leaves > 64)
+    assert trees._masks is None or trees._masks.dtype == (np.uint32 if leaves <= 32 else np.uint64)
+    np.testing.assert_array_equal(trees.predict(query), booster.predict(query))
     np.testing.assert_array_equal(TreeEnsemble.from_forest(forest).predict(np.nan_to_num(query)),
                                   forest.predict(np.nan_to_num(query)))
+
+
+def _with_trees(src, dst, change):
+    """Copy a model file with `change(arrays)` applied to the arrays of its state.npz."""
+    with zipfile.ZipFile(src) as z, np.load(io.BytesIO(z.read("state.npz"))) as npz:
+        arrays = {name: npz[name].copy() for name in npz.files}
+    change(arrays)
+    return _rewrite(src, dst, files={"state.npz": _npz(**arrays)})
+
+
+def _cycle(a):
+    """The first split's left child made the tree's root: a loop, which a walk would follow for ever."""
+    a["trees/left"][np.flatnonzero(~a["trees/is_leaf"])[0]] = 0
+
+
+def _far_column(a):
+    a["trees/feature"][np.flatnonzero(~a["trees/is_leaf"])[0]] = 99
+
+
+@pytest.mark.parametrize("change, message", [
+    (_cycle, "tree nodes do not form trees"),
+    (_far_column, "tree splits name columns, categories or bitsets out of range"),
+], ids=["cycle", "column_out_of_range"])
+def test_trees_that_are_not_trees_are_refused_naming_the_file(saved, tmp_path, change, message):
+    broken = _with_trees(saved, tmp_path / "broken.jcwm", change)
+    with pytest.raises(UserError, match=re.escape(f"not a fitted 'physics' model (ValueError: {message})")) as err:
+        persist.load(broken)
+    assert str(err.value).startswith(f"model {broken}: ")
 
 
 class Payload:
