@@ -93,3 +93,18 @@ def test_impossible_kernel_is_reported_with_its_row(tmp_path):
     t.to_csv(path, index=False)
     with pytest.raises(UserError, match=r"row 4.*'k'"):
         load(path)
+
+
+@pytest.mark.parametrize("column, bad, message", [
+    ("cin", "wide", "missing or non-numeric shape values in rows 2, 5"),
+    ("density", np.nan, "missing or non-numeric shape values in rows 2, 5"),
+    ("cout", 32.5, "non-integer sizes in rows 2, 5"),
+])
+def test_unusable_shape_values_name_their_rows(tmp_path, column, bad, message):
+    t = _table().astype({column: object})
+    t.loc[[1, 4], column] = bad
+    path = tmp_path / "shape.csv"
+    t.to_csv(path, index=False)
+    with pytest.raises(UserError, match=rf"shape\.csv: {message}"):
+        load(path)
+
