@@ -86,7 +86,6 @@ def run_fit(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict a model file (or checkpoint) layer by layer, optionally measured beside; or a table of kernels."""
     from predictor import persist
-    from profiler.devices import get_device
     from profiler.errors import UserError
 
     checkpoint = getattr(args, "model", None)  # `--model` is the application's (jcw.commands.register)
@@ -101,6 +100,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: predictions of a model are written as .csv or .json")
     if args.measure and not args.file:
         raise UserError("--measure times a model file; export the checkpoint first (jcw export) and pass the file")
+    from profiler.devices import get_device  # not before: the --table path needs no device (nor jsonschema)
+
     device = get_device(args.measure, args.devices) if args.measure else None
     model = persist.load(args.predictor, device, args.allow_other_device)
     runtime = _runs_as(model, device, args.predictor)
