@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from jcw.options import (
+    add_channel_multiple_arg,
     add_data_arg,
     add_device_args,
     add_devices_arg,
@@ -71,6 +72,7 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_device_args(p)
     add_keep_arg(p)
+    add_channel_multiple_arg(p)
     p.add_argument("--candidates", type=at_least(1), default=24, help="random candidates whose kernels to include")
     p.add_argument("--out", required=True, help="plan file to write (YAML, for jcw profile --plan)")
     p.set_defaults(run=run_plan)
@@ -85,6 +87,7 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     add_data_arg(p)
     add_preprocess_args(p)
     add_keep_arg(p)
+    add_channel_multiple_arg(p)
     add_torch_args(p)
     p.add_argument("--workers", type=at_least(1), default=1, metavar="N",
                    help="processes scoring the accuracy estimates (the same seed gives the same fronts with any "
@@ -118,6 +121,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> None:
     add_data_arg(p)
     add_preprocess_args(p)
     add_keep_arg(p)
+    add_channel_multiple_arg(p)
     add_torch_args(p)
     add_estimate_args(p)
     p.add_argument("--epochs", type=at_least(1), default=1, help="passes over the training images")
@@ -137,8 +141,15 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate", help="genes to apply to an unpruned model, comma-separated")
     add_device_args(p)
     add_keep_arg(p)
+    add_channel_multiple_arg(p)
     p.add_argument("--predictor", help="latency model file (jcw fit): keep a sparse layer dense where dense is faster")
     add_device_check_arg(p)
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="what the file computes in (default: the device's runtime's, fp32 but on an -int8 or -fp16 "
+                        "device): int8 quantizes it (int8 weights and activations, calibrated on --data), fp16 marks "
+                        "it for XNNPACK's FP16 inference; both store every layer dense")
+    p.add_argument("--data", help="int8: the dataset whose first training images calibrate the activation ranges "
+                                  "(mnist, imagefolder:DIR or FILE.py:factory)")
     p.add_argument("--out", required=True, help="model file to write (.tflite or .onnx, by the device), and "
                                                 "OUT.json beside it")
     p.add_argument("--require-sparse", action="store_true",
@@ -198,13 +209,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 def facade(args: argparse.Namespace, device, ckpt, data=None, torch_device="cpu", predictor: bool = True):
     """The pruner.JCW of a command's device (profiler.devices.Device), checkpoint (--model), --predictor (when the
-    command has one and `predictor`), --keep and torch device."""
+    command has one and `predictor`), --keep, --channel-multiple, --precision and torch device."""
     from pruner import JCW
 
     path = getattr(args, "predictor", None) if predictor else None
     return JCW.from_checkpoint(ckpt, device, predictor=path, data=data, keep=getattr(args, "keep", ()),
-                               torch_device=str(torch_device), allow_other_device=getattr(args, "allow_other_device",
-                                                                                          False))
+                               torch_device=str(torch_device),
+                               allow_other_device=getattr(args, "allow_other_device", False),
+                               multiple=getattr(args, "channel_multiple", None),
+                               precision=getattr(args, "precision", None))
 
 
 def unpruned(ckpt, why: str = "prune the unpruned model instead"):
@@ -312,19 +325,26 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from profiler.devices import get_device
+    from profiler.errors import UserError
+    from pruner.data.loading import load_data
 
     device = get_device(args.device, args.devices)
     ckpt = load_model_arg(args)
     if args.candidate:
         unpruned(ckpt, "--candidate applies to an unpruned model")
-    jcw = facade(args, device, ckpt)
+    elif args.channel_multiple:
+        raise UserError("--channel-multiple applies with --candidate (a pruned model keeps the channels it has)")
+    data = load_data(args.data, ckpt.input_shape, augment="none") if args.data else None
+    jcw = facade(args, device, ckpt, data)
     model_or_genes = args.candidate or jcw.model
     out = jcw.export(model_or_genes, args.out, args.require_sparse, genes=ckpt.genes)
     record = json.loads(Path(f"{out}.json").read_text())
     kept_dense = [layer["name"] for layer in record["layers"]
                   if layer["pruned_density"] < 1 and layer["storage"] == "dense"]
     sparse = sum(layer["storage"] == "sparse" for layer in record["layers"])
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {record['runtime']}): {sparse} sparse layers"
+    calibrated = f", calibrated on {record['calibration_images']} images" if record["calibration_images"] else ""
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {record['runtime']}, {record['precision']}"
+          f"{calibrated}): {sparse} sparse layers"
           + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
     if record["xnnpack"] is not None:
         mode = "sparse" if record["xnnpack"]["sparse"] else "dense"

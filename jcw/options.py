@@ -115,6 +115,13 @@ def add_keep_arg(parser: argparse.ArgumentParser) -> None:
                              "e.g. 'features.0.*' (repeatable)")
 
 
+def add_channel_multiple_arg(parser: argparse.ArgumentParser) -> None:
+    """--channel-multiple N: the multiple a pruned layer's channels are rounded to (SearchSpace.multiple)."""
+    parser.add_argument("--channel-multiple", type=at_least(1), metavar="N",
+                        help="round a pruned layer's channels to multiples of N (default 4, JCW's; a search's "
+                             "candidates are only valid with the N they were searched with)")
+
+
 def add_device_args(parser: argparse.ArgumentParser) -> None:
     """--device NAME and --devices FILE: the device the model is for."""
     parser.add_argument("--device", required=True, help="a device in devices.yaml")

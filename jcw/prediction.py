@@ -95,7 +95,6 @@ def warn(found: list) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict a model file (or checkpoint) layer by layer, optionally measured beside; or a table of kernels."""
     from predictor import persist
-    from profiler.devices import get_device
     from profiler.errors import UserError
 
     checkpoint = getattr(args, "model", None)  # `--model` is the application's (jcw.commands.register)
@@ -110,6 +109,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: predictions of a model are written as .csv or .json")
     if args.measure and not args.file:
         raise UserError("--measure times a model file; export the checkpoint first (jcw export) and pass the file")
+    from profiler.devices import get_device  # not before: the --table path needs no device (nor jsonschema)
+
     device = get_device(args.measure, args.devices) if args.measure else None
     model = persist.load(args.predictor, device, args.allow_other_device)
     runtime = _runs_as(model, device, args.predictor)
@@ -179,9 +180,8 @@ def _predict_table(args: argparse.Namespace) -> int:
     if not args.out:
         raise UserError("--table needs --out TABLE, the table to write")
     model = persist.load(args.predictor)
-    raw = table.read_table(args.table)
-    out = raw.copy()
-    out["predicted_ms"] = model.predict(table.normalise(raw, args.table, need_latency=False))
+    out = table.read_table(args.table)
+    out["predicted_ms"] = model.predict(out, source=args.table)  # normalised (and checked) once, by predict
     table.write_table(out, args.out)
     print(f"predicted {len(out)} rows; wrote {args.out}")
     return 0

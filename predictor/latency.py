@@ -10,7 +10,7 @@ import pandas as pd
 
 from predictor import metrics, network
 from predictor.models import MODELS
-from predictor.table import CONTEXT, TARGET, normalise, specs_frame
+from predictor.table import CONTEXT, TARGET, check_specs, normalise, specs_frame, typed
 from profiler.errors import UserError
 from profiler.kernel import FIELDS, KernelSpec
 
@@ -53,7 +53,7 @@ class LatencyModel:
         self.overhead = overhead
         self.sparse_overhead: network.Overhead | None = None  # networks XNNPACK runs sparse, when fitted
         self.quality: dict | None = None  # held-out accuracy and the table's noise (predictor.quality), when assessed
-        self.contexts = sorted(set(training[list(CONTEXT)].itertuples(index=False, name=None)))
+        self.contexts = sorted(training[list(CONTEXT)].drop_duplicates().itertuples(index=False, name=None))
 
     @property
     def fitted_on(self) -> Target | None:
@@ -71,17 +71,20 @@ class LatencyModel:
         df = normalise(data, source)
         return cls(kind, MODELS[kind]().fit(df), df, network.Overhead())
 
-    def _frame(self, kernels: Kernels, context: dict[str, str | None]) -> pd.DataFrame:
-        """Kernels as a normalised frame whose context is filled in (or checked against the model)."""
+    def _frame(self, kernels: Kernels, context: dict[str, str | None], source: str = "kernels to predict"
+               ) -> pd.DataFrame:
+        """Kernels as a typed frame (table.typed; its kernels not yet checked) whose context is filled in (or checked
+        against the model); errors in a table of kernels name `source`."""
         if isinstance(kernels, pd.DataFrame):
-            df = normalise(kernels, "kernels to predict", need_latency=False)
+            df = typed(kernels, source, need_latency=False)
         else:
             df = specs_frame(kernels)
         given = {k: v for k, v in context.items() if v is not None}
         for k, v in given.items():
             df[k] = v
-        if not given and (df[list(CONTEXT)] == "").all(axis=None) and len(self.contexts) == 1:
+        if not given and len(self.contexts) == 1 and (df[list(CONTEXT)] == "").all(axis=None):
             df[list(CONTEXT)] = self.contexts[0]
+            return df  # every kernel in the model's one context
         unknown = set(df[list(CONTEXT)].drop_duplicates().itertuples(index=False, name=None)) - set(self.contexts)
         if unknown:
             raise UserError(
@@ -96,15 +99,20 @@ class LatencyModel:
         device: str | None = None,
         runtime: str | None = None,
         runtime_version: str | None = None,
+        source: str = "kernels to predict",
     ) -> np.ndarray:
-        """Latency in ms of each kernel (KernelSpecs or a table of their fields), in input order.
+        """Latency in ms of each kernel (KernelSpecs or a table of their fields, errors naming `source`), in input
+        order.
 
-        Identical kernels are predicted once (a search asks for the same ones again and again).
+        Identical kernels are checked (a table's) and predicted once (a search asks for the same ones again and again).
         """
-        df = self._frame(kernels, {"device": device, "runtime": runtime, "runtime_version": runtime_version})
+        df = self._frame(kernels, {"device": device, "runtime": runtime, "runtime_version": runtime_version}, source)
         codes = df.groupby([*FIELDS, *CONTEXT], sort=False).ngroup().to_numpy()
-        distinct = df.iloc[np.unique(codes, return_index=True)[1]].reset_index(drop=True)
-        return self.regressor.predict(distinct)[codes]
+        first = np.full(codes.max() + 1, len(codes))
+        np.minimum.at(first, codes, np.arange(len(codes)))  # each kernel's first row (np.unique sorts: slower)
+        if isinstance(kernels, pd.DataFrame):  # KernelSpecs are checked when made
+            check_specs(df, source, first)
+        return self.regressor.predict(df.iloc[first].reset_index(drop=True))[codes]
 
     def network_overhead(self, kernels: Kernels) -> float:
         """The per-network overhead (ms) of a network of these kernels: `sparse_overhead` where XNNPACK runs it

@@ -1,23 +1,46 @@
 """Latency regressors: the physics-shaped default and the baselines it is compared against.
 
-Every regressor has fit(frame) and predict(frame) -> ms, on frames from predictor.table.normalise.
+Every regressor has fit(frame) and predict(frame) -> ms, on frames from predictor.table.normalise. Those that can
+also give their fitted state as plain JSON values and numeric arrays (`state()`, rebuilt by `from_state`, with which
+they predict exactly as fitted), so a saved model loads without a refit (predictor.persist); tree ensembles predict
+through predictor.trees. The JCW interpolation has no such state: it is rebuilt from its table. scikit-learn and
+scipy are imported by what fits (or interpolates), so loading a saved model and predicting imports neither.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
-from scipy.spatial import QhullError
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import LinearRegression
 
 from predictor import features as F
 from predictor.table import TARGET
+from predictor.trees import TreeEnsemble
+
+State = tuple[dict, dict[str, np.ndarray]]
+"""A fitted regressor as JSON values and numeric arrays (names are the .npz entries)."""
+
+
+def _plain(value):
+    """A numpy scalar as the Python value JSON writes (a family key's fields)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _trees_state(trees: TreeEnsemble, arrays: dict[str, np.ndarray]) -> dict:
+    """Put a TreeEnsemble's arrays into `arrays` (as "trees/NAME"); return its JSON part."""
+    arrays.update({f"trees/{name}": value for name, value in trees.arrays.items()})
+    return {"average": trees.average, "float32": trees.float32}
+
+
+def _trees_from(meta: dict, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
+    prefix = "trees/"
+    return TreeEnsemble({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, meta["average"],
+                        meta["float32"])
 
 
 def _relative_nnls(x: np.ndarray, y: np.ndarray, prior: np.ndarray | None = None, strength: float = 0.0):
     """Non-negative c minimising sum((x c / y - 1)^2) + strength * |c - prior|^2 (relative least squares)."""
+    from sklearn.linear_model import LinearRegression
+
     a, b = x / y[:, None], np.ones(len(y))
     if prior is not None:
         a = np.vstack([a, np.sqrt(strength) * np.eye(x.shape[1])])
@@ -54,6 +77,8 @@ class PhysicsModel:
 
     def fit(self, df: pd.DataFrame) -> PhysicsModel:
         """Fit the global base, its per-family refits, then the booster."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
         p = F.physics(df)
         x, y = F.base_matrix(p), df[TARGET].to_numpy()
         self.coef_ = _relative_nnls(x, y)
@@ -79,7 +104,7 @@ class PhysicsModel:
         self.categories_ = {c: sorted(tf[c].unique()) for c in F.CATEGORICAL}
         log_base = np.log(self._base(x, codes, keys))
         tf = self._encode(tf, log_base)
-        self.booster_ = HistGradientBoostingRegressor(
+        booster = HistGradientBoostingRegressor(
             max_iter=100,
             learning_rate=0.2,
             min_samples_leaf=5,
@@ -88,8 +113,31 @@ class PhysicsModel:
             random_state=self.random_state,
         )
         weight = np.bincount(codes)[codes] ** -0.5
-        self.booster_.fit(tf, np.log(y) - self.offset * log_base, sample_weight=weight)
+        booster.fit(tf, np.log(y) - self.offset * log_base, sample_weight=weight)
+        self.trees_ = TreeEnsemble.from_hist_boosting(booster)
         return self
+
+    def state(self) -> State:
+        """The fitted base (global, per-family scales and coefficients), categories and booster trees."""
+        arrays = {"coef": self.coef_, "scales": np.array(list(self.scales_.values()), np.float64),
+                  "family_coefs": np.array(list(self.families_.values()), np.float64).reshape(-1, len(self.coef_))}
+        meta = {"calibration_strength": self.calibration_strength, "offset": self.offset,
+                "random_state": self.random_state,
+                "scale_keys": [[_plain(v) for v in key] for key in self.scales_],
+                "family_keys": [[_plain(v) for v in key] for key in self.families_],
+                "categories": {c: [_plain(v) for v in values] for c, values in self.categories_.items()},
+                "trees": _trees_state(self.trees_, arrays)}
+        return meta, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> PhysicsModel:
+        model = cls(meta["calibration_strength"], meta["offset"], meta["random_state"])
+        model.coef_ = arrays["coef"]
+        model.scales_ = dict(zip(map(tuple, meta["scale_keys"]), arrays["scales"].tolist(), strict=True))
+        model.families_ = dict(zip(map(tuple, meta["family_keys"]), arrays["family_coefs"], strict=True))
+        model.categories_ = {c: list(meta["categories"][c]) for c in F.CATEGORICAL}
+        model.trees_ = _trees_from(meta["trees"], arrays)
+        return model
 
     def _base(self, x: np.ndarray, codes: np.ndarray, keys: list[tuple]) -> np.ndarray:
         """Base latency with each row's family and regime coefficients; for an unmeasured regime the
@@ -110,7 +158,7 @@ class PhysicsModel:
         p = F.physics(df)
         codes, keys = _physics_families(df, p)
         log_base = np.log(self._base(F.base_matrix(p), codes, keys))
-        return np.exp(self.booster_.predict(self._encode(F.tree_frame(df, p), log_base)) + self.offset * log_base)
+        return np.exp(self.trees_.predict(self._encode(F.tree_frame(df, p), log_base)) + self.offset * log_base)
 
 
 def _nnz_macs(df: pd.DataFrame) -> np.ndarray:
@@ -125,13 +173,25 @@ class FlopsLinear:
 
     def fit(self, df: pd.DataFrame) -> FlopsLinear:
         """Least squares weighted by 1/latency^2, i.e. on relative errors."""
+        from sklearn.linear_model import LinearRegression
+
         y = df[TARGET].to_numpy()
-        self.model_ = LinearRegression().fit(_nnz_macs(df)[:, None] / 1e6, y, sample_weight=y**-2.0)
+        fitted = LinearRegression().fit(_nnz_macs(df)[:, None] / 1e6, y, sample_weight=y**-2.0)
+        self.coef_, self.intercept_ = np.asarray(fitted.coef_, np.float64), float(fitted.intercept_)
         return self
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms (floored at 1 us so it stays positive)."""
-        return np.maximum(self.model_.predict(_nnz_macs(df)[:, None] / 1e6), 1e-3)
+        return np.maximum(_nnz_macs(df)[:, None] / 1e6 @ self.coef_ + self.intercept_, 1e-3)
+
+    def state(self) -> State:
+        return {"intercept": self.intercept_}, {"coef": self.coef_}
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> FlopsLinear:
+        model = cls()
+        model.coef_, model.intercept_ = arrays["coef"].astype(np.float64), float(meta["intercept"])
+        return model
 
 
 AXES = ("cout", "cin", "density")
@@ -141,6 +201,9 @@ class _FamilyInterpolator:
     """Linear interpolation of one family's latency over (cout, cin, density), nearest outside the data."""
 
     def __init__(self, points: np.ndarray, values: np.ndarray):
+        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator, RegularGridInterpolator
+        from scipy.spatial import QhullError
+
         self.axes = [j for j in range(points.shape[1]) if np.unique(points[:, j]).size > 1]
         pts = points[:, self.axes]
         grids = [np.unique(pts[:, j]) for j in range(pts.shape[1])]
@@ -190,6 +253,10 @@ class JCWInterpolation:
         self.fallback_ = FlopsLinear().fit(df)
         return self
 
+    def state(self) -> None:
+        """None: scipy's interpolators are rebuilt from the table (a JCW lookup table is its data)."""
+        return None
+
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Interpolated latency in ms."""
         codes, keys = F.families(df)
@@ -219,13 +286,25 @@ class NNMeterForest:
 
     def fit(self, df: pd.DataFrame) -> NNMeterForest:
         """A 100-tree forest on the raw features."""
-        self.forest_ = RandomForestRegressor(n_estimators=100, random_state=self.random_state, n_jobs=1)
-        self.forest_.fit(_raw_shape(df), df[TARGET].to_numpy())
+        from sklearn.ensemble import RandomForestRegressor
+
+        forest = RandomForestRegressor(n_estimators=100, random_state=self.random_state, n_jobs=1)
+        self.trees_ = TreeEnsemble.from_forest(forest.fit(_raw_shape(df), df[TARGET].to_numpy()))
         return self
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms."""
-        return self.forest_.predict(_raw_shape(df))
+        return self.trees_.predict(_raw_shape(df))
+
+    def state(self) -> State:
+        arrays: dict[str, np.ndarray] = {}
+        return {"random_state": self.random_state, "trees": _trees_state(self.trees_, arrays)}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> NNMeterForest:
+        model = cls(meta["random_state"])
+        model.trees_ = _trees_from(meta["trees"], arrays)
+        return model
 
 
 class RawBoosting:
@@ -238,13 +317,25 @@ class RawBoosting:
 
     def fit(self, df: pd.DataFrame) -> RawBoosting:
         """Default HistGradientBoosting on log latency."""
-        self.booster_ = HistGradientBoostingRegressor(random_state=self.random_state)
-        self.booster_.fit(_raw_shape(df), np.log(df[TARGET].to_numpy()))
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        booster = HistGradientBoostingRegressor(random_state=self.random_state)
+        self.trees_ = TreeEnsemble.from_hist_boosting(booster.fit(_raw_shape(df), np.log(df[TARGET].to_numpy())))
         return self
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         """Predicted latency in ms."""
-        return np.exp(self.booster_.predict(_raw_shape(df)))
+        return np.exp(self.trees_.predict(_raw_shape(df)))
+
+    def state(self) -> State:
+        arrays: dict[str, np.ndarray] = {}
+        return {"random_state": self.random_state, "trees": _trees_state(self.trees_, arrays)}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> RawBoosting:
+        model = cls(meta["random_state"])
+        model.trees_ = _trees_from(meta["trees"], arrays)
+        return model
 
 
 MODELS = {

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.linear_model import LinearRegression
 
 from profiler.errors import UserError
 
@@ -38,6 +37,8 @@ def fit_overhead(kernel_sums_ms: np.ndarray, n_kernels: np.ndarray, measured_ms:
     gap = measured_ms - kernel_sums_ms
     if len(gap) < 3 or np.unique(n_kernels).size < 2:
         return Overhead(per_network_ms=float(gap.mean()))
+    from sklearn.linear_model import LinearRegression  # fitting only: loading a model file need not import it
+
     fit = LinearRegression().fit(n_kernels[:, None], gap)
     return Overhead(per_network_ms=float(fit.intercept_), per_kernel_ms=float(fit.coef_[0]))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import flatbuffers
 import numpy as np
 import tflite
 
@@ -26,6 +27,9 @@ _INDEX_VECTORS = {tflite.SparseIndexVector.Int32Vector: tflite.Int32Vector,
                   tflite.SparseIndexVector.Uint16Vector: tflite.Uint16Vector,
                   tflite.SparseIndexVector.Uint8Vector: tflite.Uint8Vector}
 _FUSED = {v: k for k, v in ACTIVATION.items()}
+_NUMPY = {tflite.TensorType.FLOAT32: np.float32, tflite.TensorType.FLOAT16: np.float16,
+          tflite.TensorType.INT8: np.int8, tflite.TensorType.UINT8: np.uint8}
+"""Numpy types of the weight tensors a layer may hold (float, or integer when quantized)."""
 _STANDALONE = {OP.RELU: "relu", OP.RELU6: "relu6", OP.HARD_SWISH: "hardswish", OP.LOGISTIC: "sigmoid"}
 """One-op activations after a layer, as TFLiteModel.activation writes them (silu and hardsigmoid take two ops)."""
 
@@ -38,13 +42,21 @@ def read_model(data: bytes, source: str = "model") -> TFLiteModel:
     if model.SubgraphsLength() != 1:
         raise UserError(f"{source}: {model.SubgraphsLength()} subgraphs; only single-subgraph models are read")
     graph = model.Subgraphs(0)
-    codes = [(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), c.Version())
-             for c in map(model.OperatorCodes, range(model.OperatorCodesLength()))]
+    codes = [(_builtin_code(c), c.Version()) for c in map(model.OperatorCodes, range(model.OperatorCodesLength()))]
     buffers = [b"" if b.DataIsNone() else b.DataAsNumpy().tobytes()
                for b in map(model.Buffers, range(model.BuffersLength()))]
     tensors = [_tensor(graph.Tensors(i)) for i in range(graph.TensorsLength())]
     ops = [_op(graph.Operators(i), codes) for i in range(graph.OperatorsLength())]
     return TFLiteModel(tensors, buffers, ops, graph.InputsAsNumpy().tolist(), graph.OutputsAsNumpy().tolist())
+
+
+def _builtin_code(code) -> int:
+    """An OperatorCode's op: its builtin_code field read as stored, or the deprecated field in older files. (The
+    `tflite` package's accessor returns the deprecated field for codes below 127, which ai-edge-quantizer leaves 0
+    for the QUANTIZE and DEQUANTIZE it adds.)"""
+    offset = code._tab.Offset(10)  # builtin_code, the table's fourth field
+    stored = code._tab.Get(flatbuffers.number_types.Int32Flags, offset + code._tab.Pos) if offset else 0
+    return max(stored, code.DeprecatedBuiltinCode())
 
 
 def _tensor(t) -> _Tensor:
@@ -206,5 +218,7 @@ def _density(g: _Graph, op: _Op, dense_storage_runs_dense: bool) -> float:
     t = g.m.tensors[tensor]
     if dense_storage_runs_dense and t.sparsity is None:
         return 1.0
-    values = np.frombuffer(g.m.buffers[t.buffer], dtype=np.float32)
+    if t.dtype not in _NUMPY:
+        raise UserError(f"weight '{t.name}' is of TFLite type {t.dtype}, which no layer reader knows")
+    values = np.frombuffer(g.m.buffers[t.buffer], dtype=_NUMPY[t.dtype])
     return round(np.count_nonzero(values) / max(1, int(np.prod(t.shape))), 6)

@@ -2,7 +2,9 @@
 
 Ops are collected as plain records and serialised once by `to_bytes` with the schema's generated
 builders from the `tflite` package. Sparse tensors use SparsityParameters: CSR over the last
-dimension, or 1x4 blocks for FULLY_CONNECTED weights (TFLite's fast sparse kernel).
+dimension, or 1x4 blocks for FULLY_CONNECTED weights (TFLite's fast sparse kernel). Every file has
+a "serving_default" SignatureDef (inputs "input", outputs "output"; numbered when several), which
+signature runners and ai-edge-quantizer call the model through, and may carry metadata entries.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ DimensionMetadata = _schema("DimensionMetadata")
 DimensionType = _schema("DimensionType")
 FullyConnectedOptions = _schema("FullyConnectedOptions")
 Int32Vector = _schema("Int32Vector")
+Metadata = _schema("Metadata")
 Uint8Vector = _schema("Uint8Vector")
 Uint16Vector = _schema("Uint16Vector")
 Model = _schema("Model")
@@ -46,10 +49,12 @@ ReducerOptions = _schema("ReducerOptions")
 ReshapeOptions = _schema("ReshapeOptions")
 ResizeBilinearOptions = _schema("ResizeBilinearOptions")
 ResizeNearestNeighborOptions = _schema("ResizeNearestNeighborOptions")
+SignatureDef = _schema("SignatureDef")
 SparseIndexVector = _schema("SparseIndexVector")
 SparsityParameters = _schema("SparsityParameters")
 SubGraph = _schema("SubGraph")
 Tensor = _schema("Tensor")
+TensorMap = _schema("TensorMap")
 TensorType = _schema("TensorType")
 
 ACTIVATION = {
@@ -60,6 +65,7 @@ ACTIVATION = {
 OP = BuiltinOperator.BuiltinOperator
 _OPT = BuiltinOptions.BuiltinOptions
 _PAD = {"same": Padding.Padding.SAME, "valid": Padding.Padding.VALID}
+SIGNATURE_KEY = "serving_default"
 
 
 def decode_padding(value: int) -> str:
@@ -105,6 +111,8 @@ class TFLiteModel:
     ops: list[_Op] = field(default_factory=list)
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    """Model metadata entries (name -> bytes), e.g. XNNPACK's "reduced_precision_support"."""
 
     # ---- tensors -------------------------------------------------------------------------------
     def input(self, name: str, shape: tuple[int, ...]) -> int:
@@ -340,13 +348,53 @@ def _sparsity(b: flatbuffers.Builder, sp: Sparsity) -> int:
     return SparsityParameters.End(b)
 
 
+def signature_names(prefix: str, count: int) -> list[str]:
+    """The SignatureDef's names of a model's `count` inputs or outputs: `prefix`, or `prefix`_0, _1 ... for several."""
+    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
+
+
+def _signature(b: flatbuffers.Builder, model: TFLiteModel) -> int:
+    """The "serving_default" SignatureDef of subgraph 0: its inputs and outputs by signature_names."""
+    maps = {}
+    for what, tensors in (("input", model.inputs), ("output", model.outputs)):
+        offsets = []
+        for name, tensor in zip(signature_names(what, len(tensors)), tensors, strict=True):
+            text = b.CreateString(name)
+            TensorMap.Start(b)
+            TensorMap.AddName(b, text)
+            TensorMap.AddTensorIndex(b, tensor)
+            offsets.append(TensorMap.End(b))
+        maps[what] = offsets
+    inputs = _table_vector(b, SignatureDef.StartInputsVector, maps["input"])
+    outputs = _table_vector(b, SignatureDef.StartOutputsVector, maps["output"])
+    key = b.CreateString(SIGNATURE_KEY)
+    SignatureDef.Start(b)
+    SignatureDef.AddInputs(b, inputs)
+    SignatureDef.AddOutputs(b, outputs)
+    SignatureDef.AddSignatureKey(b, key)
+    SignatureDef.AddSubgraphIndex(b, 0)
+    return SignatureDef.End(b)
+
+
+def _metadata(b: flatbuffers.Builder, model: TFLiteModel, first_buffer: int) -> list[int]:
+    """Metadata tables naming buffers first_buffer, first_buffer + 1 ... (the entries' data, in order)."""
+    offsets = []
+    for i, name in enumerate(model.metadata):
+        text = b.CreateString(name)
+        Metadata.Start(b)
+        Metadata.AddName(b, text)
+        Metadata.AddBuffer(b, first_buffer + i)
+        offsets.append(Metadata.End(b))
+    return offsets
+
+
 def _serialise(model: TFLiteModel, description: str) -> bytes:
     b = flatbuffers.Builder(1024)
     codes = sorted({(op.code, op.version) for op in model.ops})
     code_index = {c: i for i, c in enumerate(codes)}
 
     buffer_offsets = []
-    for data in model.buffers:
+    for data in [*model.buffers, *model.metadata.values()]:
         vec = _aligned_bytes(b, data) if data else None
         Buffer.Start(b)
         if vec is not None:
@@ -411,6 +459,9 @@ def _serialise(model: TFLiteModel, description: str) -> bytes:
     opcodes = _table_vector(b, Model.StartOperatorCodesVector, code_offsets)
     subgraphs = _table_vector(b, Model.StartSubgraphsVector, [subgraph])
     buffers = _table_vector(b, Model.StartBuffersVector, buffer_offsets)
+    signatures = _table_vector(b, Model.StartSignatureDefsVector, [_signature(b, model)])
+    metadata = _table_vector(b, Model.StartMetadataVector, _metadata(b, model, len(model.buffers))) \
+        if model.metadata else None
     desc = b.CreateString(description)
     Model.Start(b)
     Model.AddVersion(b, 3)
@@ -418,5 +469,8 @@ def _serialise(model: TFLiteModel, description: str) -> bytes:
     Model.AddSubgraphs(b, subgraphs)
     Model.AddDescription(b, desc)
     Model.AddBuffers(b, buffers)
+    Model.AddSignatureDefs(b, signatures)
+    if metadata is not None:
+        Model.AddMetadata(b, metadata)
     b.Finish(Model.End(b), file_identifier=b"TFL3")
     return bytes(b.Output())

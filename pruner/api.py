@@ -2,8 +2,9 @@
 
 Everything that must agree with the target device comes from its devices.yaml entry (its runtime, profiler.runtimes)
 and the predictor fitted on it, never from a second argument: the sparsity block weights are pruned in, the export
-format, XNNPACK's cluster pricing and repair (or the built-in kernels' dense-where-faster repair), the per-network
-overhead, the density floors and the joint method's weight stage.
+format and precision (an INT8 runtime's export is quantized, calibrated on training images), XNNPACK's cluster
+pricing and repair (or the built-in kernels' dense-where-faster repair), the per-network overhead, the density floors
+and the joint method's weight stage. `precision` picks the device runtime's counterpart at another precision.
 
     jcw = JCW(model, torch.zeros(1, 3, 224, 224), device="pixel", predictor="pixel.jcwm", data=(train, val))
     fronts = jcw.search(budgets=[30, 45], out="runs/mine")
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from profiler.devices import Device, get_device
 from profiler.errors import UserError
 from profiler.kernel import KernelSpec
 from profiler.measure import measure_files
+from profiler.runtimes import at_precision
 from pruner.accuracy.estimate import Estimator, ProxyData, ProxyScore, first_images, proxy_data, proxy_estimator
 from pruner.accuracy.hardware import init_distributed, resolve_device
 from pruner.accuracy.supernet import SupernetEstimator, build_supernet
@@ -45,6 +47,8 @@ from pruner.search.state import check_run
 
 Genes = str | Sequence[int] | np.ndarray  # a `genes` cell of pareto.csv / budgets.csv, or grid indices
 Data = tuple[Iterable, Iterable] | ImageData | str  # (train_loader, val_loader), loaded data or a load_data spec
+CALIBRATION_IMAGES = 512
+"""Training images an INT8 export's activation ranges are calibrated on (the first of the training loader)."""
 
 
 class JCW:
@@ -59,8 +63,10 @@ class JCW:
     and density. `torch_device` ("auto", "cpu", "cuda[:N]", "mps") is where candidates are scored and fine-tuned;
     under torchrun, fine-tuning is data-parallel. `devices` is the devices file (None: ./devices.yaml, else the one
     in the user's config directory). `origin` is the model's provenance record (`from_checkpoint` gives the
-    checkpoint's), `settings` the search space's grids and bounds, when not the defaults, and `block` the sparsity
-    block a pruned model's masks were made in, when not the device's.
+    checkpoint's), `settings` the search space's grids and bounds, when not the defaults, `multiple` the channel
+    multiple widths are rounded to (None: the settings' or JCW's 4), `block` the sparsity block a pruned model's masks
+    were made in, when not the device's, and `precision` ("fp32", "fp16", "int8") the precision to run at, when not
+    the device runtime's: its counterpart runtime (profiler.runtimes.at_precision) then prices, exports and measures.
     """
 
     def __init__(
@@ -77,11 +83,15 @@ class JCW:
         origin: dict | None = None,
         settings: dict | None = None,
         block: str | None = None,
+        multiple: int | None = None,
+        precision: str | None = None,
     ):
         self.model = model.eval()
         shape = example_inputs.shape if isinstance(example_inputs, torch.Tensor) else example_inputs
         self.input_shape = (1, *(int(v) for v in tuple(shape)[-3:]))
         self.device: Device = device if isinstance(device, Device) else get_device(device, devices)
+        if precision is not None:
+            self.device = dataclasses.replace(self.device, runtime=at_precision(self.device.runtime, precision))
         self.runtime = dataclasses.replace(self.device.runtime, block=block) if block else self.device.runtime
         self.origin = origin or {"kind": "python", "class": type(model).__qualname__,
                                  "input_shape": self.input_shape[1:]}
@@ -92,12 +102,14 @@ class JCW:
         self._proxy_data: dict[tuple, ProxyData] = {}  # proxy_data's batches, per setting
         self.torch_device = init_distributed(resolve_device(torch_device))
         try:  # unexportable: refused now, before any work
-            exported = export(self.model, self.input_shape, self.runtime)
+            exported = export(self.model, self.input_shape, self.runtime, self._chooser())
         except UserError as err:
             raise type(err)(f"the model cannot be exported for '{self.device.name}' ({self.runtime}), so nothing is "
                             f"searched: {err}") from None
         self.cluster = self.runtime.cluster([layer.name for layer in exported.layers], exported.analysis)
         settings = settings or {"density_bounds": density_bounds(self.runtime)}
+        if multiple is not None:
+            settings = {**settings, "multiple": multiple}
         keeps = tuple(dict.fromkeys([*settings.get("keep", ()), *keep]))
         self.settings = {**settings, "keep": list(keeps)}
         self.space: SearchSpace | None = None  # a pruned model (weight masks attached) is exported, not searched
@@ -272,15 +284,20 @@ class JCW:
         """The model (or the candidate of `genes`) as the device's runtime runs it, not yet written; on a runtime
         that says so (the built-in kernels) a sparse layer is stored dense where the predictor says dense is faster."""
         model = model_or_genes if isinstance(model_or_genes, nn.Module) else self.apply(model_or_genes)
-        chooser = self.runtime.storage_chooser(self.predictor.predict) if self.predictor is not None else None
-        return export(model.cpu().eval(), self.input_shape, self.runtime, chooser)
+        return export(model.cpu().eval(), self.input_shape, self.runtime, self._chooser())
+
+    def _chooser(self):
+        """The runtime's storage chooser (profiler.runtimes.Runtime.storage_chooser) with the predictor, if any."""
+        return self.runtime.storage_chooser(self.predictor.predict if self.predictor is not None else None)
 
     def export(self, model_or_genes: nn.Module | Genes, path: str | Path, require_sparse: bool = False,
-               genes: Sequence[int] | None = None) -> Path:
+               genes: Sequence[int] | None = None, calibration: Iterable[np.ndarray] | None = None) -> Path:
         """Write the model file the device runs (.tflite or .onnx, by the device) and `path`.json beside it: the
-        provenance (with the genes, when given, or `genes`, the candidate a given model is), runtime, its sparse
-        verdict, predicted latency (with a predictor) and the layers as stored. A model is moved to the CPU.
-        `require_sparse` refuses a file the runtime would not run in its sparse regime (XNNPACK), naming why."""
+        provenance (with the genes, when given, or `genes`, the candidate a given model is), runtime, precision, its
+        sparse verdict, predicted latency (with a predictor) and the layers as stored. A model is moved to the CPU.
+        `require_sparse` refuses a file the runtime would not run in its sparse regime (XNNPACK), naming why. A
+        quantizing runtime (INT8) calibrates on `calibration` (input batches, NCHW), by default the first
+        CALIBRATION_IMAGES images of the training loader."""
         if not isinstance(model_or_genes, nn.Module):
             genes = self.genes(model_or_genes)
         exported = self.exported(model_or_genes if isinstance(model_or_genes, nn.Module) else genes)
@@ -291,13 +308,18 @@ class JCW:
             verdict = exported.verdict or {"reason": f"its runtime ({self.runtime}) has no sparse regime"}
             why = verdict["reason"]
             raise UserError(f"--require-sparse: XNNPACK will run {path.name} dense on '{self.device.name}': {why}")
+        counted: list[int] = []  # images the runtime took from the calibration batches
+        if calibration is None and self.train_loader is not None:
+            calibration = _calibration_batches(self.train_loader, CALIBRATION_IMAGES)
+        model = self.runtime.deployed(exported.model, None if calibration is None else _counted(calibration, counted))
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(exported.model)
+        path.write_bytes(model)
         predicted = None
         if self.predictor is not None:  # priced as `jcw predict` prices the file: read back as the device runs it
-            layers = self.runtime.read_layers(exported.model, str(path))
+            layers = self.runtime.read_layers(model, str(path))
             predicted = self.predictor.predict_network(list(layers.values()))
-        record = {**self.provenance(), "genes": None if genes is None else [int(g) for g in genes]}
+        record = {**self.provenance(), "genes": None if genes is None else [int(g) for g in genes],
+                  "calibration_images": sum(counted) if counted else None}
         Path(f"{path}.json").write_text(json.dumps(sidecar(exported, self.input_shape, predicted, record), indent=1))
         return path
 
@@ -341,14 +363,29 @@ def score(model: nn.Module, example_inputs: torch.Tensor | Sequence[int], data: 
 
 def sidecar(exported: Exported, input_shape: Sequence[int], predicted_ms: float | None, record: dict) -> dict:
     """The record written beside an exported model file (FILE.json): its provenance `record` (which names the
-    device), its runtime, whether XNNPACK runs it sparse, its predicted latency and every layer with its storage
-    and pruned density."""
+    device), its runtime and precision, whether XNNPACK runs it sparse, its predicted latency and every layer with its
+    storage and pruned density."""
     return {
-        **record, "runtime": exported.runtime.name, "input_shape": list(input_shape),
+        **record, "runtime": exported.runtime.name, "precision": exported.runtime.precision,
+        "input_shape": list(input_shape),
         "predicted_ms": predicted_ms, "xnnpack": exported.verdict,
         "layers": [{"name": layer.name, "storage": layer.storage, "pruned_density": layer.pruned_density,
                     **layer.spec.to_row()} for layer in exported.layers],
     }
+
+
+def _calibration_batches(loader: Iterable, images: int) -> Iterator[np.ndarray]:
+    """The first `images` images of a loader of (images, labels) as float32 arrays, batch by batch, read lazily (only
+    a runtime that calibrates reads them)."""
+    for batch, _ in first_images(loader, images):
+        yield np.asarray(batch, dtype=np.float32)
+
+
+def _counted(batches: Iterable[np.ndarray], counts: list[int]) -> Iterator[np.ndarray]:
+    """`batches` passed through, the size of each appended to `counts`."""
+    for batch in batches:
+        counts.append(len(batch))
+        yield batch
 
 
 def _loaders(data: Data | None, model: nn.Module, input_shape: tuple[int, ...]) -> tuple:

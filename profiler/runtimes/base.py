@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -15,6 +15,7 @@ from profiler.kernel import BLOCKS, KernelSpec
 
 PredictFn = Callable[[Sequence[KernelSpec]], np.ndarray]  # kernel specs -> latency in ms
 Chooser = Callable[[list[KernelSpec]], list[bool]]  # sparse layers -> whether to store each dense
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class Network:
@@ -94,6 +95,8 @@ class Runtime:
     layer kinds."""
     weight_stage: ClassVar[float] = 0.3
     """The joint method's default share of evaluations for adding sparse layers one by one (pruner.search.fronts)."""
+    precision: ClassVar[str] = "fp32"
+    """What the deployed file computes in: one of PRECISIONS (`at_precision` finds a runtime's counterparts)."""
 
     def __post_init__(self) -> None:
         block = self.block or self.default_block
@@ -120,6 +123,11 @@ class Runtime:
     def baseline_model(self, spec: KernelSpec) -> tuple[str, bytes]:
         """(name, model) of what to subtract from a kernel model's time; equal names share a model."""
         raise NotImplementedError
+
+    def deployed(self, model: bytes, calibration: Iterable[np.ndarray] | None) -> bytes:
+        """The file to deploy from a written network (`finish`'s bytes): the network itself, unless the runtime
+        converts it, e.g. quantizes it calibrated on `calibration` (input batches, NCHW; None when there are none)."""
+        return model
 
     def analyse(self, net: Network) -> tuple:
         """What the runtime's sparse rules make of a written network (XNNPACK: its clusters); () for none."""
@@ -184,8 +192,9 @@ class Runtime:
         dense twin (`cluster`: the model's sparse regime, for runtimes that have one)."""
         return [spec, spec.replace(density=1.0)]
 
-    def storage_chooser(self, predict: PredictFn) -> Chooser | None:
-        """How the exporter decides to store a sparse layer dense (None: every sparse layer is stored sparse)."""
+    def storage_chooser(self, predict: PredictFn | None) -> Chooser | None:
+        """How the exporter decides to store a sparse layer dense (None: every sparse layer is stored sparse), given
+        the latency predictor (None without one)."""
         return None
 
     def cluster(self, layers: Sequence[str], analysis: tuple):
@@ -219,6 +228,22 @@ def register(runtime: type[Runtime]) -> type[Runtime]:
 def registered() -> Mapping[str, type[Runtime]]:
     """The registered runtimes by name."""
     return dict(_REGISTRY)
+
+
+def at_precision(runtime: Runtime, precision: str) -> Runtime:
+    """The registered runtime that runs `runtime`'s models at `precision`, with its block: named NAME-PRECISION for
+    fp16 and int8 and NAME for fp32 (xnnpack <-> xnnpack-int8); a one-line error names the runtimes that have it."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == runtime.precision:
+        return runtime
+    base = runtime.name.removesuffix(f"-{runtime.precision}")
+    name = base if precision == "fp32" else f"{base}-{precision}"
+    if name not in _REGISTRY:
+        have = [n for n, r in _REGISTRY.items() if r.precision == precision]
+        raise UserError(f"runtime '{runtime.name}' has no {precision} counterpart; {precision} models run on "
+                        f"{', '.join(have) or 'no registered runtime'}")
+    return _REGISTRY[name](runtime.block)
 
 
 def get_runtime(name: str | Runtime, block: str = "") -> Runtime:

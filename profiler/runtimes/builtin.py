@@ -35,8 +35,11 @@ class BuiltinRuntime(TFLiteRuntime):
         sparse_fc = (op == "fc") | ((op == "conv") & (df["k"].to_numpy() == 1) & (df["stride"].to_numpy() == 1))
         return np.where(sparse_fc, df["density"].to_numpy(), 1.0).astype(np.float64)
 
-    def storage_chooser(self, predict: PredictFn) -> Chooser:
-        """Store a sparse layer dense where dense is predicted faster (one predictor call for all layers)."""
+    def storage_chooser(self, predict: PredictFn | None) -> Chooser | None:
+        """Store a sparse layer dense where dense is predicted faster (one predictor call for all layers); without a
+        predictor every sparse layer is stored sparse."""
+        if predict is None:
+            return None
 
         def choose(specs):
             return faster_forms(predict, specs)[1].tolist()

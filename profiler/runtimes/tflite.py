@@ -11,6 +11,7 @@ Activations TFLite fuses (relu, relu6) are fused into the op; the others follow 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -34,13 +35,15 @@ class TFLiteRuntime(Runtime):
     same_padding: ClassVar[bool] = False
     dense_storage_runs_dense: ClassVar[bool] = False
     """Whether a weight stored dense runs at density 1.0 whatever its zeros (else its zeros count)."""
+    metadata: ClassVar[Mapping[str, bytes]] = {}
+    """Model metadata entries every file of the runtime carries (name -> bytes)."""
 
     def network(self) -> TFLiteNetwork:
         return TFLiteNetwork(self)
 
     def baseline_model(self, spec: KernelSpec) -> tuple[str, bytes]:
         """The empty harness (input -> RESHAPE -> output): the runtime's per-invoke cost."""
-        m = TFLiteModel()
+        m = TFLiteModel(metadata=dict(self.metadata))
         m.outputs = [m.reshape(m.input("x", (1, 4)), (4, 1), "y")]
         return "empty_tflite", m.to_bytes()
 
@@ -118,7 +121,7 @@ class TFLiteNetwork(Network):
     """A network written as TFLite (NHWC) for a TFLiteRuntime; NCHW shapes given are transposed."""
 
     def __init__(self, runtime: TFLiteRuntime):
-        self.runtime, self.m = runtime, TFLiteModel()
+        self.runtime, self.m = runtime, TFLiteModel(metadata=dict(runtime.metadata))
 
     def input(self, shape: tuple[int, ...]) -> int:
         if len(shape) == 2:

@@ -13,9 +13,12 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from profiler.devices import Device
 from profiler.errors import UserError
+
+if TYPE_CHECKING:  # every `jcw` start imports DeviceError; devices.yaml's schema checker (jsonschema) is slow to import
+    from profiler.devices import Device
 
 
 class DeviceError(UserError):

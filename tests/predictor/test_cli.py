@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 from jcw.cli import main
+from predictor import persist
+from predictor.latency import LatencyModel
 
 
 def test_fit_then_predict_keeps_row_order(phone_table, tmp_path, capsys):
@@ -65,3 +67,17 @@ def test_fit_reports_an_infinite_latency_with_its_row(phone_table, tmp_path, cap
     assert main(["fit", "--table", str(tmp_path / "inf.csv"), "--out", str(tmp_path / "m.jcwm")]) == 3
     err = capsys.readouterr().err
     assert "inf.csv" in err and "row 3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_names_the_rows_of_an_impossible_kernel_in_its_table(phone_table, tmp_path, capsys):
+    """Each distinct kernel of a --table is checked once (by KernelSpec); a refused one is named by all its rows."""
+    raw = pd.read_csv(phone_table)
+    persist.save(LatencyModel.fit(raw[raw["layer"] == 5]), tmp_path / "m.jcwm")
+    kernels = raw.head(6).drop(columns="latency_ms")
+    kernels.loc[[1, 4], ["k", "cin", "cout", "density"]] = [2, 8, 8, 0.5]  # one kernel, twice: an even k
+    kernels.to_csv(tmp_path / "k.csv", index=False)
+    assert main(["predict", "--predictor", str(tmp_path / "m.jcwm"), "--table", str(tmp_path / "k.csv"), "--out",
+                 str(tmp_path / "p.csv")]) == 3
+    assert capsys.readouterr().err == (f"jcw predict: error: {tmp_path / 'k.csv'}: rows 2, 5: KernelSpec field "
+                                       "'k' = 2: must be odd (padding k // 2 on every side)\n")
+    assert not (tmp_path / "p.csv").exists()

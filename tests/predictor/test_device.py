@@ -60,7 +60,8 @@ def test_a_manifest_naming_another_device_than_its_table_is_refused(work, tmp_pa
         manifest = json.loads(src.read("manifest.json"))
         manifest["fitted_on"]["device"] = "pixel"
         dst.writestr("manifest.json", json.dumps(manifest))
-        dst.writestr("training.parquet", src.read("training.parquet"))
+        for name in ("training.parquet", "state.npz"):
+            dst.writestr(name, src.read(name))
     with pytest.raises(UserError, match="field 'fitted_on'.*measured on 'local-sparse'"):
         persist.load(tmp_path / "t.jcwm")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from predictor.table import load
+from predictor.table import load, read_table, write_table
 from profiler.errors import UserError
 
 
@@ -93,3 +93,35 @@ def test_impossible_kernel_is_reported_with_its_row(tmp_path):
     t.to_csv(path, index=False)
     with pytest.raises(UserError, match=r"row 4.*'k'"):
         load(path)
+
+
+@pytest.mark.parametrize("column, bad, message", [
+    ("cin", "wide", "missing or non-numeric shape values in rows 2, 5"),
+    ("density", np.nan, "missing or non-numeric shape values in rows 2, 5"),
+    ("cout", 32.5, "non-integer sizes in rows 2, 5"),
+])
+def test_unusable_shape_values_name_their_rows(tmp_path, column, bad, message):
+    t = _table().astype({column: object})
+    t.loc[[1, 4], column] = bad
+    path = tmp_path / "shape.csv"
+    t.to_csv(path, index=False)
+    with pytest.raises(UserError, match=rf"shape\.csv: {message}"):
+        load(path)
+
+
+def test_a_written_csv_reads_back_the_same_values(tmp_path):
+    """Rows written by pyarrow's CSV writer: every float to the last bit, integers, text, empty cells."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"cin": np.arange(1000) * 8, "density": rng.choice([0.3, 0.5, 1.0], 1000),
+                          "predicted_ms": rng.lognormal(-3, 2, 1000), "device": rng.choice(["pixel", "rpi"], 1000)})
+    frame.loc[3, "predicted_ms"] = np.nan
+    write_table(frame, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text().startswith("cin,density,predicted_ms,device\n0,")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "out.csv"), frame)
+
+
+def test_text_that_needs_quotes_is_written_by_pandas(tmp_path):
+    frame = pd.DataFrame({"layer": ["a,b", 'say "x"', "plain"], "cin": [8, 16, 24]})
+    write_table(frame, tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_text() == 'layer,cin\n"a,b",8\n"say ""x""",16\nplain,24\n'
+    pd.testing.assert_frame_equal(read_table(tmp_path / "out.csv"), frame)

@@ -3,6 +3,7 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tflite
 import torch
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
@@ -112,3 +113,20 @@ def test_unsupported_operations_name_the_module():
     multiplier = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, groups=4))
     with pytest.raises(ExportError, match="channel multiplier"):
         export(multiplier, (1, 4, 8, 8), "onnx")
+
+
+@pytest.mark.parametrize("runtime", ["xnnpack", "builtin"])
+def test_every_tflite_file_computes_the_model_through_its_serving_default_signature(runtime, randomise_bn,
+                                                                                    run_exported):
+    """The writer's SignatureDef names the input and output, so signature runners (and ai-edge-quantizer) can call
+    any exported file; the file has no metadata unless its runtime asks for some."""
+    model = build_model("mobilenet_v2", num_classes=10, width_mult=0.35).eval()
+    randomise_bn(model, torch.Generator().manual_seed(1))
+    exported = export(model, SHAPE, get_runtime(runtime))
+    resolver = {"xnnpack": OpResolverType.AUTO, "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[runtime]
+    interpreter = Interpreter(model_content=exported.model, experimental_op_resolver_type=resolver)
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["output"]}}
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    got = interpreter.get_signature_runner("serving_default")(input=x.permute(0, 2, 3, 1).numpy())["output"]
+    np.testing.assert_array_equal(got, run_exported(exported, x))
+    assert tflite.Model.GetRootAs(exported.model, 0).MetadataLength() == 0
