@@ -25,6 +25,7 @@ The held-out images the search scores candidates on are 5,000 of CIFAR-10's trai
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -272,11 +273,17 @@ def picks_of(fronts, budgets_ms: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def tuned_weights(cache: Path, genes: str, seed: int) -> Path:
+    """Where a pick's fine-tuned weights are kept (its file and records beside them, other suffixes)."""
+    key = f"{sum(int(g) * 31 ** i for i, g in enumerate(genes.split(','))) % 10**12:012d}_s{seed}"
+    return cache / "picks" / f"{key}.pt"
+
+
 def tuned_pick(cache: Path, jcw: JCW, genes: str, seed: int, recipe: Recipe) -> dict:
     """A pick fine-tuned (masks fixed) with the recipe and exported; its top-1 on the val split before (prepared as
     the search prepares a candidate: BatchNorm recalibrated on training batches) and after fine-tuning."""
-    key = f"{sum(int(g) * 31 ** i for i, g in enumerate(genes.split(','))) % 10**12:012d}_s{seed}"
-    path = cache / "picks" / f"{key}.json"
+    path = tuned_weights(cache, genes, seed).with_suffix(".json")
+    key = path.stem
 
     def make() -> dict:
         x = jcw.genes(genes)
@@ -332,14 +339,20 @@ def run(data: Path, cache: Path, recipe: Recipe, command: str) -> int:
     if estimator == "supernet":  # the study's, trained once
         held_out = proxy_data(train, first_images(held_out_loader, recipe.val_images), recipe.bn_batches)
         estimator = trained_supernet(cache, search_jcw, held_out, recipe)
-    with phase(cache, "search (4 methods)"):
-        fronts = search_jcw.search(budgets_ms, cache / "search", recipe.generations, recipe.population,
-                                   val_images=recipe.val_images, bn_batches=recipe.bn_batches, estimator=estimator,
-                                   seed=recipe.seed)
-    picks = picks_of(fronts, budgets_ms)
+    picks_path = cache / "picks.csv"
+    if not picks_path.exists():
+        with phase(cache, "search (4 methods)"):
+            fronts = search_jcw.search(budgets_ms, cache / "search", recipe.generations, recipe.population,
+                                       val_images=recipe.val_images, bn_batches=recipe.bn_batches,
+                                       estimator=estimator, seed=recipe.seed)
+        picks_of(fronts, budgets_ms).to_csv(picks_path, index=False)
+    picks = pd.read_csv(picks_path, dtype={"genes": str}, keep_default_na=False, na_values=[""])
     final = JCW.from_checkpoint(base, device, predictor=predictor_path, data=(train, val), torch_device="cpu")
     with phase(cache, "picks: fine-tune, export, measure, score"):
         rows = tuned_rows(cache, final, picks, recipe)
+    with phase(cache, "INT8: quantize, measure, score"):
+        int8 = JCW.from_checkpoint(base, device, data=(train, val), torch_device="cpu", precision="int8")
+        rows = pd.concat([rows, pd.DataFrame(int8_rows(cache, int8, base, rows, held_out_loader))], ignore_index=True)
     write_results(cache, rows, tau, study, base, base_ms, predictor_accuracy, recipe, command,
                   time.perf_counter() - started)
     return 0
@@ -381,6 +394,48 @@ def measured_pick(cache: Path, jcw: JCW, pick, seed: int, recipe: Recipe) -> dic
             "genes": pick.genes}
 
 
+def int8_rows(cache: Path, jcw: JCW, base, rows: pd.DataFrame, calibration_loader) -> list[dict]:
+    """The practitioner's alternative: INT8 (XNNPACK's dense QS8 kernels) of the base model and of each fine-tuned
+    channel-only pick (INT8 runs dense, so channel pruning is what composes with it), quantized with ranges
+    calibrated on 512 held-out training images, measured on arm-emu and scored on the val split as a TFLite file."""
+    calibration = [torch.cat([images for images, _ in itertools.islice(calibration_loader, 2)])[:512].numpy()]
+    out = [{"method": "int8 of base", "budget": 1.0, "seed": 0, "genes": "",
+            **cached(cache / "int8" / "base.json", partial(int8_file, jcw, base.model, cache / "int8" / "base.tflite",
+                                                           calibration))}]
+    for row in rows[(rows.method == "channel-only") & rows.found.astype(bool)].itertuples(index=False):
+        path = tuned_weights(cache, row.genes, row.seed).with_suffix(".int8.tflite")
+        model = jcw.apply(row.genes)  # the pick as fine-tuned: its architecture from the genes, weights from the cache
+        model.load_state_dict(torch.load(tuned_weights(cache, row.genes, row.seed), weights_only=True))
+        result = cached(path.with_suffix(".json"), partial(int8_file, jcw, model, path, calibration))
+        out.append({"method": "int8 of channel-only", "budget": row.budget, "seed": row.seed, "genes": row.genes,
+                    **result})
+    return [r | {"found": True, "regime": "int8",
+                 "note": "top1_before: FP32 in PyTorch; top1_after: the INT8 file in LiteRT"} for r in out]
+
+
+def int8_file(jcw: JCW, model: torch.nn.Module, path: Path, calibration: list[np.ndarray]) -> dict:
+    """`model` exported INT8 to `path`, measured twice on arm-emu, scored in FP32 and as the INT8 file."""
+    jcw.export(model, path, calibration=calibration)
+    first, again = (m["latency_ms"] for m in jcw.measure_all([path, path], passes=1))
+    return {"measured_ms": first, "remeasured_ms": again, "top1_before": jcw.evaluate(model).top1,
+            "top1_after": tflite_top1(path, jcw.val_loader)}
+
+
+def tflite_top1(path: Path, loader) -> float:
+    """Top-1 of a .tflite file (float input and output, NHWC) on `loader`, one image per invoke, LiteRT on this
+    machine under its default settings."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    run = Interpreter(model_path=str(path), num_threads=1).get_signature_runner("serving_default")
+    correct = total = 0
+    for images, labels in loader:
+        nhwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+        logits = np.concatenate([run(input=nhwc[i:i + 1])["output"] for i in range(len(nhwc))])
+        correct += int((logits.argmax(1) == labels.numpy()).sum())
+        total += len(labels)
+    return correct / total
+
+
 def write_results(cache: Path, rows: pd.DataFrame, tau: pd.DataFrame, study: pd.DataFrame, base, base_ms: dict,
                   predictor_accuracy: dict, recipe: Recipe, command: str, seconds: float) -> None:
     """bench/results/jcw_cifar10.{csv,md,png} and jcw_cifar10_estimator.csv."""
@@ -405,8 +460,14 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     for method in METHODS:
         rows = table[table.method == method].groupby("budget").agg({"measured_ms": "mean", "top1_after": "mean"})
         ax.plot(rows.measured_ms, 100 * rows.top1_after, marker="o", label=method)
+    int8 = table[table.method == "int8 of channel-only"].groupby("budget").agg({"measured_ms": "mean",
+                                                                               "top1_after": "mean"})
+    if len(int8):
+        ax.plot(int8.measured_ms, 100 * int8.top1_after, marker="s", linestyle="--", label="channel-only + INT8")
     base = table[table.method == "base"].iloc[0]
     ax.scatter([base.measured_ms], [100 * base.top1_after], marker="*", s=120, color="black", label="base")
+    for row in table[table.method == "int8 of base"].itertuples():
+        ax.scatter([row.measured_ms], [100 * row.top1_after], marker="*", s=120, color="grey", label="base INT8")
     ax.set_xlabel(f"measured latency on {DEVICE} (instruction-clock ms)")
     ax.set_ylabel("top-1 on CIFAR-10 val after fine-tuning (%)")
     ax.grid(alpha=0.3)
@@ -414,6 +475,21 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Per budget, every choice's best top-1 within it by measured latency, the best first."""
+    base_ms = table[table.method == "base"].iloc[0].measured_ms
+    done = table[table.method != "base"].dropna(subset=["measured_ms", "top1_after"])
+    mean = done.groupby(["method", "budget"], as_index=False).agg(measured_ms=("measured_ms", "mean"),
+                                                                  top1=("top1_after", "mean"))
+    rows = []
+    for budget in BUDGETS:
+        within = mean[mean.measured_ms <= budget * base_ms]
+        best = within.sort_values("top1", ascending=False).drop_duplicates("method")
+        rows += [{"budget": budget, "budget_ms": budget * base_ms, "choice": r.method, "measured_ms": r.measured_ms,
+                  "top1": r.top1} for r in best.itertuples()]
+    return pd.DataFrame(rows)
 
 
 def report(cache: Path, table: pd.DataFrame, tau: pd.DataFrame, study: pd.DataFrame, accuracy: dict,
@@ -433,6 +509,11 @@ def report(cache: Path, table: pd.DataFrame, tau: pd.DataFrame, study: pd.DataFr
         f"(median over the study): proxy {study.proxy_estimate_s.median():.2f} s, supernet "
         f"{study.supernet_estimate_s.median():.2f} s.", "",
         "## Picks", "", shown, "",
+        "## Which choice wins at each budget (measured on arm-emu, top-1 after fine-tuning, seeds averaged)", "",
+        winners(table).to_markdown(index=False, floatfmt=".4g"), "",
+        "INT8 rows run XNNPACK's dense QS8 kernels on arm-emu, timed by the same instruction clock; instruction "
+        "counts are no phone's milliseconds, and INT8 against FP32 on a phone differs by more than the count "
+        "(memory traffic, SIMD widths), so measure both on the phone before choosing.", "",
         "![top-1 vs measured latency](jcw_cifar10.png)", "",
         "## Where the time went (summed over resumed runs)", "",
         times.to_markdown(index=False, floatfmt=".1f") if len(times) else "(not recorded)", "",
