@@ -18,7 +18,6 @@ if not INSTALLED and os.environ.get("CI"):
 SCRIPT = """
 import sys
 import numpy as np
-from torch import nn
 from ai_edge_litert.interpreter import Interpreter
 run = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner("serving_default")
 x = np.load(sys.argv[2])
