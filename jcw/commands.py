@@ -345,7 +345,7 @@ def run_export(args: argparse.Namespace) -> int:
     calibrated = f", calibrated on {record['calibration_images']} images" if record["calibration_images"] else ""
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {record['runtime']}, {record['precision']}"
           f"{calibrated}): {sparse} sparse layers"
-          + (f"; kept dense where dense is faster: {', '.join(kept_dense)}" if kept_dense else ""))
+          + (f"; pruned layers stored dense (zeros kept): {', '.join(kept_dense)}" if kept_dense else ""))
     if record["xnnpack"] is not None:
         mode = "sparse" if record["xnnpack"]["sparse"] else "dense"
         print(f"XNNPACK will run it {mode}: {record['xnnpack']['reason']}")
