@@ -40,6 +40,18 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_from_a_terminal():
+    """The Ctrl-C tests send SIGINT to this process and to the `jcw` it starts. A suite started in the background
+    (`cmd &` in a script) inherits SIGINT ignored, and so would every `jcw` it runs: handle it as a terminal's
+    Python does (KeyboardInterrupt here; the default action in children, which exec resets to it)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def private_cache(tmp_path_factory):
     """Decoded image folders are cached under the user's cache directory: the tests use one of their own."""
     saved = os.environ.get("XDG_CACHE_HOME")
