@@ -148,7 +148,7 @@ class PhysicsModel:
     def _encode(self, tf: pd.DataFrame, log_base: np.ndarray) -> pd.DataFrame:
         """Booster inputs: categoricals as the codes seen in fit (unseen -> missing), plus log(base)."""
         for c in F.CATEGORICAL:
-            codes = pd.Categorical(tf[c], categories=self.categories_[c]).codes.astype(np.float64)
+            codes = pd.Index(self.categories_[c]).get_indexer(tf[c]).astype(np.float64)  # -1: unseen
             tf[c] = np.where(codes < 0, np.nan, codes)
         tf["log_base"] = log_base
         return tf
