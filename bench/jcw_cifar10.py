@@ -294,6 +294,7 @@ def tuned_pick(cache: Path, jcw: JCW, genes: str, seed: int, recipe: Recipe) -> 
         tuned = jcw.finetune(x, recipe.tune_epochs, lr=1e-3)
         seconds = time.perf_counter() - start
         model_file = cache / "picks" / f"{key}.tflite"
+        model_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(tuned.state_dict(), model_file.with_suffix(".pt"))  # for other precisions: jcw.apply(x), loaded
         jcw.export(tuned, model_file)
         return {"genes": genes, "seed": seed, "file": str(model_file), "tune_s": seconds,
