@@ -54,8 +54,10 @@ from pruner.accuracy.estimate import calibrated_evaluation, first_images, proxy_
 from pruner.accuracy.supernet import SupernetEstimator  # noqa: E402
 from pruner.data.loading import ImageFolder, default_cache_dir, image_transform  # noqa: E402
 from pruner.model.checkpoint import load_checkpoint  # noqa: E402
+from pruner.model.graph import KINDS  # noqa: E402
 from pruner.search.latency import overhead_probes  # noqa: E402
 from pruner.search.pareto import LATENCY, LOSS, best_under_budgets  # noqa: E402
+from pruner.search.space import density_bounds  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
@@ -260,13 +262,14 @@ def taus(study: pd.DataFrame) -> pd.DataFrame:
                          for name in ("proxy", "supernet")])
 
 
-def picks_of(fronts, budgets_ms: list[float]) -> pd.DataFrame:
-    """Per method and budget the lowest-loss candidate within the budget (by predicted latency)."""
+def picks_of(fronts, budgets_ms: list[float], methods=METHODS, label: str = "") -> pd.DataFrame:
+    """Per method and budget the lowest-loss candidate within the budget (by predicted latency); `label` is added to
+    the method's name."""
     rows = []
-    for method in METHODS:
+    for method in methods:
         table = best_under_budgets(fronts.fronts[method], budgets_ms)
         for fraction, row in zip(BUDGETS, table.itertuples(index=False), strict=True):
-            rows.append({"method": method, "budget": fraction, "budget_ms": row.budget_ms, "found": row.found,
+            rows.append({"method": method + label, "budget": fraction, "budget_ms": row.budget_ms, "found": row.found,
                          "note": row.note, "genes": getattr(row, "genes", ""),
                          "predicted_ms": getattr(row, LATENCY, float("nan")),
                          "estimated_loss": getattr(row, LOSS, float("nan"))})
@@ -351,12 +354,42 @@ def run(data: Path, cache: Path, recipe: Recipe, command: str) -> int:
     final = JCW.from_checkpoint(base, device, predictor=predictor_path, data=(train, val), torch_device="cpu")
     with phase(cache, "picks: fine-tune, export, measure, score"):
         rows = tuned_rows(cache, final, picks, recipe)
+    with phase(cache, "channel-only, width floors lowered"):
+        rows = pd.concat([rows, low_floor_rows(cache, base, device, predictor_path, (train, held_out_loader, val),
+                                               budgets_ms, recipe)], ignore_index=True)
     with phase(cache, "INT8: quantize, measure, score"):
         int8 = JCW.from_checkpoint(base, device, data=(train, val), torch_device="cpu", precision="int8")
         rows = pd.concat([rows, pd.DataFrame(int8_rows(cache, int8, base, rows, held_out_loader))], ignore_index=True)
     write_results(cache, rows, tau, study, base, base_ms, predictor_accuracy, recipe, command,
                   time.perf_counter() - started)
     return 0
+
+
+LOW_FLOOR = 0.3
+LOW = f" (width floors {LOW_FLOOR})"
+
+
+def low_floor_rows(cache: Path, base, device, predictor_path: Path, data, budgets_ms: list[float],
+                   recipe: Recipe) -> pd.DataFrame:
+    """A check of the comparison's space: JCW's width floors (0.5-0.9; residual groups 0.9) stop channel-only short
+    of the tightest budget. The channel-only search again with every width floor at LOW_FLOOR, same budget and
+    estimator (the proxy's), its picks fine-tuned, measured and scored like the others."""
+    train, held_out, val = data
+    settings = {"density_bounds": density_bounds(device.runtime), "width_bounds": dict.fromkeys(KINDS, LOW_FLOOR)}
+    path = cache / "picks_low_floors.csv"
+    if not path.exists():
+        jcw = JCW(base.model, base.input_shape, device, predictor=predictor_path, data=(train, held_out),
+                  origin=base.provenance(), settings=settings, torch_device="cpu")
+        fronts = jcw.search(budgets_ms, cache / "search_low_floors", recipe.generations, recipe.population,
+                            methods=["channel-only"], val_images=recipe.val_images, bn_batches=recipe.bn_batches,
+                            seed=recipe.seed)
+        picks_of(fronts, budgets_ms, ["channel-only"], LOW).to_csv(path, index=False)
+    picks = pd.read_csv(path, dtype={"genes": str}, keep_default_na=False, na_values=[""])
+    final = JCW(base.model, base.input_shape, device, predictor=predictor_path, data=(train, val),
+                origin=base.provenance(), settings=settings, torch_device="cpu")
+    return pd.DataFrame([measured_pick(cache, final, pick, recipe.seed, recipe) if pick.found else
+                         {"method": pick.method, "budget": pick.budget, "seed": recipe.seed, "found": False,
+                          "note": pick.note} for pick in picks.itertuples(index=False)])
 
 
 def tuned_rows(cache: Path, jcw: JCW, picks: pd.DataFrame, recipe: Recipe) -> pd.DataFrame:
@@ -461,6 +494,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     for method in METHODS:
         rows = table[table.method == method].groupby("budget").agg({"measured_ms": "mean", "top1_after": "mean"})
         ax.plot(rows.measured_ms, 100 * rows.top1_after, marker="o", label=method)
+    low = table[table.method == "channel-only" + LOW].groupby("budget").agg({"measured_ms": "mean",
+                                                                              "top1_after": "mean"})
+    if len(low):
+        ax.plot(low.measured_ms, 100 * low.top1_after, marker="v", linestyle=":", label="channel-only" + LOW)
     int8 = table[table.method == "int8 of channel-only"].groupby("budget").agg({"measured_ms": "mean",
                                                                                "top1_after": "mean"})
     if len(int8):
