@@ -532,7 +532,9 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
 
 def report(cache: Path, table: pd.DataFrame, tau: pd.DataFrame, study: pd.DataFrame, accuracy: dict,
            recipe: Recipe, command: str, seconds: float) -> str:
-    shown = table.drop(columns=["genes"]).fillna("").to_markdown(index=False, floatfmt=".4g")
+    digits = {"measured_ms": 3, "predicted_ms": 3, "remeasured_ms": 3, "search_predicted_ms": 3, "top1_before": 4,
+              "top1_after": 4}
+    shown = table.drop(columns=["genes"]).round(digits).astype(object).fillna("").to_markdown(index=False)
     phases = json.loads((cache / "phases.json").read_text()) if (cache / "phases.json").exists() else {}
     supernet = json.loads((cache / "supernet_time.json").read_text())["seconds"]
     times = pd.DataFrame([{"step": k, "minutes": v / 60} for k, v in phases.items()])
