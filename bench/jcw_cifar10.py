@@ -354,9 +354,10 @@ def run(data: Path, cache: Path, recipe: Recipe, command: str) -> int:
     final = JCW.from_checkpoint(base, device, predictor=predictor_path, data=(train, val), torch_device="cpu")
     with phase(cache, "picks: fine-tune, export, measure, score"):
         rows = tuned_rows(cache, final, picks, recipe)
-    with phase(cache, "channel-only, width floors lowered"):
-        rows = pd.concat([rows, low_floor_rows(cache, base, device, predictor_path, (train, held_out_loader, val),
-                                               budgets_ms, recipe)], ignore_index=True)
+    for method in ("channel-only", "joint"):
+        with phase(cache, f"{method}, width floors lowered"):
+            rows = pd.concat([rows, low_floor_rows(cache, base, device, predictor_path, (train, held_out_loader, val),
+                                                   budgets_ms, recipe, method)], ignore_index=True)
     with phase(cache, "INT8: quantize, measure, score"):
         int8 = JCW.from_checkpoint(base, device, data=(train, val), torch_device="cpu", precision="int8")
         rows = pd.concat([rows, pd.DataFrame(int8_rows(cache, int8, base, rows, held_out_loader))], ignore_index=True)
@@ -370,20 +371,21 @@ LOW = f" (width floors {LOW_FLOOR})"
 
 
 def low_floor_rows(cache: Path, base, device, predictor_path: Path, data, budgets_ms: list[float],
-                   recipe: Recipe) -> pd.DataFrame:
+                   recipe: Recipe, method: str) -> pd.DataFrame:
     """A check of the comparison's space: JCW's width floors (0.5-0.9; residual groups 0.9) stop channel-only short
-    of the tightest budget. The channel-only search again with every width floor at LOW_FLOOR, same budget and
-    estimator (the proxy's), its picks fine-tuned, measured and scored like the others."""
+    of the tightest budget. `method`'s search again with every width floor at LOW_FLOOR, same budget and estimator
+    (the proxy's), its picks fine-tuned, measured and scored like the others."""
     train, held_out, val = data
     settings = {"density_bounds": density_bounds(device.runtime), "width_bounds": dict.fromkeys(KINDS, LOW_FLOOR)}
-    path = cache / "picks_low_floors.csv"
+    suffix = "" if method == "channel-only" else f"_{method}"
+    path = cache / f"picks_low_floors{suffix}.csv"
     if not path.exists():
         jcw = JCW(base.model, base.input_shape, device, predictor=predictor_path, data=(train, held_out),
                   origin=base.provenance(), settings=settings, torch_device="cpu")
-        fronts = jcw.search(budgets_ms, cache / "search_low_floors", recipe.generations, recipe.population,
-                            methods=["channel-only"], val_images=recipe.val_images, bn_batches=recipe.bn_batches,
+        fronts = jcw.search(budgets_ms, cache / f"search_low_floors{suffix}", recipe.generations, recipe.population,
+                            methods=[method], val_images=recipe.val_images, bn_batches=recipe.bn_batches,
                             seed=recipe.seed)
-        picks_of(fronts, budgets_ms, ["channel-only"], LOW).to_csv(path, index=False)
+        picks_of(fronts, budgets_ms, [method], LOW).to_csv(path, index=False)
     picks = pd.read_csv(path, dtype={"genes": str}, keep_default_na=False, na_values=[""])
     final = JCW(base.model, base.input_shape, device, predictor=predictor_path, data=(train, val),
                 origin=base.provenance(), settings=settings, torch_device="cpu")
@@ -494,10 +496,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     for method in METHODS:
         rows = table[table.method == method].groupby("budget").agg({"measured_ms": "mean", "top1_after": "mean"})
         ax.plot(rows.measured_ms, 100 * rows.top1_after, marker="o", label=method)
-    low = table[table.method == "channel-only" + LOW].groupby("budget").agg({"measured_ms": "mean",
-                                                                              "top1_after": "mean"})
-    if len(low):
-        ax.plot(low.measured_ms, 100 * low.top1_after, marker="v", linestyle=":", label="channel-only" + LOW)
+    for method in ("channel-only", "joint"):
+        low = table[table.method == method + LOW].groupby("budget").agg({"measured_ms": "mean", "top1_after": "mean"})
+        if len(low):
+            ax.plot(low.measured_ms, 100 * low.top1_after, marker="v", linestyle=":", label=method + LOW)
     int8 = table[table.method == "int8 of channel-only"].groupby("budget").agg({"measured_ms": "mean",
                                                                                "top1_after": "mean"})
     if len(int8):
