@@ -276,13 +276,29 @@ def _raw_shape(df: pd.DataFrame) -> np.ndarray:
     return np.column_stack([*cols, p["density"], p["macs"], p["weights"]]).astype(np.float64)
 
 
-class NNMeterForest:
-    """Baseline: nn-Meter-style random forest on raw shape features (density added), latency in ms."""
+class _SavedTrees:
+    """state() and from_state() of a model that is its `random_state` and one fitted tree ensemble, `trees_`."""
 
-    name = "nn-Meter RF"
+    trees_: TreeEnsemble
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state
+
+    def state(self) -> State:
+        arrays: dict[str, np.ndarray] = {}
+        return {"random_state": self.random_state, "trees": _trees_state(self.trees_, arrays)}, arrays
+
+    @classmethod
+    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]):
+        model = cls(meta["random_state"])
+        model.trees_ = _trees_from(meta["trees"], arrays)
+        return model
+
+
+class NNMeterForest(_SavedTrees):
+    """Baseline: nn-Meter-style random forest on raw shape features (density added), latency in ms."""
+
+    name = "nn-Meter RF"
 
     def fit(self, df: pd.DataFrame) -> NNMeterForest:
         """A 100-tree forest on the raw features."""
@@ -296,24 +312,11 @@ class NNMeterForest:
         """Predicted latency in ms."""
         return self.trees_.predict(_raw_shape(df))
 
-    def state(self) -> State:
-        arrays: dict[str, np.ndarray] = {}
-        return {"random_state": self.random_state, "trees": _trees_state(self.trees_, arrays)}, arrays
 
-    @classmethod
-    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> NNMeterForest:
-        model = cls(meta["random_state"])
-        model.trees_ = _trees_from(meta["trees"], arrays)
-        return model
-
-
-class RawBoosting:
+class RawBoosting(_SavedTrees):
     """Baseline: plain gradient boosting of log latency on the raw shape features (no physics)."""
 
     name = "GBM raw"
-
-    def __init__(self, random_state: int = 0):
-        self.random_state = random_state
 
     def fit(self, df: pd.DataFrame) -> RawBoosting:
         """Default HistGradientBoosting on log latency."""
@@ -327,15 +330,6 @@ class RawBoosting:
         """Predicted latency in ms."""
         return np.exp(self.trees_.predict(_raw_shape(df)))
 
-    def state(self) -> State:
-        arrays: dict[str, np.ndarray] = {}
-        return {"random_state": self.random_state, "trees": _trees_state(self.trees_, arrays)}, arrays
-
-    @classmethod
-    def from_state(cls, meta: dict, arrays: dict[str, np.ndarray]) -> RawBoosting:
-        model = cls(meta["random_state"])
-        model.trees_ = _trees_from(meta["trees"], arrays)
-        return model
 
 
 MODELS = {
